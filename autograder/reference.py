@@ -1,0 +1,199 @@
+"""Reference layers of the course: NumPy, NCHW, float64.
+
+Every layer follows one interface: ``forward(...) -> (out, cache)`` and
+``backward(dout, cache) -> gradients``.  The contract (shapes, caches, the
+output-size rule, the tie rule) is the one the exercises state:
+
+    conv_forward(x, w, b, stride=1, pad=0) -> (out, cache)
+        x (N, C, H, W), w (F, C, HH, WW), b (F,) -> out (N, F, H', W')
+        H' = (H + 2*pad - HH) // stride + 1, W' likewise
+        cache = (x, w, b, stride, pad)
+    conv_backward(dout, cache) -> (dx, dw, db)
+    maxpool_forward(x, pool=2, stride=2) -> (out, cache)
+        H' = (H - pool) // stride + 1, cache = (x, pool, stride)
+    maxpool_backward(dout, cache) -> dx
+        overlapping windows add up; a tie sends the gradient to the first
+        maximal element of the window in row-major order.
+
+Two implementations of the convolution are kept: ``*_loops`` follow the
+definitions term by term (slow, easy to read, used to set time budgets), and
+the default ones use strided windows and einsum (fast).  Tests hold them equal.
+"""
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+
+def output_size(size, k, stride=1, pad=0):
+    """Number of windows of width k that fit in size + 2*pad with the given stride."""
+    if stride < 1:
+        raise ValueError(f"stride must be a positive integer, got {stride}")
+    if size + 2 * pad < k:
+        raise ValueError(f"a window of {k} does not fit in {size} + 2*{pad}")
+    return (size + 2 * pad - k) // stride + 1
+
+
+def zero_pad(x, pad):
+    """Pad the last two axes of x (N, C, H, W) with pad zeros on every side."""
+    return np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
+
+
+def _windows(xp, HH, WW, stride):
+    """View of xp (N, C, Hp, Wp) as (N, C, H', W', HH, WW) windows, no copy."""
+    v = sliding_window_view(xp, (HH, WW), axis=(2, 3))
+    return v[:, :, ::stride, ::stride]
+
+
+def conv_forward(x, w, b, stride=1, pad=0):
+    """Cross-correlation layer; see the module docstring for shapes and cache."""
+    N, C, H, W = x.shape
+    F, C2, HH, WW = w.shape
+    if C != C2:
+        raise ValueError(f"x has {C} channels but w expects {C2}")
+    Ho, Wo = output_size(H, HH, stride, pad), output_size(W, WW, stride, pad)
+    win = _windows(zero_pad(x, pad), HH, WW, stride)[:, :, :Ho, :Wo]
+    out = np.einsum("nchwij,fcij->nfhw", win, w, optimize=True) + b[None, :, None, None]
+    return out, (x, w, b, stride, pad)
+
+
+def conv_transpose(dout, w, stride, pad, x_shape):
+    """Adjoint of the x -> conv_forward(x, w, 0) map: the gradient dx (x_shape).
+
+    Every output position (n, f, i, j) scatters dout[n, f, i, j] * w[f] back
+    onto the window it was computed from; padding is cropped at the end.
+    """
+    N, C, H, W = x_shape
+    F, _, HH, WW = w.shape
+    _, _, Ho, Wo = dout.shape
+    dxp = np.zeros((N, C, H + 2 * pad, W + 2 * pad))
+    contrib = np.einsum("nfhw,fcij->nchwij", dout, w, optimize=True)
+    for i in range(HH):
+        for j in range(WW):
+            dxp[:, :, i:i + stride * Ho:stride, j:j + stride * Wo:stride] += contrib[..., i, j]
+    return dxp[:, :, pad:pad + H, pad:pad + W]
+
+
+def conv_backward(dout, cache):
+    """Gradients (dx, dw, db) of the cross-correlation layer, shaped like (x, w, b)."""
+    x, w, b, stride, pad = cache
+    HH, WW = w.shape[2:]
+    Ho, Wo = dout.shape[2:]
+    win = _windows(zero_pad(x, pad), HH, WW, stride)[:, :, :Ho, :Wo]
+    dw = np.einsum("nchwij,nfhw->fcij", win, dout, optimize=True)
+    db = dout.sum(axis=(0, 2, 3))
+    dx = conv_transpose(dout, w, stride, pad, x.shape)
+    return dx, dw, db
+
+
+def conv_forward_loops(x, w, b, stride=1, pad=0):
+    """conv_forward written as the sum in its definition, one output at a time."""
+    N, C, H, W = x.shape
+    F, _, HH, WW = w.shape
+    Ho, Wo = output_size(H, HH, stride, pad), output_size(W, WW, stride, pad)
+    xp = zero_pad(x, pad)
+    out = np.zeros((N, F, Ho, Wo))
+    for n in range(N):
+        for f in range(F):
+            for i in range(Ho):
+                for j in range(Wo):
+                    window = xp[n, :, i * stride:i * stride + HH, j * stride:j * stride + WW]
+                    out[n, f, i, j] = np.sum(window * w[f]) + b[f]
+    return out, (x, w, b, stride, pad)
+
+
+def conv_backward_loops(dout, cache):
+    """conv_backward as a loop over outputs: each one scatters into dx and dw."""
+    x, w, b, stride, pad = cache
+    N, C, H, W = x.shape
+    F, _, HH, WW = w.shape
+    _, _, Ho, Wo = dout.shape
+    xp = zero_pad(x, pad)
+    dxp = np.zeros_like(xp)
+    dw = np.zeros_like(w)
+    db = np.zeros_like(b)
+    for n in range(N):
+        for f in range(F):
+            db[f] += dout[n, f].sum()
+            for i in range(Ho):
+                for j in range(Wo):
+                    rows = slice(i * stride, i * stride + HH)
+                    cols = slice(j * stride, j * stride + WW)
+                    dw[f] += dout[n, f, i, j] * xp[n, :, rows, cols]
+                    dxp[n, :, rows, cols] += dout[n, f, i, j] * w[f]
+    return dxp[:, :, pad:pad + H, pad:pad + W], dw, db
+
+
+def maxpool_forward(x, pool=2, stride=2):
+    """Max over pool x pool windows: x (N, C, H, W) -> out (N, C, H', W')."""
+    N, C, H, W = x.shape
+    Ho, Wo = output_size(H, pool, stride), output_size(W, pool, stride)
+    win = _windows(x, pool, pool, stride)[:, :, :Ho, :Wo]
+    return win.max(axis=(4, 5)), (x, pool, stride)
+
+
+def maxpool_backward(dout, cache):
+    """Route each dout entry to the first maximal element of its window: dx like x."""
+    x, pool, stride = cache
+    N, C, H, W = x.shape
+    _, _, Ho, Wo = dout.shape
+    win = _windows(x, pool, pool, stride)[:, :, :Ho, :Wo]
+    first = win.reshape(N, C, Ho, Wo, pool * pool).argmax(axis=4)  # row-major first max
+    di, dj = np.divmod(first, pool)
+    n, c, i, j = np.indices((N, C, Ho, Wo))
+    dx = np.zeros_like(x, dtype=np.float64)
+    np.add.at(dx, (n, c, i * stride + di, j * stride + dj), dout)  # overlaps add up
+    return dx
+
+
+def avgpool_forward(x, pool=2, stride=2):
+    """Mean over pool x pool windows: x (N, C, H, W) -> out (N, C, H', W')."""
+    N, C, H, W = x.shape
+    Ho, Wo = output_size(H, pool, stride), output_size(W, pool, stride)
+    win = _windows(x, pool, pool, stride)[:, :, :Ho, :Wo]
+    return win.mean(axis=(4, 5)), (x, pool, stride)
+
+
+def avgpool_backward(dout, cache):
+    """Spread each dout entry evenly over its window: dx like x."""
+    x, pool, stride = cache
+    _, _, Ho, Wo = dout.shape
+    dx = np.zeros_like(x, dtype=np.float64)
+    share = dout / (pool * pool)
+    for a in range(pool):
+        for c in range(pool):
+            dx[:, :, a:a + stride * Ho:stride, c:c + stride * Wo:stride] += share
+    return dx
+
+
+def relu_forward(x):
+    """max(x, 0) elementwise; cache is x."""
+    return np.maximum(x, 0), x
+
+
+def relu_backward(dout, cache):
+    """Pass dout where the input was positive."""
+    return dout * (cache > 0)
+
+
+def affine_forward(x, w, b):
+    """x (N, ...) flattened to (N, D) times w (D, M) plus b (M,) -> (N, M)."""
+    out = x.reshape(x.shape[0], -1) @ w + b
+    return out, (x, w, b)
+
+
+def affine_backward(dout, cache):
+    """Gradients (dx, dw, db) of the affine layer, shaped like (x, w, b)."""
+    x, w, b = cache
+    dx = (dout @ w.T).reshape(x.shape)
+    dw = x.reshape(x.shape[0], -1).T @ dout
+    return dx, dw, dout.sum(axis=0)
+
+
+def softmax_loss(scores, y):
+    """Mean cross-entropy of softmax(scores (N, K)) for labels y (N,); returns (loss, dscores)."""
+    shifted = scores - scores.max(axis=1, keepdims=True)
+    logp = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+    N = scores.shape[0]
+    loss = -logp[np.arange(N), y].mean()
+    dscores = np.exp(logp)
+    dscores[np.arange(N), y] -= 1
+    return loss, dscores / N
