@@ -1,0 +1,891 @@
+"""Run learner code in a separate, limited process and bring back plain data.
+
+The trusted parent (this module) never executes learner code.  It starts a
+child interpreter that runs ``autograder/_child.py``; the child runs the
+learner's cells in one namespace and then answers call requests.  Arguments go
+in and results come back as ``.npy`` files (``allow_pickle=False``); requests
+and replies are JSON lines on two dedicated pipes, each reply carrying the
+fresh nonce of its request.  Nothing the child says is used for a score: it
+only hands arrays back, and the checks compare them with the reference.
+
+Isolation (see ``isolation_mode``):
+
+``'bubblewrap'``
+    The child runs under ``bwrap`` with new network, PID, IPC and UTS
+    namespaces and an empty root holding only ``/usr``, the Python runtime
+    (read-only, its own ``site-packages`` hidden), the allowed third-party
+    packages (NumPy) under ``/opt/learner-site``, fresh ``/proc``, ``/dev``, a
+    small private ``/tmp`` and a private job folder at ``/job``.  Nothing of
+    the repository, the output folder, the gradebook or other submissions is
+    mounted.  Run as root, the child drops to uid/gid 65534 itself; otherwise a
+    user namespace is used.
+``'rlimits-only'``
+    Fallback when ``bwrap`` is missing or fails its self-test: a plain child
+    process with the same resource limits and the same uid drop, but **no
+    filesystem or network isolation**.  A loud warning is emitted once.
+
+Either way the child gets resource limits (address space, CPU seconds,
+processes, file size, open files); the parent adds a wall-clock budget per
+call and per cell and kills the whole process group when one runs out.
+
+Typical use::
+
+    with LearnerProcess(cells, limits=Limits(), allowed_imports=ALLOWED_IMPORTS) as proc:
+        report = proc.setup()
+        res = proc.call("conv_forward", (x, w, b), {"stride": 2, "pad": 1}, budget_s=1.5)
+"""
+from __future__ import annotations
+
+import errno
+import importlib.util
+import json
+import logging
+import os
+import secrets
+import select
+import shutil
+import signal
+import stat
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import threading
+import time
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from numpy.lib import format as npy_format
+
+from .policy import ALLOWED_IMPORTS, FORBIDDEN_HINTS, import_message
+
+__all__ = [
+    "Limits", "LearnerProcess", "CallResult", "CellReport", "SetupReport",
+    "Unreadable", "SandboxError", "isolation_mode",
+]
+
+log = logging.getLogger(__name__)
+
+#: uid/gid the child runs as when the grader runs as root ("nobody" on Debian).
+NOBODY = 65534
+#: Where the allowed third-party packages appear inside the sandbox.
+SANDBOX_SITE = "/opt/learner-site"
+SANDBOX_JOB = "/job"
+_CHILD_SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_child.py")
+_MAX_LINE = 16 << 20          # longest protocol line the parent will parse
+_MAX_FILES = 100_000          # most .npy files one reply may refer to
+_NUMPY_PRELOAD = ["numpy.fft", "numpy.linalg", "numpy.random", "numpy.polynomial",
+                  "numpy.ma", "numpy.testing", "numpy.lib.stride_tricks"]
+
+
+class SandboxError(RuntimeError):
+    """The sandbox itself could not be started (not the learner's fault)."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Resource limits of one learner process.
+
+    ``cell_timeout``: wall-clock seconds per cell; ``setup_timeout``: for
+    starting the interpreter and running all cells; ``cpu_seconds``: CPU time
+    of the whole process (RLIMIT_CPU); ``memory_bytes``: address space
+    (RLIMIT_AS); ``max_processes``: processes and threads (RLIMIT_NPROC);
+    ``output_bytes``: largest file the child may write, printed output
+    included (RLIMIT_FSIZE); ``open_files``: RLIMIT_NOFILE; ``tmp_bytes``:
+    size of the private ``/tmp`` (bubblewrap only).
+    """
+
+    cell_timeout: float = 10.0
+    setup_timeout: float = 60.0
+    cpu_seconds: int = 300
+    memory_bytes: int = 2 << 30
+    max_processes: int = 64
+    output_bytes: int = 20 << 20
+    open_files: int = 64
+    tmp_bytes: int = 64 << 20
+
+
+@dataclass(frozen=True)
+class Unreadable:
+    """Stands in for a returned leaf that cannot travel as numbers."""
+
+    description: str
+
+    def __repr__(self) -> str:
+        return f"<unreadable: {self.description}>"
+
+
+@dataclass(frozen=True)
+class CellReport:
+    """Outcome of one learner cell.
+
+    ``status`` is 'ok', 'error', 'timeout', 'killed' or 'out-of-memory';
+    ``message`` is one line (the exception's last line, or what happened).
+    """
+
+    index: int
+    status: str
+    message: str = ""
+    defined: tuple[str, ...] = ()
+    seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class SetupReport:
+    """What running the cells gave: one report per cell, in notebook order."""
+
+    cells: tuple[CellReport, ...]
+    names: tuple[str, ...] = ()
+    functions: tuple[str, ...] = ()
+    restarts: int = 0
+    isolation: str = ""
+
+    def cell(self, index: int) -> CellReport:
+        return self.cells[index]
+
+    @property
+    def failed(self) -> tuple[CellReport, ...]:
+        return tuple(c for c in self.cells if c.status != "ok")
+
+
+@dataclass
+class CallResult:
+    """Outcome of one call.  Only ``value`` and ``args_after`` are data;
+    ``message`` is for feedback and never trusted for a score."""
+
+    status: str
+    value: Any = None
+    args_after: tuple | None = None
+    message: str = ""
+    seconds: float = 0.0
+
+
+# --------------------------------------------------------------------------
+# isolation
+# --------------------------------------------------------------------------
+
+_mode_lock = threading.Lock()
+_mode: str | None = None
+_warned = False
+
+
+def _python_executable() -> str:
+    exe = getattr(sys, "_base_executable", None) or sys.executable
+    return os.path.realpath(exe)
+
+
+def _stdlib_dirs() -> set[str]:
+    paths = sysconfig.get_paths()
+    return {os.path.realpath(paths[k]) for k in ("stdlib", "platstdlib") if k in paths}
+
+
+def _third_party_dirs(allowed) -> list[str]:
+    """Folders (package and its bundled ``.libs``) of allowed non-stdlib modules."""
+    stdlib = _stdlib_dirs()
+    found: list[str] = []
+    for name in sorted(allowed):
+        try:
+            spec = importlib.util.find_spec(name)
+        except (ImportError, ValueError):
+            spec = None
+        if spec is None or spec.origin in (None, "built-in", "frozen"):
+            continue
+        if spec.submodule_search_locations:
+            path = os.path.realpath(list(spec.submodule_search_locations)[0])
+        else:
+            path = os.path.realpath(spec.origin)
+        parent = os.path.dirname(path)
+        if any(parent == d or parent.startswith(d + os.sep) and "site-packages" not in parent
+               for d in stdlib):
+            continue
+        found.append(path)
+        libs = os.path.join(parent, name + ".libs")
+        if os.path.isdir(libs):
+            found.append(os.path.realpath(libs))
+    return found
+
+
+def _ancestors(path: str) -> list[str]:
+    out = []
+    while True:
+        path = os.path.dirname(path)
+        if path in ("/", ""):
+            return out[::-1]
+        out.append(path)
+
+
+def _bwrap_argv(job_dir: str, site_dirs: list[str], tmp_bytes: int) -> list[str]:
+    """The bubblewrap command line (without the program to run)."""
+    bwrap = shutil.which("bwrap")
+    argv = [bwrap, "--unshare-net", "--unshare-pid", "--unshare-ipc", "--unshare-uts",
+            "--die-with-parent", "--new-session"]
+    if os.getuid() != 0:
+        argv.append("--unshare-user")
+    argv += ["--ro-bind", "/usr", "/usr"]
+    for name in ("bin", "sbin", "lib", "lib32", "lib64", "libx32"):
+        top = "/" + name
+        if os.path.islink(top):
+            argv += ["--symlink", os.readlink(top), top]
+        elif os.path.isdir(top):
+            argv += ["--ro-bind", top, top]
+    made = {"/", "/usr", "/opt"}
+    argv += ["--perms", "0755", "--dir", "/opt"]
+
+    def ensure_parents(path):
+        for anc in _ancestors(path):
+            if anc not in made and not anc.startswith("/usr/"):
+                argv.extend(["--perms", "0755", "--dir", anc])
+                made.add(anc)
+
+    prefix = os.path.realpath(sys.base_prefix)
+    if prefix != "/usr" and not prefix.startswith("/usr/"):
+        ensure_parents(prefix)
+        argv += ["--ro-bind", prefix, prefix]
+    # hide every installed library but the allowed ones
+    for hidden in {os.path.realpath(p) for p in (
+            sysconfig.get_paths(vars={"base": sys.base_prefix, "platbase": sys.base_prefix})["purelib"],
+            sysconfig.get_paths(vars={"base": sys.base_prefix, "platbase": sys.base_prefix})["platlib"],
+            "/usr/lib/python3/dist-packages",
+            f"/usr/local/lib/python{sys.version_info[0]}.{sys.version_info[1]}/dist-packages",
+            f"/usr/lib/python{sys.version_info[0]}.{sys.version_info[1]}/site-packages")}:
+        if os.path.isdir(hidden) and (hidden.startswith(prefix + os.sep) or hidden.startswith("/usr/")):
+            argv += ["--perms", "0755", "--tmpfs", hidden]
+    exe_dir = os.path.dirname(_python_executable())
+    if not (exe_dir.startswith(prefix + os.sep) or exe_dir.startswith("/usr/")):
+        ensure_parents(exe_dir)
+        argv += ["--ro-bind", exe_dir, exe_dir]
+    argv += ["--perms", "0755", "--dir", SANDBOX_SITE]
+    for path in site_dirs:
+        argv += ["--ro-bind", path, f"{SANDBOX_SITE}/{os.path.basename(path)}"]
+    argv += ["--proc", "/proc", "--dev", "/dev",
+             "--perms", "1777", "--size", str(int(tmp_bytes)), "--tmpfs", "/tmp",
+             "--bind", job_dir, SANDBOX_JOB, "--chdir", SANDBOX_JOB, "--clearenv"]
+    for key, value in _child_env().items():
+        argv += ["--setenv", key, value]
+    return argv
+
+
+def _child_env() -> dict[str, str]:
+    return {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+            "PYTHONDONTWRITEBYTECODE": "1", "HOME": "/tmp", "LANG": "C.UTF-8",
+            "PATH": "/usr/bin:/bin"}
+
+
+def _self_test() -> tuple[bool, str]:
+    if shutil.which("bwrap") is None:
+        return False, "bwrap is not installed"
+    root = tempfile.mkdtemp(prefix="sandbox-selftest-")
+    try:
+        job = os.path.join(root, "job")
+        os.mkdir(job)
+        site = _third_party_dirs(ALLOWED_IMPORTS)
+        code = (f"import sys; sys.path[:0] = [{SANDBOX_SITE!r}]; import numpy, socket; "
+                "s = socket.socket(); s.settimeout(1)\n"
+                "try:\n    s.connect(('1.1.1.1', 53)); print('network')\n"
+                "except OSError:\n    print('sealed')")
+        argv = _bwrap_argv(job, site, 16 << 20) + [_python_executable(), "-I", "-S", "-c", code]
+        try:
+            res = subprocess.run(argv, capture_output=True, timeout=60, stdin=subprocess.DEVNULL)
+        except (OSError, subprocess.SubprocessError) as exc:
+            return False, str(exc)
+        if res.returncode != 0 or res.stdout.strip() != b"sealed":
+            tail = (res.stderr or res.stdout).decode("utf-8", "replace").strip().splitlines()[-1:]
+            return False, f"exit code {res.returncode}: {' '.join(tail)}"
+        return True, ""
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def isolation_mode() -> str:
+    """'bubblewrap' when bwrap works here, else 'rlimits-only' (warns once)."""
+    global _mode, _warned
+    with _mode_lock:
+        if _mode is None:
+            ok, why = _self_test()
+            _mode = "bubblewrap" if ok else "rlimits-only"
+            if not ok and not _warned:
+                _warned = True
+                text = ("grading WITHOUT filesystem isolation: install bubblewrap "
+                        f"(apt-get install bubblewrap); bwrap self-test failed: {why}")
+                log.warning(text)
+                warnings.warn(text, RuntimeWarning, stacklevel=2)
+        return _mode
+
+
+# --------------------------------------------------------------------------
+# helpers
+# --------------------------------------------------------------------------
+
+def _count_tasks(uid: int) -> int:
+    """Processes and threads owned by uid (what RLIMIT_NPROC counts)."""
+    total = 0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/status", "rb") as fh:
+                real_uid = threads = None
+                for line in fh:
+                    if line.startswith(b"Uid:"):
+                        real_uid = int(line.split()[1])
+                    elif line.startswith(b"Threads:"):
+                        threads = int(line.split()[1])
+            if real_uid == uid:
+                total += threads or 1
+        except (OSError, ValueError, IndexError):
+            continue
+    return total
+
+
+def _describe_exit(returncode: int | None, bubblewrap: bool) -> tuple[str, str]:
+    """(status, words) for a child that ended on its own."""
+    if returncode is None:
+        return "killed", "the process stopped answering"
+    sig = None
+    if returncode < 0:
+        sig = -returncode
+    elif bubblewrap and 128 < returncode < 128 + 65:
+        sig = returncode - 128     # bwrap reports a signal as 128 + its number
+    if sig is not None:
+        try:
+            name = signal.Signals(sig).name
+        except ValueError:
+            name = f"signal {sig}"
+        if sig == signal.SIGXCPU:
+            return "timeout", f"the process used up its CPU-time limit ({name})"
+        if sig == signal.SIGXFSZ:
+            return "killed", f"the process wrote a file over the size limit ({name})"
+        return "killed", f"the process was killed by {name}"
+    return "killed", f"the process ended with exit code {returncode}"
+
+
+def _open_plain(path: str, size_cap: int):
+    """Open a regular file the child wrote, without following links or blocking on FIFOs."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise ValueError("not a regular file")
+        if st.st_size > size_cap:
+            raise ValueError(f"file of {st.st_size} bytes is over the limit")
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _rmtree(path: str) -> None:
+    def retry(func, p, _exc):
+        try:
+            os.chmod(os.path.dirname(p), 0o700)
+            os.chmod(p, 0o700)
+            func(p)
+        except OSError:
+            pass
+    shutil.rmtree(path, onerror=retry)
+
+
+# --------------------------------------------------------------------------
+# the learner process
+# --------------------------------------------------------------------------
+
+class _Dead(Exception):
+    """The child ended or stopped answering."""
+
+    def __init__(self, status: str, message: str):
+        super().__init__(message)
+        self.status, self.message = status, message
+
+
+class LearnerProcess:
+    """One learner's code, running in its own limited child process.
+
+    ``cells`` are the learner's code cells in notebook order.  ``setup()`` runs
+    them; ``call()`` calls a function they defined.  After a fatal outcome
+    (timeout, killed, out of memory) the next ``call`` starts a fresh child,
+    re-running the cells except those that ended or hung the process.
+    """
+
+    def __init__(self, cells, limits: Limits | None = None,
+                 allowed_imports=ALLOWED_IMPORTS, isolation: str | None = None):
+        self.cells = [str(c) for c in cells]
+        self.limits = limits or Limits()
+        self.allowed_imports = frozenset(allowed_imports)
+        if isolation is None:
+            isolation = isolation_mode()
+        elif isolation == "bubblewrap" and isolation_mode() != "bubblewrap":
+            raise SandboxError("bubblewrap was required but does not work on this machine")
+        elif isolation not in ("bubblewrap", "rlimits-only"):
+            raise ValueError(f"unknown isolation {isolation!r}")
+        self.isolation = isolation
+        self.report: SetupReport | None = None
+        self._fatal_cells: dict[int, CellReport] = {}
+        self._restarts = 0
+        self._proc: subprocess.Popen | None = None
+        self._root: str | None = None
+        self._job: str | None = None
+        self._req_w: int | None = None
+        self._rep_r: int | None = None
+        self._buf = b""
+        self._site = _third_party_dirs(self.allowed_imports)
+
+    # -- context manager -------------------------------------------------
+
+    def __enter__(self) -> "LearnerProcess":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass
+
+    # -- public API --------------------------------------------------------
+
+    def setup(self) -> SetupReport:
+        """Run the cells (restarting past cells that end or hang the process)."""
+        self._stop()
+        runs: dict[int, CellReport] = {}
+        for _attempt in range(len(self.cells) + 2):
+            runs, final = self._start_and_run_cells()
+            if final is not None:
+                names, functions = final
+                break
+            self._restarts += 1
+        else:  # pragma: no cover - every failed attempt adds a skipped cell
+            raise SandboxError("the learner process could not be set up")
+        cells = []
+        for i in range(len(self.cells)):
+            cells.append(self._fatal_cells.get(i) or runs.get(i) or CellReport(
+                i, "error", "the cell did not run"))
+        self.report = SetupReport(tuple(cells), tuple(names), tuple(functions),
+                                  self._restarts, self.isolation)
+        return self.report
+
+    def call(self, func: str, args=(), kwargs=None, budget_s: float = 1.0) -> CallResult:
+        """Call ``func(*args, **kwargs)`` in the child within ``budget_s`` seconds."""
+        kwargs = dict(kwargs or {})
+        if self._proc is None or self._proc.poll() is not None:
+            self.setup()
+        nonce = secrets.token_hex(16)
+        try:
+            files = [0]
+            request = {"op": "call", "nonce": nonce, "func": str(func),
+                       "args": self._encode(tuple(args), nonce, files),
+                       "kwargs": self._encode(kwargs, nonce, files)}
+        except OSError as exc:
+            raise SandboxError(f"could not write the inputs: {exc}") from exc
+        start = time.monotonic()
+        try:
+            self._send(request)
+            reply = self._receive(nonce, start + budget_s, accept=None)
+        except _Dead as dead:
+            seconds = time.monotonic() - start
+            self._kill()
+            self._cleanup_files(nonce)
+            if dead.status == "timeout" and "budget" in dead.message:
+                msg = f"{func} did not finish within its time budget of {budget_s:.2f} s"
+            else:
+                msg = f"{dead.message} while running {func}"
+            return CallResult(dead.status, message=msg, seconds=seconds)
+        seconds = time.monotonic() - start
+        try:
+            return self._result(func, reply, nonce, seconds)
+        finally:
+            self._cleanup_files(nonce)
+
+    def close(self) -> None:
+        """End the child (and everything it started) and remove its files."""
+        self._stop()
+
+    def learner_output(self, max_bytes: int = 4096) -> str:
+        """Tail of what the learner's code printed (untrusted, for feedback only)."""
+        if not self._root:
+            return ""
+        path = os.path.join(self._root, "output.txt")
+        try:
+            with open(path, "rb") as fh:
+                fh.seek(max(0, os.fstat(fh.fileno()).st_size - max_bytes))
+                return fh.read().decode("utf-8", "replace")
+        except OSError:
+            return ""
+
+    # -- starting and stopping --------------------------------------------
+
+    def _spawn(self) -> str:
+        """Start a fresh child; return the setup nonce."""
+        self._stop()
+        lim = self.limits
+        root = tempfile.mkdtemp(prefix="learner-")
+        job = os.path.join(root, "job")
+        os.mkdir(job)
+        as_root = os.getuid() == 0
+        # the child (uid 65534 when we are root) may create files; the sticky
+        # bit keeps it from replacing ours
+        os.chmod(root, 0o711)
+        os.chmod(job, 0o1777)
+        shutil.copyfile(_CHILD_SOURCE, os.path.join(job, "_child.py"))
+        os.chmod(os.path.join(job, "_child.py"), 0o444)
+        bubblewrap = self.isolation == "bubblewrap"
+        if bubblewrap:
+            sys_path = [SANDBOX_SITE]
+            job_in_child = SANDBOX_JOB
+        else:
+            site = os.path.join(root, "site")
+            os.mkdir(site, 0o755)
+            for path in self._site:
+                os.symlink(path, os.path.join(site, os.path.basename(path)))
+            sys_path = [site]
+            job_in_child = job
+        nproc_base = _count_tasks(NOBODY if as_root else os.getuid())
+        req_r, req_w = os.pipe()
+        rep_r, rep_w = os.pipe()
+        refusals = {m: import_message(m, self.allowed_imports) for m in FORBIDDEN_HINTS
+                    if m not in self.allowed_imports}
+        default = import_message("{name}", self.allowed_imports)
+        cfg = {
+            "cells": self.cells, "skip": sorted(self._fatal_cells),
+            "allowed": sorted(self.allowed_imports | {"__future__"}),
+            "refusals": refusals, "default_refusal": default,
+            "sys_path": sys_path, "req_fd": req_r, "rep_fd": rep_w,
+            # without bubblewrap the runtime may sit in a folder (a home folder,
+            # say) that uid 65534 cannot read: load NumPy's lazy parts first
+            "preload": [] if bubblewrap or "numpy" not in self.allowed_imports else _NUMPY_PRELOAD,
+            "drop_uid": NOBODY if as_root else None,
+            "limits": {"memory_bytes": int(lim.memory_bytes), "cpu_seconds": int(lim.cpu_seconds),
+                       "output_bytes": int(lim.output_bytes), "open_files": int(lim.open_files),
+                       "max_processes": int(lim.max_processes) + nproc_base},
+        }
+        with open(os.path.join(job, "setup.json"), "w") as fh:
+            json.dump(cfg, fh)
+        os.chmod(os.path.join(job, "setup.json"), 0o444)
+        python = [_python_executable(), "-I", "-S", "-X", "utf8",
+                  f"{job_in_child}/_child.py", job_in_child]
+        if bubblewrap:
+            argv = _bwrap_argv(job, self._site, lim.tmp_bytes) + python
+            env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
+        else:
+            argv = python
+            env = _child_env()
+        out = open(os.path.join(root, "output.txt"), "wb")
+        try:
+            self._proc = subprocess.Popen(
+                argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out, env=env,
+                cwd=job if not bubblewrap else None, pass_fds=(req_r, rep_w),
+                start_new_session=True, close_fds=True)
+        except OSError as exc:
+            for fd in (req_r, req_w, rep_r, rep_w):
+                os.close(fd)
+            _rmtree(root)
+            raise SandboxError(f"could not start the learner process: {exc}") from exc
+        finally:
+            out.close()
+        os.close(req_r)
+        os.close(rep_w)
+        os.set_blocking(rep_r, False)
+        self._root, self._job = root, job
+        self._req_w, self._rep_r, self._buf = req_w, rep_r, b""
+        nonce = secrets.token_hex(16)
+        self._send({"op": "setup", "nonce": nonce})
+        return nonce
+
+    def _kill(self) -> None:
+        proc = self._proc
+        if proc is None:
+            return
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        try:
+            proc.kill()
+        except OSError:
+            pass
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:  # pragma: no cover
+            log.error("learner process %s did not die", proc.pid)
+
+    def _stop(self) -> None:
+        if self._req_w is not None:
+            try:
+                os.close(self._req_w)   # the child sees end of input and leaves
+            except OSError:
+                pass
+            self._req_w = None
+        if self._proc is not None:
+            try:
+                self._proc.wait(timeout=0.5)
+            except subprocess.TimeoutExpired:
+                pass
+            self._kill()   # also ends anything the learner's code forked
+            self._proc = None
+        if self._rep_r is not None:
+            os.close(self._rep_r)
+            self._rep_r = None
+        if self._root is not None:
+            _rmtree(self._root)
+            self._root = self._job = None
+
+    # -- protocol ------------------------------------------------------------
+
+    def _send(self, obj) -> None:
+        data = json.dumps(obj).encode() + b"\n"
+        try:
+            while data:
+                ready = select.select([], [self._req_w], [], 5.0)[1]
+                if not ready:
+                    raise _Dead("killed", "the process stopped reading requests")
+                data = data[os.write(self._req_w, data):]
+        except OSError as exc:
+            raise _Dead(*_describe_exit(self._proc.poll(), self.isolation == "bubblewrap")) from exc
+
+    def _receive(self, nonce: str, deadline: float, accept) -> dict:
+        """Next well-formed line with this nonce (others are ignored)."""
+        while True:
+            while b"\n" in self._buf:
+                line, _, self._buf = self._buf.partition(b"\n")
+                if not line.strip() or len(line) > _MAX_LINE:
+                    continue
+                try:
+                    msg = json.loads(line)
+                except (ValueError, RecursionError):
+                    continue
+                if isinstance(msg, dict) and msg.get("nonce") == nonce and (
+                        accept is None or msg.get("op") in accept):
+                    return msg
+            if len(self._buf) > _MAX_LINE:
+                self._buf = b""
+            now = time.monotonic()
+            if now >= deadline:
+                raise _Dead("timeout", "the time budget ran out")
+            readable = select.select([self._rep_r], [], [], min(deadline - now, 0.05))[0]
+            if readable:
+                try:
+                    chunk = os.read(self._rep_r, 1 << 20)
+                except BlockingIOError:
+                    chunk = None
+                if chunk == b"":
+                    raise _Dead(*self._exit_status())
+                if chunk:
+                    self._buf += chunk
+            elif self._proc.poll() is not None:
+                # drain what it wrote before it ended
+                try:
+                    chunk = os.read(self._rep_r, 1 << 20)
+                except BlockingIOError:
+                    chunk = b""
+                if chunk:
+                    self._buf += chunk
+                    continue
+                raise _Dead(*self._exit_status())
+
+    def _exit_status(self) -> tuple[str, str]:
+        try:
+            rc = self._proc.wait(timeout=1.0)
+        except subprocess.TimeoutExpired:
+            rc = None
+        return _describe_exit(rc, self.isolation == "bubblewrap")
+
+    # -- setup ---------------------------------------------------------------
+
+    def _start_and_run_cells(self):
+        """One start: returns (per-cell reports, (names, functions) or None if it must restart)."""
+        lim = self.limits
+        runs: dict[int, CellReport] = {}
+        start = time.monotonic()
+        setup_deadline = start + lim.setup_timeout
+        nonce = self._spawn()
+        try:
+            self._receive(nonce, setup_deadline, accept=("ready",))
+        except _Dead as dead:
+            tail = self.learner_output(800).strip().splitlines()[-3:]
+            self._stop()
+            raise SandboxError(f"the learner process did not start ({dead.message}): "
+                               + " | ".join(tail))
+        current, cell_start = None, 0.0
+        while True:
+            deadline = setup_deadline if current is None else min(
+                setup_deadline, cell_start + lim.cell_timeout)
+            try:
+                msg = self._receive(nonce, deadline, accept=("cell-start", "cell-done", "setup-done"))
+            except _Dead as dead:
+                self._kill()
+                if current is None:
+                    if dead.status == "timeout":
+                        raise SandboxError("the learner process did not finish its setup")
+                    raise SandboxError(f"the learner process ended between cells: {dead.message}")
+                seconds = time.monotonic() - cell_start
+                if dead.status == "timeout":
+                    if cell_start + lim.cell_timeout <= setup_deadline:
+                        text = f"the cell ran longer than its limit of {lim.cell_timeout:g} s"
+                    else:
+                        text = f"the cells together ran longer than {lim.setup_timeout:g} s"
+                    self._fatal_cells[current] = CellReport(current, "timeout", text, (), seconds)
+                else:
+                    self._fatal_cells[current] = CellReport(
+                        current, dead.status, f"{dead.message} (this cell was skipped afterwards)",
+                        (), seconds)
+                return runs, None
+            op = msg.get("op")
+            index = msg.get("index")
+            if op == "setup-done":
+                names = [str(n)[:100] for n in msg.get("names", [])][:1000]
+                functions = [str(n)[:100] for n in msg.get("functions", [])][:1000]
+                return runs, (names, functions)
+            if not isinstance(index, int) or not 0 <= index < len(self.cells):
+                continue
+            if op == "cell-start":
+                current, cell_start = index, time.monotonic()
+            elif op == "cell-done" and index == current:
+                status = msg.get("status")
+                if status not in ("ok", "error", "out-of-memory"):
+                    status = "error"
+                defined = tuple(str(n)[:100] for n in msg.get("defined", [])[:200])
+                runs[index] = CellReport(index, status, str(msg.get("message", ""))[:300],
+                                         defined, time.monotonic() - cell_start)
+                current = None
+
+    # -- data ------------------------------------------------------------------
+
+    def _encode(self, obj, nonce: str, counter: list, depth: int = 0):
+        if depth > 32:
+            raise ValueError("arguments nested too deeply")
+        if obj is None:
+            return {"n": None}
+        if isinstance(obj, (bool, np.bool_)):
+            return {"b": bool(obj)}
+        if isinstance(obj, (int, np.integer)) and not isinstance(obj, np.generic):
+            return {"i": int(obj)}
+        if isinstance(obj, float) and not isinstance(obj, np.generic):
+            return {"f": float(obj)}
+        if isinstance(obj, complex) and not isinstance(obj, np.generic):
+            return {"c": [obj.real, obj.imag]}
+        if isinstance(obj, str):
+            return {"s": obj}
+        if isinstance(obj, (np.ndarray, np.generic)):
+            arr = np.array(obj, copy=True, subok=False)
+            k = counter[0]
+            counter[0] += 1
+            path = os.path.join(self._job, f"in-{nonce}-{k}.npy")
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o444)
+            with os.fdopen(fd, "wb") as fh:
+                npy_format.write_array(fh, arr, allow_pickle=False)
+            node = {"a": k}
+            if isinstance(obj, np.generic):
+                node["scalar"] = True
+            return node
+        if isinstance(obj, tuple):
+            return {"t": [self._encode(v, nonce, counter, depth + 1) for v in obj]}
+        if isinstance(obj, list):
+            return {"l": [self._encode(v, nonce, counter, depth + 1) for v in obj]}
+        if isinstance(obj, dict):
+            return {"d": [[str(k), self._encode(v, nonce, counter, depth + 1)]
+                          for k, v in obj.items()]}
+        raise TypeError(f"cannot send a {type(obj).__name__} to the learner process")
+
+    def _decode(self, node, prefix: str, nonce: str, bad: list, path: str, depth: int = 0):
+        """Rebuild a value from the child's tree; unreadable leaves become Unreadable."""
+        def unreadable(desc):
+            desc = "".join(ch if ch.isprintable() else "?" for ch in str(desc))[:120]
+            bad.append((path, desc))
+            return Unreadable(desc)
+
+        if depth > 40 or not isinstance(node, dict) or len(node) not in (1, 2):
+            return unreadable("a value the grader could not read")
+        kind, val = next(iter(node.items()))
+        if kind == "a":
+            if not isinstance(val, int) or not 0 <= val < _MAX_FILES:
+                return unreadable("a value the grader could not read")
+            try:
+                with _open_plain(os.path.join(self._job, f"{prefix}-{nonce}-{val}.npy"),
+                                 self.limits.output_bytes + 4096) as fh:
+                    arr = npy_format.read_array(fh, allow_pickle=False)
+            except (OSError, ValueError, EOFError) as exc:
+                return unreadable(f"an array the grader could not read ({exc})")
+            if type(arr) is not np.ndarray or arr.dtype.kind not in "biufc" or arr.dtype.fields:
+                return unreadable(f"an ndarray of dtype {arr.dtype}")
+            return arr[()] if node.get("scalar") is True else arr
+        if len(node) != 1:
+            return unreadable("a value the grader could not read")
+        if kind == "n":
+            return None
+        if kind == "b" and isinstance(val, bool):
+            return val
+        if kind == "i" and isinstance(val, int) and not isinstance(val, bool):
+            return val
+        if kind == "f" and isinstance(val, (int, float)) and not isinstance(val, bool):
+            return float(val)
+        if kind == "c" and isinstance(val, list) and len(val) == 2:
+            return complex(float(val[0]), float(val[1]))
+        if kind == "s" and isinstance(val, str):
+            return val[:200]
+        if kind == "x":
+            return unreadable(val)
+        if kind in ("t", "l") and isinstance(val, list):
+            items = [self._decode(v, prefix, nonce, bad, f"{path}[{i}]", depth + 1)
+                     for i, v in enumerate(val)]
+            return tuple(items) if kind == "t" else items
+        if kind == "d" and isinstance(val, list):
+            out = {}
+            for pair in val:
+                if isinstance(pair, list) and len(pair) == 2 and isinstance(pair[0], str):
+                    out[pair[0]] = self._decode(pair[1], prefix, nonce, bad,
+                                                f"{path}[{pair[0]!r}]", depth + 1)
+            return out
+        return unreadable("a value the grader could not read")
+
+    def _result(self, func: str, reply: dict, nonce: str, seconds: float) -> CallResult:
+        status = reply.get("status")
+        message = str(reply.get("message", ""))[:300]
+        if status not in ("ok", "error", "missing", "out-of-memory"):
+            status, message = "error", f"the inputs could not be read: {message}"
+        if status == "missing":
+            return CallResult("missing", message=(
+                f"{message} (did the cell that defines it run without errors?)"), seconds=seconds)
+        args_after = None
+        if "args_after" in reply:
+            after = self._decode(reply["args_after"], "arg", nonce, [], "args")
+            args_after = tuple(after) if isinstance(after, list) else None
+        if status == "out-of-memory":
+            # the process may hold on to the memory: start afresh next time
+            self._stop()
+            return CallResult(status, None, args_after,
+                              f"{func} ran out of memory ({message})", seconds)
+        if status == "error":
+            return CallResult(status, None, args_after, message, seconds)
+        bad: list = []
+        value = self._decode(reply.get("value"), "out", nonce, bad, "")
+        if bad:
+            where, desc = bad[0]
+            kind = type(value).__name__
+            if not where:
+                text = f"{func} returned {desc} instead of NumPy arrays of numbers"
+            elif isinstance(value, (list, tuple)) and all(isinstance(v, Unreadable) for v in value):
+                text = (f"{func} returned a {kind} of {desc.removeprefix('a ').removeprefix('an ')}s"
+                        " instead of an ndarray")
+            else:
+                text = (f"{func} returned a {kind} whose item {where} is {desc}, "
+                        "not a NumPy array of numbers")
+            return CallResult("bad-output", value, args_after, text, seconds)
+        return CallResult("ok", value, args_after, "", seconds)
+
+    def _cleanup_files(self, nonce: str) -> None:
+        if not self._job:
+            return
+        try:
+            names = os.listdir(self._job)
+        except OSError:
+            return
+        for name in names:
+            if nonce in name:
+                try:
+                    os.unlink(os.path.join(self._job, name))
+                except OSError as exc:
+                    if exc.errno != errno.ENOENT:
+                        log.debug("could not remove %s: %s", name, exc)

@@ -1,0 +1,123 @@
+"""The import allow-list and the static scan of learner cells."""
+import textwrap
+
+import pytest
+
+from autograder.policy import ALLOWED_IMPORTS, FORBIDDEN_HINTS, Violation, import_message, scan_imports
+
+HONEST = textwrap.dedent("""
+    import numpy as np
+    import numpy.lib.stride_tricks
+    from numpy.lib.stride_tricks import sliding_window_view
+    import math, itertools, functools, operator, collections, typing, numbers, dataclasses, string
+    from collections import defaultdict
+    from typing import Tuple
+    from __future__ import annotations
+
+    def conv_backward(dout, cache):
+        x, w, b, stride, pad = cache
+        N, C, H, W = x.shape
+        xp = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
+        dxp = np.zeros_like(xp)
+        win = sliding_window_view(xp, w.shape[2:], axis=(2, 3))[:, :, ::stride, ::stride]
+        dw = np.einsum("nchwij,nfhw->fcij", win, dout)
+        for i in range(dout.shape[2]):
+            for j in range(dout.shape[3]):
+                dxp[:, :, i*stride:i*stride + w.shape[2], j*stride:j*stride + w.shape[3]] += \\
+                    np.einsum("nf,fcij->ncij", dout[:, :, i, j], w)
+        idx = np.arange(3)
+        np.add.at(dxp, (0, 0, idx, idx), 0.0)
+        return dxp[:, :, pad:pad + H, pad:pad + W], dw, dout.sum(axis=(0, 2, 3))
+""")
+
+
+def test_allow_list_is_the_documented_one():
+    assert ALLOWED_IMPORTS == frozenset({
+        "numpy", "math", "itertools", "functools", "operator", "collections",
+        "typing", "numbers", "dataclasses", "string"})
+    assert not ALLOWED_IMPORTS & set(FORBIDDEN_HINTS)
+    for name in ("torch", "jax", "jaxlib", "tensorflow", "autograd", "scipy", "sympy",
+                 "theano", "mxnet", "paddle", "cupy", "numdifftools", "importlib",
+                 "ctypes", "subprocess", "os", "sys", "socket", "pickle", "builtins"):
+        assert FORBIDDEN_HINTS[name], name
+
+
+def test_honest_code_has_no_findings():
+    assert scan_imports(HONEST) == []
+
+
+@pytest.mark.parametrize("source, name", [
+    ("import torch", "torch"),
+    ("import torch.nn.functional as F", "torch.nn.functional"),
+    ("from jax import grad", "jax"),
+    ("import jaxlib", "jaxlib"),
+    ("import tensorflow as tf", "tensorflow"),
+    ("from autograd import grad", "autograd"),
+    ("import numdifftools", "numdifftools"),
+])
+def test_autodiff_libraries_are_hard_violations(source, name):
+    (v,) = scan_imports(source)
+    assert isinstance(v, Violation) and v.kind == "import" and v.hard
+    assert v.module_or_name == name and v.line == 1
+    top = name.partition(".")[0]
+    assert v.message.startswith(f"import {name} is not allowed: {top} is a")
+    assert v.message.endswith("differentiation library; implement the gradient with NumPy")
+    if top != "numdifftools":
+        assert f"{top} is an automatic differentiation library" in v.message
+
+
+def test_other_refusals_name_the_library():
+    (v,) = scan_imports("x = 1\nfrom scipy.signal import correlate2d")
+    assert v.line == 2 and v.hard and "scipy" in v.message and "scientific" in v.message
+    (v,) = scan_imports("import os")
+    assert v.hard and v.message.startswith("import os is not allowed: os is the operating-system")
+    (v,) = scan_imports("import requests_cache")
+    assert v.hard and "only collections, dataclasses" in v.message and "numpy" in v.message
+    (v,) = scan_imports("from . import helpers")
+    assert v.hard and "relative" in v.message
+    assert import_message("pickle").startswith("import pickle is not allowed: pickle is a serializer")
+
+
+def test_dynamic_imports():
+    (v,) = scan_imports('m = __import__("torch")')
+    assert v.hard and v.module_or_name == "torch"
+    (v,) = scan_imports('import importlib\nimportlib.import_module("scipy")')[1:]
+    assert v.hard and v.module_or_name == "scipy" and v.line == 2
+    (v,) = scan_imports('m = __import__("sci" + "py")')
+    assert v.kind == "suspicious" and not v.hard and "computed name" in v.message
+    (v,) = scan_imports('np = __import__("numpy")')
+    assert v.kind == "suspicious"
+
+
+@pytest.mark.parametrize("source, name", [
+    ('exec("x = 1")', "exec"),
+    ('y = eval("1 + 1")', "eval"),
+    ('c = compile("1", "f", "eval")', "compile"),
+    ('open("/etc/passwd").read()', "open"),
+    ("b = __builtins__", "__builtins__"),
+    ("s = ().__class__.__base__.__subclasses__()", "__subclasses__"),
+    ("g = f.__globals__", "__globals__"),
+    ("f.__code__ = g.__code__", "__code__"),
+    ('g = getattr(f, "__globals__")', "__globals__"),
+])
+def test_suspicious_code_is_reported_but_soft(source, name):
+    found = scan_imports(source)
+    assert found and all(v.kind == "suspicious" and not v.hard for v in found)
+    assert found[0].module_or_name == name and found[0].message
+
+
+def test_syntax_error_is_reported():
+    (v,) = scan_imports("def conv_forward(x, w, b:\n    pass")
+    assert v.kind == "syntax" and v.hard and v.line == 1
+    assert v.message.startswith("SyntaxError at line 1")
+
+
+def test_findings_in_line_order():
+    found = scan_imports("import numpy\nimport torch\nexec('1')\nimport os")
+    assert [(v.line, v.module_or_name) for v in found] == [(2, "torch"), (3, "exec"), (4, "os")]
+
+
+def test_custom_allow_list():
+    assert scan_imports("import os", allowed=ALLOWED_IMPORTS | {"os"}) == []
+    (v,) = scan_imports("import numpy", allowed={"math"})
+    assert v.hard and "only math may be imported" in v.message
