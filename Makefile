@@ -1,0 +1,41 @@
+# The course's commands. `make book` sets everything up and builds the book;
+# `make test` runs every test. See README.md.
+VENV   ?= .venv
+PYTHON ?= python3
+PY     := $(VENV)/bin/python
+
+.PHONY: setup book test test-fast release grade-demo clean
+
+$(VENV)/.installed: requirements.txt pyproject.toml
+	bash scripts/install_system.sh
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet --no-deps -e .
+	touch $@
+
+setup: $(VENV)/.installed
+
+book: setup
+	bash scripts/build_book.sh
+
+release: setup
+	$(PY) -m autograder release
+
+# Everything: the release is fresh, the book builds strictly, then all tests
+# (notebooks, checks, sandbox, whole-class grading, adversarial class, leak scan, browser).
+test: book
+	$(PY) -m autograder release --check
+	$(PY) -m pytest -q
+
+# The tests that need neither the built book nor a whole class (a quick loop while editing).
+test-fast: setup
+	$(PY) -m pytest -q -m "not slow and not browser"
+
+grade-demo: setup
+	rm -rf demo
+	$(PY) scripts/make_class.py --out demo/submitted
+	$(PY) -m autograder grade demo/submitted --out demo/grading
+
+clean:
+	rm -rf _build demo ci-artifacts
