@@ -1,0 +1,10 @@
+# nbgrader reads this file when a command runs in the course root; the
+# settings themselves live in autograder/nbgrader_config.py.
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from autograder.nbgrader_config import make_config  # noqa: E402
+
+c = get_config()  # noqa: F821  (provided by traitlets when it loads this file)
+c.merge(make_config(os.path.dirname(os.path.abspath(__file__))))
