@@ -1,0 +1,277 @@
+"""Submission parsing, the results store, resume, reports, gradebook and export on a tiny class."""
+import csv
+import json
+import os
+import zipfile
+
+import nbformat
+import pytest
+
+from autograder import checks, collect, feedback, grading
+from autograder.cli import main as cli_main
+from autograder.submission import load_source, read_submission
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SOURCE = {nb: os.path.join(ROOT, "solutions", "cnn_layers", nb + ".ipynb") for nb in checks.NOTEBOOKS}
+RELEASE = {nb: os.path.join(ROOT, "exercises", "cnn_layers", nb + ".ipynb") for nb in checks.NOTEBOOKS}
+needs_notebooks = pytest.mark.skipif(not all(map(os.path.exists, list(SOURCE.values()) + list(RELEASE.values()))),
+                                     reason="the source and release notebooks are not there yet")
+
+
+def _nb(which="convolution", kind="solution"):
+    return nbformat.read(SOURCE[which] if kind == "solution" else RELEASE[which], as_version=4)
+
+
+def _write(nb, path):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    nbformat.write(nb, path)
+    return path
+
+
+def _gid(cell):
+    return cell.metadata.get("nbgrader", {}).get("grade_id")
+
+
+# --------------------------------------------------------------------------- submissions
+
+def test_corrupt_and_empty_notebooks_are_ungradable(tmp_path):
+    src = SOURCE["convolution"]
+    if not os.path.exists(src):
+        pytest.skip("source notebook not there yet")
+    bad = tmp_path / "a.ipynb"
+    bad.write_text('{"cells": [ {"cell_type": "code", "sour')
+    sub = read_submission(str(bad), src, "convolution")
+    assert not sub.gradable and "not valid notebook JSON" in sub.reason
+    assert set(sub.ungradable) == {"zero_pad", "conv_forward", "conv_backward"}
+    bad.write_text("[1, 2, 3]")
+    assert "not a Jupyter notebook" in read_submission(str(bad), src, "convolution").reason
+    bad.write_bytes(b"\xff\xfe\x00garbage")
+    assert not read_submission(str(bad), src, "convolution").gradable
+    _write(nbformat.v4.new_notebook(), str(bad))
+    assert read_submission(str(bad), src, "convolution").reason == "the notebook has no cells"
+
+
+@needs_notebooks
+def test_release_notebook_gives_learner_cells_without_tests():
+    src = load_source(SOURCE["pooling"], "pooling")
+    sub = read_submission(RELEASE["pooling"], src, "pooling")
+    assert sub.gradable and sub.notes == [] and sub.ungradable == {}
+    joined = "\n".join(sub.cells)
+    assert "def maxpool_forward(" in joined and "def maxpool_backward(" in joined
+    assert "def numerical_gradient(" not in joined  # the helper cell is removed
+    for test in src.tests.values():
+        assert test.strip() not in joined
+
+
+@needs_notebooks
+def test_edited_deleted_and_duplicated_cells(tmp_path):
+    nb = _nb("pooling")
+    tests = [c for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade")]
+    tests[0].source = "assert True  # edited"
+    nb.cells.remove(tests[1])
+    sol = next(c for c in nb.cells if _gid(c) == "maxpool_forward_solution")
+    copy = nbformat.from_dict(json.loads(json.dumps(sol)))
+    nb.cells.append(copy)  # same id and grade_id, as a learner who copied the cell
+    path = tmp_path / "p.ipynb"
+    path.write_text(json.dumps(nb))  # nbformat.write would renumber the duplicated id
+    sub = read_submission(str(path), SOURCE["pooling"], "pooling")
+    notes = " ".join(sub.notes)
+    assert f"test cell {_gid(tests[0])} was edited" in notes
+    assert f"test cell {_gid(tests[1])} was deleted" in notes
+    assert "duplicated cell ids" in notes and "duplicated grade_ids" in notes
+    assert sum("def maxpool_forward(" in c for c in sub.cells) == 2
+    assert sub.ungradable == {}
+    assert "assert True  # edited" not in "\n".join(sub.cells)
+
+
+@needs_notebooks
+def test_test_cell_without_metadata_is_recognised_by_content(tmp_path):
+    nb = _nb("pooling")
+    for c in nb.cells:
+        if c.metadata.get("nbgrader", {}).get("grade"):
+            c.metadata = {}
+            c.id = "x" + c.id
+    sub = read_submission(_write(nb, str(tmp_path / "p.ipynb")), SOURCE["pooling"], "pooling")
+    assert not any("test cell" in n for n in sub.notes)
+    assert len(sub.cells) == len(read_submission(SOURCE["pooling"], SOURCE["pooling"], "pooling").cells)
+
+
+@needs_notebooks
+def test_missing_function_and_forbidden_imports(tmp_path):
+    nb = _nb("convolution")
+    sol = next(c for c in nb.cells if _gid(c) == "conv_backward_solution")
+    sol.source = "# I did not finish\n"
+    sub = read_submission(_write(nb, str(tmp_path / "c.ipynb")), SOURCE["convolution"], "convolution")
+    assert sub.ungradable == {"conv_backward": "function conv_backward is not defined"}
+
+    nb = _nb("convolution")
+    sol = next(c for c in nb.cells if _gid(c) == "conv_forward_solution")
+    sol.source = "import scipy.signal\n" + sol.source
+    sub = read_submission(_write(nb, str(tmp_path / "c.ipynb")), SOURCE["convolution"], "convolution")
+    assert set(sub.ungradable) == {"conv_forward"} and "scipy" in sub.ungradable["conv_forward"]
+    assert not any("def conv_forward(" in c for c in sub.cells)
+
+    nb = _nb("convolution")
+    nb.cells.append(nbformat.v4.new_code_cell("import torch"))
+    sub = read_submission(_write(nb, str(tmp_path / "c.ipynb")), SOURCE["convolution"], "convolution")
+    assert set(sub.ungradable) == {"zero_pad", "conv_forward", "conv_backward"}
+    assert all("torch" in r for r in sub.ungradable.values())
+
+
+@needs_notebooks
+def test_magics_are_skipped_not_fatal(tmp_path):
+    nb = _nb("pooling")
+    sol = next(c for c in nb.cells if _gid(c) == "maxpool_forward_solution")
+    sol.source = "%matplotlib inline\n" + sol.source
+    sub = read_submission(_write(nb, str(tmp_path / "p.ipynb")), SOURCE["pooling"], "pooling")
+    assert any("magics" in n for n in sub.notes)
+    assert any("# %matplotlib inline" in c and "def maxpool_forward(" in c for c in sub.cells)
+
+
+# --------------------------------------------------------------------------- store and reports
+
+def test_atomic_store_round_trip_and_stale_temp_files(tmp_path):
+    out = str(tmp_path)
+    r = grading._finish(grading._base("s1", "pooling", "cnn_layers"),
+                        grading._all("pooling", "ungradable", "ungradable: notebook missing"))
+    path = grading.store_result(out, r)
+    assert grading.load_result(out, "s1", "pooling") == json.loads(open(path).read())
+    assert os.listdir(os.path.dirname(path)) == ["pooling.json"]
+    stale = os.path.join(os.path.dirname(path), ".convolution.json.abc.tmp")
+    open(stale, "w").write('{"format": 1, "cel')  # what a kill -9 during a write leaves
+    assert grading.load_result(out, "s1", "convolution") is None
+    grading._remove_stale_temp_files(out)
+    assert not os.path.exists(stale)
+    with open(path, "w") as fh:
+        fh.write("{not json")
+    assert grading.load_result(out, "s1", "pooling") is None
+
+
+def test_feedback_escapes_learner_text():
+    r = grading._finish(grading._base("<b>s</b>", "pooling", "cnn_layers"),
+                        grading._all("pooling", "error", "raised: <script>alert(1)</script>"))
+    r["notes"] = ["<img src=x onerror=alert(1)>"]
+    page = feedback.render(r)
+    assert "<script>" not in page and "<img" not in page and "<b>s</b>" not in page
+    assert "&lt;script&gt;" in page and "Total: <strong>0 / 18</strong>" in page
+
+
+def test_discovery_errors_say_how_to_fix(tmp_path):
+    with pytest.raises(grading.GradingError, match="no such folder"):
+        grading.discover(str(tmp_path / "nope"))
+    (tmp_path / "alice_x_convolution.ipynb").write_text("{}")
+    with pytest.raises(grading.GradingError, match="collect"):
+        grading.discover(str(tmp_path))
+    assert cli_main(["grade", str(tmp_path / "nope"), "--out", str(tmp_path / "o")]) == 2
+    assert cli_main(["--assignment", "hw9", "grade", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
+
+
+# --------------------------------------------------------------------------- collect
+
+@needs_notebooks
+def test_collect_from_lms_zip_and_folder(tmp_path):
+    data = open(RELEASE["pooling"], "rb").read()
+    z = tmp_path / "lms.zip"
+    with zipfile.ZipFile(z, "w") as zf:
+        zf.writestr("sub/alice_123_late_pooling.ipynb", data)
+        zf.writestr("bob_456_convolution-1.ipynb", data)
+        zf.writestr("carol_789_homework.ipynb", data)
+        zf.writestr("readme.txt", "hi")
+    dest = tmp_path / "submitted"
+    rep = collect.collect(str(z), str(dest), "cnn_layers")
+    assert sorted(os.path.relpath(p, dest) for p in rep.copied) == [
+        os.path.join("alice", "cnn_layers", "pooling.ipynb"), os.path.join("bob", "cnn_layers", "convolution.ipynb")]
+    assert any("carol_789_homework" in u for u in rep.unplaced)
+    rep2 = collect.collect(str(z), str(dest), "cnn_layers")
+    assert rep2.copied == [] and len(rep2.unchanged) == 2
+    # a newer file at the destination is kept unless forced
+    target = dest / "alice" / "cnn_layers" / "pooling.ipynb"
+    target.write_bytes(data + b"\n")
+    assert collect.collect(str(z), str(dest), "cnn_layers").kept == [str(target)]
+    assert str(target) in collect.collect(str(z), str(dest), "cnn_layers", force=True).copied
+    # an nbgrader-layout folder is copied as it is (z itself stays)
+    again = collect.collect(str(dest), str(tmp_path / "copy"), "cnn_layers")
+    assert len(again.copied) == 2 and z.exists()
+    with pytest.raises(collect.CollectError, match="unknown assignment"):
+        collect.collect(str(z), str(dest), "hw9")
+
+
+# --------------------------------------------------------------------------- a tiny class
+
+@pytest.fixture(scope="module")
+def graded_class(tmp_path_factory):
+    if not all(map(os.path.exists, list(SOURCE.values()) + list(RELEASE.values()))):
+        pytest.skip("the source and release notebooks are not there yet")
+    pytest.importorskip("autograder.sandbox")
+    base = tmp_path_factory.mktemp("class")
+    sub, out = base / "submitted", base / "out"
+    for nb in checks.NOTEBOOKS:  # alice: the solutions; bob: the stubs, pooling missing
+        _write(_nb(nb), str(sub / "alice" / "cnn_layers" / f"{nb}.ipynb"))
+    _write(_nb("convolution", "release"), str(sub / "bob" / "cnn_layers" / "convolution.ipynb"))
+    (sub / "carol" / "cnn_layers").mkdir(parents=True)  # carol: corrupt conv, forbidden import in pooling
+    (sub / "carol" / "cnn_layers" / "convolution.ipynb").write_text("{oops")
+    pool = _nb("pooling")
+    pool.cells.insert(0, nbformat.v4.new_code_cell("import torch"))
+    _write(pool, str(sub / "carol" / "cnn_layers" / "pooling.ipynb"))
+    summary = grading.grade_class(str(sub), str(out), ROOT, jobs=2, seed=1, progress=False)
+    return sub, out, summary
+
+
+def _csv(path):
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_class_scores_statuses_and_files(graded_class):
+    sub, out, summary = graded_class
+    totals = {r["student_id"]: float(r["score"]) for r in _csv(out / "totals.csv")}
+    full = checks.max_score()
+    assert totals == {"alice": full, "bob": 0.0, "carol": 0.0}
+    rows = _csv(out / "grades.csv")
+    assert len(rows) == 3 * len(checks.GRADED_CELLS)
+    assert rows == sorted(rows, key=lambda r: (r["student_id"], r["assignment"], r["notebook"], r["grade_id"]))
+    by = {(r["student_id"], r["grade_id"]): r for r in rows}
+    assert by[("bob", "maxpool_backward_ties")]["status"] == "ungradable"
+    assert "notebook missing" in by[("bob", "maxpool_backward_ties")]["reason"]
+    assert by[("bob", "conv_forward_basic")]["status"] == "error"
+    assert by[("carol", "zero_pad")]["status"] == "ungradable"
+    assert "torch" in by[("carol", "maxpool_forward_basic")]["reason"]
+    for student in ("alice", "bob", "carol"):
+        for nb in checks.NOTEBOOKS:
+            assert (out / "feedback" / student / "cnn_layers" / f"{nb}.html").exists()
+    run = json.loads((out / "run.json").read_text())
+    assert run["export_check"]["ok"] and run["students"] == 3
+    assert "seed" not in json.dumps(run).lower()
+    stored = json.loads((out / "results" / "alice" / "cnn_layers" / "pooling.json").read_text())
+    assert stored["score"] == checks.max_score("pooling") and "seed" not in json.dumps(stored).lower()
+
+
+def test_gradebook_and_nbgrader_export_agree_with_totals(graded_class, tmp_path):
+    sub, out, summary = graded_class
+    from autograder.gradebook import gradebook_totals
+    totals = {r["student_id"]: float(r["score"]) for r in _csv(out / "totals.csv")}
+    db = grading.default_db_url(str(out))
+    assert gradebook_totals(db) == totals
+    dest = tmp_path / "export.csv"
+    assert cli_main(["export", "--out", str(out), "--to", str(dest)]) == 0
+    assert grading.read_export(str(dest)) == totals
+
+
+def test_resume_recomputes_only_what_is_missing_and_is_idempotent(graded_class):
+    sub, out, summary = graded_class
+    import sqlite3
+    keep = out / "results" / "alice" / "cnn_layers" / "pooling.json"
+    gone = out / "results" / "bob" / "cnn_layers" / "convolution.json"
+    before = keep.stat().st_mtime_ns
+    old = json.loads(gone.read_text())
+    gone.unlink()
+    (gone.parent / ".convolution.json.x.tmp").write_text("{")  # a write cut short
+    again = grading.grade_class(str(sub), str(out), ROOT, jobs=1, seed=2, progress=False, check_export=False)
+    assert again["graded_this_run"] == 1 and again["reused"] == 5
+    assert keep.stat().st_mtime_ns == before
+    assert json.loads(gone.read_text())["score"] == old["score"]
+    assert not (gone.parent / ".convolution.json.x.tmp").exists()
+    con = sqlite3.connect(str(out / "gradebook.db"))
+    assert con.execute("select count(*) from grade").fetchone()[0] == 3 * len(checks.GRADED_CELLS)
+    assert con.execute("select count(*) from submitted_assignment").fetchone()[0] == 3
+    assert len(_csv(out / "grades.csv")) == 3 * len(checks.GRADED_CELLS)
