@@ -187,6 +187,8 @@ def read_submission(path, source, notebook=None, allowed=ALLOWED_IMPORTS):
                 sub.notes.append(f"{what} was edited; the original is used (test cells are not run "
                                  "for grading, the hidden checks are)")
             seen_tests.add(protected)
+            if protected == HELPERS_ID:
+                learner.append(source.helpers)  # learner code may call the helpers; run the original
             continue
         learner.append(src)
 
@@ -200,6 +202,8 @@ def read_submission(path, source, notebook=None, allowed=ALLOWED_IMPORTS):
     if dup_gids:
         sub.notes.append("duplicated grade_ids: " + ", ".join(dup_gids[:10]) + "; every copy is kept, in order")
 
+    # the release imports numpy in a locked cell; a learner who deleted it is not punished
+    learner.insert(0, "import numpy as np")
     magic_cells = 0
     for src in learner:
         fixed, changed = _drop_magics(src)
