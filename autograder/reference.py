@@ -144,6 +144,35 @@ def maxpool_backward(dout, cache):
     return dx
 
 
+def maxpool_forward_loops(x, pool=2, stride=2):
+    """maxpool_forward as a loop over windows (sets time budgets)."""
+    N, C, H, W = x.shape
+    Ho, Wo = output_size(H, pool, stride), output_size(W, pool, stride)
+    out = np.zeros((N, C, Ho, Wo))
+    for n in range(N):
+        for c in range(C):
+            for i in range(Ho):
+                for j in range(Wo):
+                    out[n, c, i, j] = x[n, c, i * stride:i * stride + pool, j * stride:j * stride + pool].max()
+    return out, (x, pool, stride)
+
+
+def maxpool_backward_loops(dout, cache):
+    """maxpool_backward as a loop over windows: each dout entry goes to its window's np.argmax."""
+    x, pool, stride = cache
+    N, C, H, W = x.shape
+    _, _, Ho, Wo = dout.shape
+    dx = np.zeros_like(x, dtype=np.float64)
+    for n in range(N):
+        for c in range(C):
+            for i in range(Ho):
+                for j in range(Wo):
+                    window = x[n, c, i * stride:i * stride + pool, j * stride:j * stride + pool]
+                    a, d = divmod(int(np.argmax(window)), pool)
+                    dx[n, c, i * stride + a, j * stride + d] += dout[n, c, i, j]
+    return dx
+
+
 def avgpool_forward(x, pool=2, stride=2):
     """Mean over pool x pool windows: x (N, C, H, W) -> out (N, C, H', W')."""
     N, C, H, W = x.shape
