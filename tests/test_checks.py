@@ -87,7 +87,7 @@ def test_reference_passes_every_cell(notebook):
 
 def test_loop_references_pass_too():
     loops = {"conv_forward": ref.conv_forward_loops, "conv_backward": ref.conv_backward_loops,
-             "maxpool_forward": checks._maxpool_forward_loops, "maxpool_backward": checks._maxpool_backward_loops}
+             "maxpool_forward": ref.maxpool_forward_loops, "maxpool_backward": ref.maxpool_backward_loops}
     cells = [g for g in checks.GRADED_CELLS if g not in checks.PROBE_CELL.values()]
     assert failing(loops, cells) == {}
 
