@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# Build the book strictly, from the repository root, into _build/html.
+#
+#   bash scripts/build_book.sh
+#
+# Every notebook is executed (cells that fail fail the build), and any Sphinx warning,
+# such as a broken cross-reference, is an error (-W -n); --keep-going reports all of
+# them before failing. The exercise notebooks are published through the {download}
+# role, which copies them into _build/html/_downloads/; the script checks they are there.
+#
+# MathJax is served from the site, not from a CDN (see _config.yml). The pinned copy is
+# installed with npm into node_modules/ when it is missing; set MATHJAX_NO_INSTALL=1 to
+# forbid that and fail instead.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+MATHJAX_VERSION=3.2.2
+MATHJAX_FILE=node_modules/mathjax/es5/tex-svg-full.js
+
+if [ -x .venv/bin/jupyter-book ]; then
+  JB=.venv/bin/jupyter-book
+elif command -v jupyter-book >/dev/null 2>&1; then
+  JB=$(command -v jupyter-book)
+else
+  echo "build_book: jupyter-book not found (no .venv/bin/jupyter-book, none on PATH);" \
+       "run 'make setup' or 'pip install -r requirements.txt'" >&2
+  exit 1
+fi
+
+installed_version() {
+  sed -n 's/^ *"version": *"\([^"]*\)".*/\1/p' node_modules/mathjax/package.json 2>/dev/null | head -n 1
+}
+if [ ! -f "$MATHJAX_FILE" ] || [ "$(installed_version)" != "$MATHJAX_VERSION" ]; then
+  if [ "${MATHJAX_NO_INSTALL:-0}" = 1 ] || ! command -v npm >/dev/null 2>&1; then
+    echo "build_book: MathJax $MATHJAX_VERSION is missing ($MATHJAX_FILE); install it with" >&2
+    echo "  npm install --no-save --no-package-lock mathjax@$MATHJAX_VERSION" >&2
+    echo "(npm comes with Debian's 'npm' package or with Node.js)" >&2
+    exit 1
+  fi
+  echo "build_book: installing MathJax $MATHJAX_VERSION into node_modules/"
+  npm install --no-save --no-package-lock --no-audit --no-fund --loglevel=error \
+    "mathjax@$MATHJAX_VERSION"
+  test -f "$MATHJAX_FILE"
+fi
+
+for nb in exercises/cnn_layers/convolution.ipynb exercises/cnn_layers/pooling.ipynb; do
+  if [ ! -f "$nb" ]; then
+    echo "build_book: $nb is missing; generate it with 'python -m autograder release'" >&2
+    exit 1
+  fi
+done
+
+"$JB" build . -W -n --keep-going
+
+# The build must have published both exercise notebooks and the local MathJax.
+for name in convolution.ipynb pooling.ipynb; do
+  if ! compgen -G "_build/html/_downloads/*/$name" >/dev/null; then
+    echo "build_book: $name was not copied to _build/html/_downloads/" >&2
+    exit 1
+  fi
+done
+test -f _build/html/_static/tex-svg-full.js || {
+  echo "build_book: MathJax was not copied to _build/html/_static/" >&2
+  exit 1
+}
+echo "build_book: the book is in _build/html (open _build/html/index.html)"
