@@ -975,6 +975,23 @@ def grade_notebook(notebook, call, rng, budgets=None, ungradable=None):
             if failure is not None and failure.status == "timeout":
                 verdicts += [make_verdict(gid, "timeout", failure.lines) for gid in ids]
                 continue
-        for gid in ids:
-            verdicts.append(CHECKS[gid](call, rng, budgets, replay if gid == probe_cell else None))
+        own = [CHECKS[gid](call, rng, budgets, replay if gid == probe_cell else None) for gid in ids]
+        verdicts += _gate_inputs_unchanged(func, own)
     return verdicts
+
+
+def _gate_inputs_unchanged(func, verdicts):
+    """Leaving the inputs alone earns its point only for a function that computes something.
+
+    Without this rule a stub such as ``return np.zeros(...), None`` would score the
+    inputs_unchanged cell: it passes only if at least one value cell of func passed too.
+    """
+    inputs_id = f"{func}_inputs_unchanged"
+    value_ids = [v.grade_id for v in verdicts if v.grade_id not in (inputs_id, f"{func}_shapes")]
+    if not value_ids or not any(v.grade_id == inputs_id and v.status == "passed" for v in verdicts):
+        return verdicts
+    if any(v.status == "passed" for v in verdicts if v.grade_id in value_ids):
+        return verdicts
+    reason = (f"{func} left its inputs unchanged, but this point is given only together with at least one "
+              f"passing value test of {func} ({', '.join(value_ids)})")
+    return [make_verdict(v.grade_id, "failed", [reason]) if v.grade_id == inputs_id else v for v in verdicts]

@@ -20,7 +20,6 @@
     set when the whole notebook is ungradable (corrupt JSON, not a notebook,
     no cells); ``cells`` is then empty.
 """
-import ast
 import json
 import os
 import re
@@ -30,7 +29,7 @@ from dataclasses import dataclass, field
 import nbformat
 
 from . import checks
-from .policy import ALLOWED_IMPORTS, scan_imports
+from .policy import ALLOWED_IMPORTS, parse_source, scan_imports
 
 MAX_NOTEBOOK_BYTES = 50 << 20
 HELPERS_ID = "helpers"
@@ -109,7 +108,7 @@ _MAGIC = re.compile(r"^([ \t]*)([%!].*)$", re.MULTILINE)
 
 def _parses(src):
     try:
-        ast.parse(src)
+        parse_source(src)
         return True
     except (SyntaxError, ValueError, RecursionError, MemoryError):
         return False

@@ -1,0 +1,721 @@
+"""Adversarial and broken submissions, each with the exact outcome it must get.
+
+Every case builds one ``Student`` (tests/classgen/build.py).  The functions a
+case attacks with are wrong on purpose (they raise, or return something that
+is not the contract's tuple or array), so the only way they could score is by
+fooling the grader: each must score 0 on every cell of the function it
+attacks with, and full marks on the functions it leaves honest.  Cases whose
+honest result is conditional on reading something forbidden (the reference,
+the checks, the solutions) return right answers only when the read works, so
+a leak shows up as points.
+
+The hostile cells never spell a forbidden import: they reach ``os`` through
+a module NumPy itself imports, so the sandbox, not the static import scan, is
+what they test.  Cases that do spell one test the scan.
+"""
+from __future__ import annotations
+
+import copy
+
+from . import build as B
+from . import variants as V
+
+ALL_CONV = set(B.grade_ids("convolution"))
+ALL_POOL = set(B.grade_ids("pooling"))
+
+
+def _honest(sid, kind="hostile", note=""):
+    return B.all_correct(sid, "vectorized", kind=kind, note=note)
+
+
+# ---------------------------------------------------------------------------- building blocks
+
+GRAB_OS = '''\
+def _grab_os():
+    """os, without writing an import of it: NumPy's own modules import it."""
+    import numpy.lib._datasource as _ds
+    return _ds.os
+'''
+
+CANDIDATES = '''\
+def _candidate_roots():
+    """Folders that might hold the course: from cwd, __file__, numpy, /proc."""
+    import numpy
+    _os = _grab_os()
+    seeds = []
+    for start in (globals().get("__file__"), numpy.__file__, "."):
+        if start:
+            seeds.append(str(start))
+    try:
+        seeds.append(_os.getcwd())
+    except Exception:
+        pass
+    for var in ("PWD", "OLDPWD", "HOME", "VIRTUAL_ENV"):
+        if _os.environ.get(var):
+            seeds.append(_os.environ[var])
+    try:
+        for pid in _os.listdir("/proc"):
+            if not pid.isdigit():
+                continue
+            try:
+                seeds.append(_os.readlink("/proc/" + pid + "/cwd"))
+            except Exception:
+                pass
+            try:
+                with open("/proc/" + pid + "/cmdline", "rb") as fh:
+                    for arg in fh.read().split(b"\\0"):
+                        if arg.startswith(b"/"):
+                            seeds.append(arg.decode(errors="ignore"))
+            except Exception:
+                pass
+    except Exception:
+        pass
+    roots = []
+    for seed in seeds:
+        path = _os.path.abspath(seed)
+        while True:
+            if path not in roots:
+                roots.append(path)
+            parent = _os.path.dirname(path)
+            if parent == path:
+                break
+            path = parent
+    return roots
+
+
+def _read_first(relative_names):
+    """Text of the first readable file among relative guesses and every root."""
+    guesses = []
+    for up in range(8):
+        for name in relative_names:
+            guesses.append("../" * up + name)
+    for root in _candidate_roots():
+        for name in relative_names:
+            guesses.append(root + "/" + name)
+    for guess in guesses:
+        try:
+            with open(guess, encoding="utf-8") as fh:
+                return fh.read()
+        except Exception:
+            continue
+    return None
+
+
+def _cell_after(text, marker):
+    """The source of the notebook cell (JSON text) whose source starts at marker."""
+    body = []
+    for line in text[text.index(marker):].split("\\n"):
+        line = line.strip()
+        if line.startswith("]"):
+            break
+        body.append(eval(line.rstrip(",")))
+    return "".join(body)
+'''
+
+
+def _extra(nb, *cells, before=None):
+    """Learner cells, inserted before the grade_id ``before`` (default: after imports)."""
+    anchor = before or ("zero_pad_solution" if nb == "convolution" else "maxpool_forward_solution")
+    return [(anchor, c) for c in cells]
+
+
+# ---------------------------------------------------------------------------- cases
+
+def patch_numpy(sid):
+    """Monkeypatches NumPy's comparisons, reductions and testing helpers in the
+    learner's process; conv_forward and maxpool_backward return garbage."""
+    patch = '''\
+_true = lambda *a, **k: True
+_none = lambda *a, **k: None
+np.allclose = _true
+np.array_equal = _true
+np.array_equiv = _true
+np.isclose = lambda a, b, *r, **k: np.ones(np.shape(a), dtype=bool)
+np.testing.assert_allclose = _none
+np.testing.assert_array_equal = _none
+np.testing.assert_array_almost_equal = _none
+np.testing.assert_equal = _none
+np.sum = lambda *a, **k: 0.0
+np.abs = lambda a, *r, **k: np.zeros(np.shape(a))
+np.max = lambda *a, **k: 0.0
+np.isfinite = lambda a, *r, **k: np.ones(np.shape(a), dtype=bool)
+'''
+    s = _honest(sid, note="monkeypatches numpy (allclose, testing, sum, abs, max, isfinite)")
+    s.sources = {
+        "conv_forward": "def conv_forward(x, w, b, stride=1, pad=0):\n    return np.zeros(3)\n",
+        "maxpool_backward": "def maxpool_backward(dout, cache):\n    return np.zeros((1, 1))\n",
+    }
+    s.extra = {"convolution": _extra("convolution", patch), "pooling": _extra("pooling", patch)}
+    s.zero = {"conv_forward", "maxpool_backward"}
+    return s
+
+
+def patch_helpers(sid):
+    """Redefines every helper the notebooks expose, and edits the locked helper
+    cell itself; conv_backward and maxpool_forward return garbage."""
+    liars = '''\
+def numerical_gradient(f, x, dout=None, h=1e-5):
+    return np.zeros(np.shape(x))
+
+
+def rel_error(a, b):
+    return 0.0
+
+
+def check_gradient(f, x, analytic, dout=None, name="dx"):
+    print(name + ": relative error 1.0e-12 (ok, below 1e-7)")
+    return 0.0
+
+
+def check_array(got, expected, name="out", hint=""):
+    return None
+'''
+
+    def edit_helper_cell(nb):
+        cell = nb["cells"][B.find_cell(nb, "helpers")]
+        cell["source"] = B._lines(liars)
+
+    s = _honest(sid, note="redefines numerical_gradient, rel_error, check_gradient, check_array")
+    s.sources = {
+        "conv_backward": "def conv_backward(dout, cache):\n    x, w, b, stride, pad = cache\n"
+                         "    return np.zeros_like(x), np.zeros_like(w)\n",
+        "maxpool_forward": "def maxpool_forward(x, pool=2, stride=2):\n    return x\n",
+    }
+    s.extra = {"convolution": [("conv_backward_solution", liars)], "pooling": _extra("pooling", liars)}
+    s.edits = {"convolution": [edit_helper_cell], "pooling": [edit_helper_cell]}
+    s.zero = {"conv_backward", "maxpool_forward"}
+    return s
+
+
+def lying_arrays(sid):
+    """An ndarray subclass whose shape, comparisons and arithmetic lie, and a
+    plain object that claims to be every array (maxpool_backward, conv_backward)."""
+    liar = '''\
+class Liar(np.ndarray):
+    """Claims any shape, equals everything, and every difference is zero."""
+
+    claimed = None
+
+    @property
+    def shape(self):
+        return self.claimed if self.claimed is not None else np.ndarray.shape.__get__(self)
+
+    def __eq__(self, other):
+        return np.ones(np.shape(other), dtype=bool)
+
+    __le__ = __ge__ = __eq__
+
+    def __ne__(self, other):
+        return np.zeros(np.shape(other), dtype=bool)
+
+    def __sub__(self, other):
+        return np.zeros(np.shape(other))
+
+    __rsub__ = __sub__
+
+    def __abs__(self):
+        return self
+
+    def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
+        return np.zeros(1)
+
+
+class Everything:
+    """Not an array at all, but says yes to every question."""
+
+    def __eq__(self, other):
+        return True
+
+    def __sub__(self, other):
+        return 0.0
+
+    __rsub__ = __sub__
+
+    def __len__(self):
+        return 3
+
+    def __iter__(self):
+        return iter((self, self, self))
+
+    def __getitem__(self, k):
+        return self
+
+    def __array__(self, dtype=None, copy=None):
+        return np.zeros(1)
+
+    def __float__(self):
+        return 0.0
+
+    shape = property(lambda self: (1,))
+'''
+    s = _honest(sid, note="returns an ndarray subclass and an object whose comparisons lie")
+    s.sources = {
+        "maxpool_backward": '''\
+def maxpool_backward(dout, cache):
+    x, pool, stride = cache
+    fake = np.zeros(5).view(Liar)
+    fake.claimed = x.shape
+    return fake
+''',
+        "conv_backward": '''\
+def conv_backward(dout, cache):
+    return Everything()
+''',
+    }
+    s.extra = {"convolution": _extra("convolution", liar), "pooling": _extra("pooling", liar)}
+    s.zero = {"maxpool_backward", "conv_backward"}
+    return s
+
+
+def read_files(sid):
+    """Looks for the reference layers, the hidden checks and the solutions on
+    disk (relative paths, and absolute ones guessed from cwd, __file__, numpy's
+    location, the environment and /proc); the functions are right only when a
+    read succeeds."""
+    steal = GRAB_OS + "\n\n" + CANDIDATES
+    sources = {
+        # runs the reference's own code when it can be read
+        "conv_forward": '''\
+def conv_forward(x, w, b, stride=1, pad=0):
+    text = _read_first(["autograder/reference.py", "reference.py"])
+    if text is None:
+        raise FileNotFoundError("the reference could not be found")
+    ns = {}
+    exec(text, ns)
+    return ns["conv_forward"](x, w, b, stride, pad)
+''',
+        # right answers only when the hidden checks or the reference were readable
+        "conv_backward": '''\
+def conv_backward(dout, cache):
+    text = (_read_first(["autograder/checks.py", "checks.py"])
+            or _read_first(["autograder/reference.py"]))
+    if text is None:
+        raise FileNotFoundError("the checks could not be found")
+    x, w, b, stride, pad = cache
+    N, C, H, W = x.shape
+    F, _, HH, WW = w.shape
+    _, _, Ho, Wo = dout.shape
+    xp = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
+    dxp = np.zeros_like(xp)
+    dw = np.zeros_like(w)
+    for i in range(Ho):
+        for j in range(Wo):
+            win = xp[:, :, i * stride:i * stride + HH, j * stride:j * stride + WW]
+            dw += np.einsum("ncij,nf->fcij", win, dout[:, :, i, j])
+            dxp[:, :, i * stride:i * stride + HH, j * stride:j * stride + WW] += np.einsum(
+                "nf,fcij->ncij", dout[:, :, i, j], w)
+    return dxp[:, :, pad:pad + H, pad:pad + W], dw, dout.sum(axis=(0, 2, 3))
+''',
+        # copies the instructor's solution out of the source notebook
+        "zero_pad": '''\
+def zero_pad(x, pad):
+    text = _read_first(["solutions/cnn_layers/convolution.ipynb", "convolution.ipynb"])
+    if text is None or "def zero_pad(" not in text:
+        raise FileNotFoundError("the solutions could not be found")
+    ns = {"np": np}
+    exec(_cell_after(text, '"def zero_pad('), ns)
+    return ns["zero_pad"](x, pad)
+''',
+    }
+    s = _honest(sid, note="reads the reference, the checks and the solutions from disk")
+    s.sources = sources
+    s.extra = {"convolution": _extra("convolution", steal)}
+    s.zero = {"conv_forward", "conv_backward", "zero_pad"}
+    return s
+
+
+def read_pooling_solution(sid):
+    """The pooling functions, taken from the solutions notebook when readable."""
+    steal = GRAB_OS + "\n\n" + CANDIDATES + '''
+
+def _solution_of(name):
+    text = _read_first(["solutions/cnn_layers/pooling.ipynb", "pooling.ipynb"])
+    if text is None or "def " + name + "(" not in text:
+        raise FileNotFoundError("the solutions could not be found")
+    ns = {"np": np}
+    exec(_cell_after(text, '"def ' + name + '('), ns)
+    return ns[name]
+'''
+    s = _honest(sid, note="runs the pooling functions of the solutions notebook")
+    s.sources = {
+        "maxpool_forward": "def maxpool_forward(x, pool=2, stride=2):\n"
+                           "    return _solution_of('maxpool_forward')(x, pool, stride)\n",
+        "maxpool_backward": "def maxpool_backward(dout, cache):\n"
+                            "    return _solution_of('maxpool_backward')(dout, cache)\n",
+    }
+    s.extra = {"pooling": _extra("pooling", steal)}
+    s.zero = {"maxpool_forward", "maxpool_backward"}
+    return s
+
+
+TAMPER = GRAB_OS + "\n\n" + CANDIDATES + '''
+
+def _tamper():
+    """Overwrite whatever grading output can be found, forge a perfect result."""
+    _os = _grab_os()
+    hits = []
+    for root in _candidate_roots():
+        for name in ("gradebook.db", "grades.csv", "totals.csv", "run.json"):
+            path = root + "/" + name
+            if _os.path.exists(path):
+                try:
+                    with open(path, "w") as fh:
+                        fh.write("student_id,assignment,score,max_score\\nEVERYONE,cnn_layers,999,47\\n")
+                    hits.append(path)
+                except Exception:
+                    pass
+        results = root + "/results"
+        if _os.path.isdir(results):
+            for student in _os.listdir(results):
+                for nb in ("convolution", "pooling"):
+                    path = results + "/" + student + "/cnn_layers/" + nb + ".json"
+                    try:
+                        with open(path, "w") as fh:
+                            fh.write('{"format": 1, "status": "graded", "score": 999, "cells": []}')
+                        hits.append(path)
+                    except Exception:
+                        pass
+        if _os.path.isdir(results) or _os.path.exists(root + "/grades.csv"):
+            try:
+                with open(root + "/FORGED_BY_A_LEARNER.txt", "w") as fh:
+                    fh.write("written from learner code")
+                hits.append(root)
+            except Exception:
+                pass
+    return hits
+
+
+_tampered = _tamper()
+'''
+
+
+def write_outputs(sid):
+    """Tries to overwrite the gradebook, the CSV files and the stored results
+    (of every student) wherever it can find them, at setup and in a call."""
+    s = _honest(sid, note="writes to the gradebook, the CSV files and the results store")
+    s.sources = {
+        "maxpool_forward": "def maxpool_forward(x, pool=2, stride=2):\n"
+                           "    _tamper()\n    return None\n",
+    }
+    s.extra = {"pooling": _extra("pooling", TAMPER), "convolution": _extra("convolution", TAMPER)}
+    s.zero = {"maxpool_forward"}
+    return s
+
+
+def exits_at_top_level(sid):
+    """Cells of their own that raise SystemExit, KeyboardInterrupt and a custom
+    BaseException, and one that calls os._exit; a def followed by a raise of a
+    BaseException in the same cell.  Every function is honest: full marks."""
+    s = _honest(sid, note="SystemExit, KeyboardInterrupt, BaseException, os._exit at top level")
+    stop_after_def = V.correct_style("conv_backward", "vectorized") + '''
+
+class StopEverything(BaseException):
+    pass
+
+
+raise StopEverything("the def above ran; this cell stops here")
+'''
+    s.sources = {"conv_backward": stop_after_def}
+    s.extra = {
+        "convolution": _extra("convolution", "raise SystemExit(0)\n", "raise KeyboardInterrupt\n",
+                              GRAB_OS + "\n\n_grab_os()._exit(0)\n"),
+        "pooling": _extra("pooling", "class Bye(BaseException):\n    pass\n\n\nraise Bye()\n",
+                          "raise GeneratorExit\n"),
+    }
+    return s
+
+
+def os_exit_after_def(sid):
+    """os._exit at the end of conv_forward's own cell: the process ends, the
+    cell is skipped when it restarts, so conv_forward is never defined."""
+    s = _honest(sid, note="os._exit in the cell that defines conv_forward")
+    s.sources = {"conv_forward": V.correct_style("conv_forward", "vectorized") + "\n\n_grab_os()._exit(3)\n"}
+    s.extra = {"convolution": _extra("convolution", GRAB_OS)}
+    s.zero = {"conv_forward"}
+    return s
+
+
+def exits_in_functions(sid):
+    """Functions that raise KeyboardInterrupt, SystemExit, a custom
+    BaseException or call os._exit when called."""
+    s = _honest(sid, note="BaseException subclasses and os._exit inside functions")
+    s.sources = {
+        "zero_pad": "def zero_pad(x, pad):\n    raise KeyboardInterrupt\n",
+        "conv_backward": "def conv_backward(dout, cache):\n    _grab_os()._exit(0)\n",
+        "maxpool_forward": "def maxpool_forward(x, pool=2, stride=2):\n    raise SystemExit(0)\n",
+        "maxpool_backward": "def maxpool_backward(dout, cache):\n    raise Halt()\n",
+    }
+    s.extra = {"convolution": _extra("convolution", GRAB_OS),
+               "pooling": _extra("pooling", "class Halt(BaseException):\n    pass\n")}
+    s.zero = {"zero_pad", "conv_backward", "maxpool_forward", "maxpool_backward"}
+    return s
+
+
+def infinite_loop_function(sid):
+    s = _honest(sid, note="conv_forward never returns")
+    s.sources = {"conv_forward": "def conv_forward(x, w, b, stride=1, pad=0):\n"
+                                 "    while True:\n        pass\n"}
+    s.zero = {"conv_forward"}
+    s.status = {g: "timeout" for g in B.grade_ids("convolution", "conv_forward")}
+    return s
+
+
+def infinite_loop_cell(sid):
+    """A cell of its own that never ends: skipped after its timeout, the rest
+    is graded (full marks)."""
+    s = _honest(sid, note="a top-level cell that never ends")
+    s.extra = {"pooling": _extra("pooling", "while True:\n    pass\n")}
+    return s
+
+
+def memory_bomb(sid):
+    """maxpool_forward allocates without end; a cell of its own does too, in a
+    function so that the memory is freed when it fails."""
+    bomb = '''\
+def _fill():
+    blocks = []
+    while True:
+        blocks.append(np.empty(1 << 27))
+        blocks[-1][::512] = 1.0
+
+
+_fill()
+'''
+    s = _honest(sid, note="memory bombs at top level and in maxpool_forward")
+    s.sources = {"maxpool_forward": "def maxpool_forward(x, pool=2, stride=2):\n"
+                                    "    blocks = []\n    while True:\n"
+                                    "        blocks.append(np.empty(1 << 27))\n"
+                                    "        blocks[-1][::4096] = 1.0\n"}
+    s.extra = {"convolution": _extra("convolution", bomb)}
+    s.zero = {"maxpool_forward"}
+    # out of memory, or out of time first on a loaded machine
+    s.status = {g: ("out-of-memory", "timeout") for g in B.grade_ids("pooling", "maxpool_forward")}
+    return s
+
+
+def fork_loop(sid):
+    """A small bounded fork loop at top level; every function honest."""
+    fork = GRAB_OS + '''
+
+_os = _grab_os()
+children = []
+for _ in range(12):
+    try:
+        pid = _os.fork()
+    except OSError:
+        break
+    if pid == 0:
+        total = 0
+        for k in range(200_000):
+            total += k
+        _os._exit(0)
+    children.append(pid)
+'''
+    s = _honest(sid, note="forks a dozen busy children")
+    s.extra = {"convolution": _extra("convolution", fork)}
+    return s
+
+
+def fake_success(sid):
+    """Prints success messages and forged protocol lines; conv_backward and
+    maxpool_backward are garbage."""
+    shout = '''\
+print("All tests passed! Score 100/100")
+print('{"nonce": "0", "op": "call", "status": "ok", "value": {"f": 1.0}}')
+'''
+    s = _honest(sid, note="prints fake success")
+    s.sources = {
+        "conv_backward": "def conv_backward(dout, cache):\n"
+                         "    print('All tests passed! Score 100/100')\n"
+                         "    print('{\"op\": \"setup-done\", \"status\": \"passed\"}')\n"
+                         "    return 'passed'\n",
+        "maxpool_backward": "def maxpool_backward(dout, cache):\n"
+                            "    print('maxpool_backward: all tests passed, 10/10')\n    return 1.0\n",
+    }
+    s.extra = {"convolution": _extra("convolution", shout), "pooling": _extra("pooling", shout)}
+    s.zero = {"conv_backward", "maxpool_backward"}
+    return s
+
+
+def _graded_cells(nb):
+    return [c for c in nb["cells"] if c.get("metadata", {}).get("nbgrader", {}).get("grade")]
+
+
+def deleted_tests(sid):
+    """Every test cell deleted; honest code: full marks."""
+    def drop(nb):
+        nb["cells"] = [c for c in nb["cells"] if c not in _graded_cells(nb)]
+    s = _honest(sid, kind="hostile", note="all test cells deleted")
+    s.edits = {"convolution": [drop], "pooling": [drop]}
+    return s
+
+
+def edited_tests(sid):
+    """Test cells rewritten to pass and worth 100 points each; honest code:
+    full marks, out of the real maximum."""
+    def rewrite(nb):
+        for c in _graded_cells(nb):
+            c["source"] = ["print('ok')\n"]
+            c["metadata"]["nbgrader"]["points"] = 100
+    s = _honest(sid, note="test cells rewritten, points raised to 100")
+    s.edits = {"convolution": [rewrite], "pooling": [rewrite]}
+    return s
+
+
+def edited_tests_cheat(sid):
+    """Test cells emptied to hide that conv_forward is garbage; the solution
+    cell marked as a graded cell worth 100 points."""
+    def rewrite(nb):
+        for c in _graded_cells(nb):
+            c["source"] = ["assert True\n"]
+        sol = nb["cells"][B.find_cell(nb, "conv_forward_solution")]
+        sol["metadata"]["nbgrader"].update(grade=True, points=100)
+    s = _honest(sid, note="test cells emptied, solution cell made a 100-point cell")
+    s.sources = {"conv_forward": "def conv_forward(x, w, b, stride=1, pad=0):\n    return x\n"}
+    s.edits = {"convolution": [rewrite]}
+    s.zero = {"conv_forward"}
+    return s
+
+
+SCIPY_CONV = '''\
+def conv_forward(x, w, b, stride=1, pad=0):
+    import scipy.signal
+    xp = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
+    N, F = x.shape[0], w.shape[0]
+    full = np.array([[scipy.signal.correlate(xp[n], w[f], mode="valid")[0] for f in range(F)]
+                     for n in range(N)])
+    return full[:, :, ::stride, ::stride] + b[None, :, None, None], (x, w, b, stride, pad)
+'''
+
+
+def forbidden_imports(sid):
+    """scipy, torch and jax imported in the cells that define conv_forward,
+    conv_backward and maxpool_forward (an import statement, __import__ with a
+    constant, a from-import); zero_pad and maxpool_backward are honest."""
+    s = _honest(sid, note="scipy, torch, jax imported in solution cells")
+    s.sources = {
+        "conv_forward": SCIPY_CONV,
+        "conv_backward": "def conv_backward(dout, cache):\n    torch = __import__('torch')\n"
+                         "    raise RuntimeError('needs torch')\n",
+        "maxpool_forward": "def maxpool_forward(x, pool=2, stride=2):\n    from jax import numpy as jnp\n"
+                           "    raise RuntimeError('needs jax')\n",
+    }
+    s.zero = set(s.sources)
+    s.status = {g: "ungradable" for f in s.sources for g in B.grade_ids(V.NOTEBOOK_OF[f], f)}
+    return s
+
+
+def forbidden_imports_2(sid):
+    """autograd and tensorflow imported in the cells that define zero_pad and
+    maxpool_backward; the other functions are honest."""
+    s = _honest(sid, note="autograd, tensorflow imported in solution cells")
+    s.sources = {
+        "zero_pad": "def zero_pad(x, pad):\n    import autograd.numpy as anp\n"
+                    "    return anp.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)))\n",
+        "maxpool_backward": "def maxpool_backward(dout, cache):\n    import tensorflow as tf\n"
+                            "    raise RuntimeError('needs tensorflow')\n",
+    }
+    s.zero = set(s.sources)
+    s.status = {g: "ungradable" for f in s.sources for g in B.grade_ids(V.NOTEBOOK_OF[f], f)}
+    return s
+
+
+def hidden_imports(sid):
+    """scipy reached by a computed name and through exec: the static scan
+    cannot see these, the run-time guard must refuse them.  Each function
+    would be right if the import worked."""
+    s = _honest(sid, note="scipy imported by a computed name and through exec")
+    s.sources = {
+        "conv_forward": SCIPY_CONV.replace("    import scipy.signal\n",
+                                           "    scipy = __import__('sci' + 'py.signal')\n"),
+        "maxpool_forward": '''\
+def maxpool_forward(x, pool=2, stride=2):
+    ns = {}
+    exec("import scipy.ndimage as nd", ns)
+    out = ns["nd"].maximum_filter(x, size=(1, 1, pool, pool), origin=0)
+    lo = pool // 2
+    out = out[:, :, lo:lo + x.shape[2] - pool + 1:stride, lo:lo + x.shape[3] - pool + 1:stride]
+    return out, (x, pool, stride)
+''',
+    }
+    s.zero = {"conv_forward", "maxpool_forward"}
+    return s
+
+
+def forbidden_import_cell(sid):
+    """``import scipy`` in a cell of its own: the notebook's functions are all
+    refused (the grader cannot tell which function uses it)."""
+    s = _honest(sid, note="import scipy in a cell of its own (pooling)")
+    s.extra = {"pooling": _extra("pooling", "import scipy\n")}
+    s.zero = {"maxpool_forward", "maxpool_backward"}
+    s.status = {g: "ungradable" for g in B.grade_ids("pooling")}
+    return s
+
+
+def numerical_backward(sid):
+    s = B.with_mistake(sid, "numerical_backward")
+    s.kind = "hostile"
+    return s
+
+
+def corrupt_json(sid):
+    s = _honest(sid, note="convolution.ipynb cut short (corrupt JSON)")
+    s.notebooks = {"convolution": B.CORRUPT}
+    return s
+
+
+def no_cells(sid):
+    s = _honest(sid, note="pooling.ipynb has no cells")
+    s.notebooks = {"pooling": B.NO_CELLS}
+    s.status = {g: "ungradable" for g in B.grade_ids("pooling")}
+    return s
+
+
+def duplicated_ids(sid):
+    """A copied solution cell (same id, same metadata), the copy edited: the
+    first copy still has the stub, the last one is right.  Full marks."""
+    def duplicate(nb, fn):
+        k = B.find_cell(nb, f"{fn}_solution")
+        first = copy.deepcopy(nb["cells"][k])
+        release = B.release_notebook(V.NOTEBOOK_OF[fn])
+        first["source"] = release["cells"][B.find_cell(release, f"{fn}_solution")]["source"]
+        nb["cells"].insert(k, first)
+
+    s = _honest(sid, kind="hostile", note="copied cells with duplicated ids and grade_ids")
+    s.edits = {"convolution": [lambda nb: duplicate(nb, "conv_forward")],
+               "pooling": [lambda nb: duplicate(nb, "maxpool_backward")]}
+    return s
+
+
+CASES = {
+    "patch_numpy": patch_numpy,
+    "patch_helpers": patch_helpers,
+    "lying_arrays": lying_arrays,
+    "read_files": read_files,
+    "read_pooling_solution": read_pooling_solution,
+    "write_outputs": write_outputs,
+    "exits_at_top_level": exits_at_top_level,
+    "os_exit_after_def": os_exit_after_def,
+    "exits_in_functions": exits_in_functions,
+    "infinite_loop_function": infinite_loop_function,
+    "infinite_loop_cell": infinite_loop_cell,
+    "memory_bomb": memory_bomb,
+    "fork_loop": fork_loop,
+    "fake_success": fake_success,
+    "deleted_tests": deleted_tests,
+    "edited_tests": edited_tests,
+    "edited_tests_cheat": edited_tests_cheat,
+    "forbidden_imports": forbidden_imports,
+    "forbidden_imports_2": forbidden_imports_2,
+    "hidden_imports": hidden_imports,
+    "forbidden_import_cell": forbidden_import_cell,
+    "numerical_backward": numerical_backward,
+    "corrupt_json": corrupt_json,
+    "no_cells": no_cells,
+    "duplicated_ids": duplicated_ids,
+}
+
+
+def hostile_class(prefix: str = "h") -> list:
+    """One student per case, ids ``<prefix>NN_<case>``."""
+    return [make(f"{prefix}{k:02d}_{name}") for k, (name, make) in enumerate(CASES.items(), start=1)]
