@@ -28,14 +28,16 @@ Result JSON (``format`` 1)::
      "notes": [str, ...],                             # submission and setup notes
      "setup": [{"cell": int, "status": str, "message": str}, ...],  # cells that failed to run
      "timestamp": str | null,                         # from timestamp.txt, when present
-     "graded_at": str (UTC, ISO 8601), "seconds": float, "isolation": str}
+     "graded_at": str (UTC, ISO 8601), "seconds": float, "isolation": str,
+     "grader_traceback": str}                         # only when the grader itself failed
 
 Cell statuses: passed, failed, error, timeout, out-of-memory, killed, ungradable.
 
 Resume: a result is written atomically (temporary file, fsync, os.replace) as
 soon as its notebook is graded, and a stored result is never recomputed
 unless ``regrade=True`` -- except results with notebook status ``error``
-(the grader failed, not the learner), which are retried.  A run killed at
+(the grader failed, not the learner), which are retried: once more, one at a
+time, at the end of the same run, and again on the next run.  A run killed at
 any point and started again finishes the class with nothing lost or counted
 twice.  The CSV files, feedback pages and gradebook are rebuilt from the
 stored results at the end of every run.
@@ -51,8 +53,8 @@ import os
 import subprocess
 import sys
 import tempfile
-import threading
 import time
+import traceback
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict
 
@@ -60,6 +62,7 @@ import numpy as np
 
 from . import checks, feedback
 from .nbgrader_config import COURSE_ID, SOURCE_DIRECTORY
+from .policy import PARSE_LOCK
 from .submission import load_source, read_submission
 
 FORMAT = 1
@@ -259,6 +262,8 @@ def grade_notebook_file(path, notebook, source, rng, student="", assignment=ASSI
         return _finish(result, verdicts)
     except Exception as exc:  # the grader failed on this notebook: record it, go on
         reason = f"grading failed: {type(exc).__name__}: {checks._short(exc)}"
+        with PARSE_LOCK:  # formatting a traceback parses source lines on CPython 3.11
+            result["grader_traceback"] = traceback.format_exc(limit=20)
         result.update(status="error", reason=reason)
         return _finish(result, _all(notebook, "error", reason))
     finally:
@@ -407,15 +412,14 @@ def grade_class(submitted_dir, out_dir, root, db_url=None, jobs=2, seed=None, re
         store_result(out_dir, result)
         return result
 
-    errors = []
-    lock = threading.Lock()
+    failed = {}  # (student, notebook) -> what went wrong in the grader itself
     bar = tqdm(total=len(todo), disable=not progress, unit="notebook", desc="grading")
     try:
         if jobs <= 1:
             for student, nb in todo:
                 r = work(student, nb)
                 if r["status"] == "error":
-                    errors.append(f"{student}/{nb}: {r['reason']}")
+                    failed[(student, nb)] = r["reason"]
                 bar.update(1)
         else:
             with ThreadPoolExecutor(max_workers=jobs) as pool:
@@ -425,13 +429,25 @@ def grade_class(submitted_dir, out_dir, root, db_url=None, jobs=2, seed=None, re
                     try:
                         r = fut.result()
                         if r["status"] == "error":
-                            with lock:
-                                errors.append(f"{s}/{nb}: {r['reason']}")
+                            failed[(s, nb)] = r["reason"]
                     except Exception as exc:  # storing failed (disk full, permissions)
-                        errors.append(f"{s}/{nb}: could not store the result: {exc}")
+                        failed[(s, nb)] = f"could not store the result: {exc}"
                     bar.update(1)
+        # A failure of the grader itself (not of the learner's code) may be transient, such as
+        # CPython 3.11's parser race between threads: retry those notebooks once, one at a time.
+        for s, nb in sorted(failed):
+            try:
+                r = work(s, nb)
+            except Exception as exc:
+                failed[(s, nb)] = f"could not store the result: {exc}"
+                continue
+            if r["status"] == "error":
+                failed[(s, nb)] = r["reason"]
+            else:
+                del failed[(s, nb)]
     finally:
         bar.close()
+    errors = [f"{s}/{nb}: {reason}" for (s, nb), reason in sorted(failed.items())]
 
     results = _results_for(out_dir, students, assignment)
     totals = write_reports(out_dir, results, assignment)

@@ -156,7 +156,7 @@ def _const_str(node: ast.expr | None) -> str | None:
     return None
 
 
-_PARSE_LOCK = threading.Lock()
+PARSE_LOCK = threading.Lock()
 
 
 def parse_source(source: str) -> ast.Module:
@@ -166,7 +166,7 @@ def parse_source(source: str) -> ast.Module:
     with "SystemError: AST constructor recursion depth mismatch"), and the grader
     reads submissions in parallel threads.
     """
-    with _PARSE_LOCK:
+    with PARSE_LOCK:
         return ast.parse(source)
 
 
