@@ -36,6 +36,7 @@ grade-demo: setup
 	rm -rf demo
 	$(PY) scripts/make_class.py --out demo/submitted
 	$(PY) -m autograder grade demo/submitted --out demo/grading
+	$(PY) scripts/make_class.py --check demo/manifest.json demo/grading
 
 clean:
 	rm -rf _build demo ci-artifacts

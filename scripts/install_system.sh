@@ -3,14 +3,16 @@
 #   bubblewrap  isolates learner code while grading (without it the grader falls back to
 #               resource limits only, and warns)
 #   chromium    the headless browser that tests the built book
+#   npm         installs the pinned MathJax that the book serves itself (if Node.js is missing)
 # Run as root (or through sudo) on Debian or Ubuntu. Elsewhere, install the same two
 # packages with your system's package manager.
 set -euo pipefail
 need=()
 command -v bwrap >/dev/null 2>&1 || need+=(bubblewrap)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
+command -v npm >/dev/null 2>&1 || need+=(npm)
 if [ ${#need[@]} -eq 0 ]; then
-  echo "system packages: bubblewrap and chromium are installed"
+  echo "system packages: bubblewrap, chromium and npm are installed"
   exit 0
 fi
 if ! command -v apt-get >/dev/null 2>&1; then
