@@ -295,12 +295,63 @@ def maxpool_backward(dout, cache):
     return dx
 '''
 
+# The most naive honest style: seven nested loops, one multiply-add at a time.  It must
+# stay inside the time budget (20 x the reference loops, which vectorise each window).
+CONV_FORWARD_SCALAR = '''\
+def conv_forward(x, w, b, stride=1, pad=0):
+    """Seven nested loops, one product at a time."""
+    N, C, H, W = x.shape
+    F, _, HH, WW = w.shape
+    H_out = (H + 2 * pad - HH) // stride + 1
+    W_out = (W + 2 * pad - WW) // stride + 1
+    xp = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
+    out = np.zeros((N, F, H_out, W_out))
+    for n in range(N):
+        for f in range(F):
+            for i in range(H_out):
+                for j in range(W_out):
+                    total = b[f]
+                    for c in range(C):
+                        for p in range(HH):
+                            for q in range(WW):
+                                total += xp[n, c, i * stride + p, j * stride + q] * w[f, c, p, q]
+                    out[n, f, i, j] = total
+    return out, (x, w, b, stride, pad)
+'''
+
+CONV_BACKWARD_SCALAR = '''\
+def conv_backward(dout, cache):
+    """Seven nested loops: each output scatters into dx and dw, one entry at a time."""
+    x, w, b, stride, pad = cache
+    N, C, H, W = x.shape
+    F, _, HH, WW = w.shape
+    _, _, H_out, W_out = dout.shape
+    xp = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
+    dxp = np.zeros_like(xp)
+    dw = np.zeros_like(w)
+    db = np.zeros_like(b)
+    for n in range(N):
+        for f in range(F):
+            for i in range(H_out):
+                for j in range(W_out):
+                    g = dout[n, f, i, j]
+                    db[f] += g
+                    for c in range(C):
+                        for p in range(HH):
+                            for q in range(WW):
+                                dw[f, c, p, q] += g * xp[n, c, i * stride + p, j * stride + q]
+                                dxp[n, c, i * stride + p, j * stride + q] += g * w[f, c, p, q]
+    return dxp[:, :, pad:pad + H, pad:pad + W], dw, db
+'''
+
+
 CORRECT = {
     "zero_pad": {"loops": ZERO_PAD_LOOPS, "nppad": ZERO_PAD_NPPAD, "concat": ZERO_PAD_CONCAT},
     "conv_forward": {"loops": CONV_FORWARD_LOOPS, "einsum": CONV_FORWARD_EINSUM,
-                     "tensordot": CONV_FORWARD_TENSORDOT, "im2col": CONV_FORWARD_IM2COL},
+                     "tensordot": CONV_FORWARD_TENSORDOT, "im2col": CONV_FORWARD_IM2COL,
+                     "scalar": CONV_FORWARD_SCALAR},
     "conv_backward": {"loops": CONV_BACKWARD_LOOPS, "einsum": CONV_BACKWARD_EINSUM,
-                      "im2col": CONV_BACKWARD_IM2COL},
+                      "im2col": CONV_BACKWARD_IM2COL, "scalar": CONV_BACKWARD_SCALAR},
     "maxpool_forward": {"loops": MAXPOOL_FORWARD_LOOPS, "windows": MAXPOOL_FORWARD_WINDOWS,
                         "im2col": MAXPOOL_FORWARD_IM2COL},
     "maxpool_backward": {"loops": MAXPOOL_BACKWARD_LOOPS, "windows": MAXPOOL_BACKWARD_WINDOWS,
