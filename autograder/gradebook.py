@@ -48,10 +48,6 @@ def register_assignment(gb, root, assignment=checks.ASSIGNMENT):
                                             checksum=compute_checksum(cell))
 
 
-def _timestamp(result):
-    return result.get("timestamp") or None
-
-
 def _alembic_on_path():
     """nbgrader runs the `alembic` command when it creates a database; find the one next to Python."""
     if shutil.which("alembic") is None:

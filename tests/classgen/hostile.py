@@ -588,36 +588,38 @@ def conv_forward(x, w, b, stride=1, pad=0):
 '''
 
 
+def _forbidden(sid, note, sources):
+    """Honest everywhere but in the cells of ``sources``, which import a forbidden
+    library: those functions are ungradable and score 0."""
+    s = _honest(sid, note=note)
+    s.sources = sources
+    s.zero = set(sources)
+    s.status = {g: "ungradable" for f in sources for g in B.grade_ids(V.NOTEBOOK_OF[f], f)}
+    return s
+
+
 def forbidden_imports(sid):
     """scipy, torch and jax imported in the cells that define conv_forward,
     conv_backward and maxpool_forward (an import statement, __import__ with a
     constant, a from-import); zero_pad and maxpool_backward are honest."""
-    s = _honest(sid, note="scipy, torch, jax imported in solution cells")
-    s.sources = {
+    return _forbidden(sid, "scipy, torch, jax imported in solution cells", {
         "conv_forward": SCIPY_CONV,
         "conv_backward": "def conv_backward(dout, cache):\n    torch = __import__('torch')\n"
                          "    raise RuntimeError('needs torch')\n",
         "maxpool_forward": "def maxpool_forward(x, pool=2, stride=2):\n    from jax import numpy as jnp\n"
                            "    raise RuntimeError('needs jax')\n",
-    }
-    s.zero = set(s.sources)
-    s.status = {g: "ungradable" for f in s.sources for g in B.grade_ids(V.NOTEBOOK_OF[f], f)}
-    return s
+    })
 
 
 def forbidden_imports_2(sid):
     """autograd and tensorflow imported in the cells that define zero_pad and
     maxpool_backward; the other functions are honest."""
-    s = _honest(sid, note="autograd, tensorflow imported in solution cells")
-    s.sources = {
+    return _forbidden(sid, "autograd, tensorflow imported in solution cells", {
         "zero_pad": "def zero_pad(x, pad):\n    import autograd.numpy as anp\n"
                     "    return anp.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)))\n",
         "maxpool_backward": "def maxpool_backward(dout, cache):\n    import tensorflow as tf\n"
                             "    raise RuntimeError('needs tensorflow')\n",
-    }
-    s.zero = set(s.sources)
-    s.status = {g: "ungradable" for f in s.sources for g in B.grade_ids(V.NOTEBOOK_OF[f], f)}
-    return s
+    })
 
 
 def hidden_imports(sid):
