@@ -4,7 +4,7 @@ VENV   ?= .venv
 PYTHON ?= python3
 PY     := $(VENV)/bin/python
 
-.PHONY: setup book test test-fast release grade-demo clean
+.PHONY: setup book test test-fast release grade-demo bench clean
 
 $(VENV)/.installed: requirements.txt pyproject.toml
 	bash scripts/install_system.sh
@@ -37,6 +37,12 @@ grade-demo: setup
 	$(PY) scripts/make_class.py --out demo/submitted
 	$(PY) -m autograder grade demo/submitted --out demo/grading
 	$(PY) scripts/make_class.py --check demo/manifest.json demo/grading
+
+# Plain nbgrader against the autograder on one generated class, fixed cost per run, scaling
+# with jobs, the book's build times and the convolution layer against PyTorch; the figures
+# are printed and written to _build/bench/ (a few minutes on two cores).
+bench: setup
+	$(PY) scripts/bench.py
 
 clean:
 	rm -rf _build demo ci-artifacts

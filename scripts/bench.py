@@ -1,0 +1,428 @@
+"""Benchmark: grade one generated class with plain nbgrader and with the autograder.
+
+    python scripts/bench.py                      # what `make bench` runs
+    python scripts/bench.py --students 15 --no-book --no-layer
+
+One class of correct students (solutions in the class generator's rotating
+styles: loops, strided windows with einsum, im2col) is written once, then
+graded
+
+1. by plain ``nbgrader autograde cnn_layers`` in a scratch nbgrader course
+   (the course's own source notebooks, visible tests only, one kernel per
+   notebook), and
+2. by ``python -m autograder grade`` with ``--jobs 1`` and with one job per
+   core (hidden checks, every notebook in its own sandbox).
+
+For each run it reports wall seconds per notebook, CPU seconds per notebook
+(the run's own and its children's, from ``getrusage``), the ratio to
+nbgrader, and the peak resident memory of the grading process and of one
+learner process (sampled every 20 ms).  It also measures the fixed cost of a
+run (a class of one student with one notebook, minus one notebook's grading
+time), the scaling from 1 to N jobs, the book's clean and unchanged rebuild,
+and the vectorised convolution layer against PyTorch's ``conv2d`` on three
+layer shapes.  Both grading runs must have graded every notebook (and the
+autograder must give every correct student full marks), otherwise the
+benchmark exits 1.
+
+The figures go to the terminal and, as JSON and Markdown, to ``--report``
+(default ``_build/bench/``).
+"""
+import argparse
+import csv
+import json
+import os
+import platform
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests"))
+sys.path.insert(0, str(REPO))
+
+from classgen import build as B  # noqa: E402
+
+ASSIGNMENT = B.ASSIGNMENT
+NOTEBOOKS = B.NOTEBOOKS
+STYLES = ("loops", "vectorized", "im2col")
+# (N, C, H, W, F, k): the layer shapes of issue 11 (small image, middle layer, late layer)
+LAYER_SHAPES = [(32, 3, 32, 32, 16, 3), (32, 16, 16, 16, 32, 3), (16, 64, 14, 14, 64, 3)]
+
+
+# ----------------------------------------------------------------------------- measuring
+
+class PeakMemory:
+    """Samples the resident memory of a process and of its descendants every 20 ms.
+
+    ``root`` is the peak RSS of the process itself; ``child`` the peak RSS of
+    any one descendant whose command line contains ``child_marker``.
+    """
+
+    def __init__(self, pid, child_marker):
+        import psutil
+        self._psutil = psutil
+        self.proc = psutil.Process(pid)
+        self.marker = child_marker
+        self.root = 0
+        self.child = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self):
+        ps = self._psutil
+        seen = {}
+        while not self._stop.is_set():
+            try:
+                self.root = max(self.root, self.proc.memory_info().rss)
+                kids = self.proc.children(recursive=True)
+            except ps.Error:
+                break
+            for kid in kids:
+                try:
+                    if kid.pid not in seen:
+                        seen[kid.pid] = any(self.marker in part for part in kid.cmdline())
+                    if seen[kid.pid]:
+                        self.child = max(self.child, kid.memory_info().rss)
+                except ps.Error:
+                    continue
+            self._stop.wait(0.02)
+
+    def stop(self):
+        self._stop.set()
+        self._thread.join()
+
+
+def run_measured(cmd, cwd, child_marker, env=None, timeout=3600):
+    """Run cmd; return (CompletedProcess-like dict, wall s, cpu s, peak root rss, peak child rss)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    mem = PeakMemory(proc.pid, child_marker)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    finally:
+        mem.stop()
+    wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    if proc.returncode != 0:
+        tail = "\n".join((err or out).strip().splitlines()[-15:])
+        raise SystemExit(f"bench: {' '.join(map(str, cmd[:4]))} ... exited {proc.returncode}:\n{tail}")
+    return {"stdout": out, "stderr": err}, wall, cpu, mem.root, mem.child
+
+
+def mib(nbytes):
+    return round(nbytes / (1 << 20), 1)
+
+
+# ----------------------------------------------------------------------------- the class
+
+def write_class(submitted, students):
+    """Correct students, styles rotating per function; returns the manifest."""
+    functions = list(B.V.FUNCTIONS)
+    cls = []
+    for k in range(students):
+        variants = {f: STYLES[(k + j) % len(STYLES)] for j, f in enumerate(functions)}
+        cls.append(B.all_correct(f"bench{k:04d}", variants))
+    return B.write_class(cls, submitted)
+
+
+# ----------------------------------------------------------------------------- nbgrader
+
+NBGRADER_CONFIG = """\
+import sys
+sys.path.insert(0, {repo!r})
+from autograder.nbgrader_config import make_config
+c = get_config()  # noqa: F821
+c.merge(make_config({root!r}))
+c.Autograde.create_student = True
+"""
+
+
+def nbgrader_course(scratch, submitted):
+    """A scratch nbgrader course holding the course's source notebooks and the class."""
+    from autograder.nbgrader_config import SOURCE_DIRECTORY, SUBMITTED_DIRECTORY
+    root = Path(scratch) / "nbgrader-course"
+    shutil.copytree(REPO / SOURCE_DIRECTORY / ASSIGNMENT, root / SOURCE_DIRECTORY / ASSIGNMENT)
+    shutil.copytree(submitted, root / SUBMITTED_DIRECTORY)
+    (root / "nbgrader_config.py").write_text(NBGRADER_CONFIG.format(repo=str(REPO), root=str(root)))
+    return root
+
+
+def bench_nbgrader(scratch, submitted, n_notebooks):
+    root = nbgrader_course(scratch, submitted)
+    env = dict(os.environ, PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))
+    nbgrader = [sys.executable, "-m", "nbgrader"]
+    # the assignment in the gradebook (nbgrader's own bookkeeping, not timed)
+    run_measured(nbgrader + ["generate_assignment", ASSIGNMENT, "--force"], root, "ipykernel", env)
+    _, wall, cpu, peak, kernel = run_measured(nbgrader + ["autograde", ASSIGNMENT], root, "ipykernel", env)
+    graded = sorted(root.glob(f"autograded/*/{ASSIGNMENT}/*.ipynb"))
+    if len(graded) != n_notebooks:
+        raise SystemExit(f"bench: nbgrader autograded {len(graded)} of {n_notebooks} notebooks")
+    export = root / "export.csv"
+    run_measured(nbgrader + ["export", f"--to={export}"], root, "ipykernel", env)
+    with open(export, newline="", encoding="utf-8") as fh:
+        rows = [r for r in csv.DictReader(fh) if r["assignment"] == ASSIGNMENT]
+    return {"wall_s": wall, "cpu_s": cpu, "notebooks": len(graded), "students_exported": len(rows),
+            "grader_peak_mib": mib(peak), "child_peak_mib": mib(kernel)}
+
+
+# ----------------------------------------------------------------------------- autograder
+
+def grade(submitted, out, jobs, extra=()):
+    cmd = [sys.executable, "-m", "autograder", "grade", str(submitted), "--out", str(out),
+           "--jobs", str(jobs), "--no-progress", *extra]
+    _, wall, cpu, peak, child = run_measured(cmd, REPO, "_child.py")
+    summary = json.loads((Path(out) / "run.json").read_text())
+    return {"wall_s": wall, "cpu_s": cpu, "summary": summary,
+            "grader_peak_mib": mib(peak), "child_peak_mib": mib(child)}
+
+
+def check_full_marks(out, manifest):
+    """Every notebook graded this run, no grader error, every student's total as expected."""
+    with open(Path(out) / "totals.csv", newline="", encoding="utf-8") as fh:
+        totals = {r["student_id"]: float(r["score"]) for r in csv.DictReader(fh)}
+    wrong = {s: totals.get(s) for s, m in manifest.items() if totals.get(s) != m["total"]}
+    if wrong:
+        raise SystemExit(f"bench: the autograder's totals differ from the expected ones: {wrong}")
+
+
+def bench_autograder(scratch, submitted, manifest, n_notebooks, jobs):
+    r = grade(submitted, Path(scratch) / f"grading-jobs{jobs}", jobs)
+    s = r["summary"]
+    if s["graded_this_run"] != n_notebooks or s["grader_errors"]:
+        raise SystemExit(f"bench: --jobs {jobs} graded {s['graded_this_run']} of {n_notebooks} notebooks; "
+                         f"grader errors: {s['grader_errors'][:3]}")
+    check_full_marks(Path(scratch) / f"grading-jobs{jobs}", manifest)
+    r["notebooks"] = s["graded_this_run"]
+    r["isolation"] = s["isolation"]
+    return r
+
+
+def bench_fixed_cost(scratch, class_run, n_notebooks):
+    """What a run costs whatever the class: from a run that grades one notebook and the --jobs 1 run.
+
+    With T(n) = fixed + n * per_notebook, the one-notebook run and the
+    n-notebook run give both (a missing notebook costs no grading time).
+    """
+    submitted = Path(scratch) / "one"
+    student = B.all_correct("bench-one", "vectorized")
+    student.notebooks = {"pooling": B.MISSING}
+    B.write_class([student], submitted)
+    r = grade(submitted, Path(scratch) / "grading-one", 1)
+    per = (class_run["wall_s"] - r["wall_s"]) / (n_notebooks - 1) if n_notebooks > 1 else 0.0
+    return {"wall_s": r["wall_s"], "cpu_s": r["cpu_s"], "per_notebook_s": per, "fixed_s": r["wall_s"] - per}
+
+
+# ----------------------------------------------------------------------------- the book
+
+def bench_book(scratch):
+    """Clean build and unchanged rebuild of the book, in a copy of the repository."""
+    copy = Path(scratch) / "book-copy"
+    ignore = shutil.ignore_patterns(".venv", ".git", "_build", ".jupyter_cache", "demo", "ci-artifacts",
+                                    "node_modules")
+    shutil.copytree(REPO, copy, ignore=ignore)
+    if (REPO / "node_modules").is_dir():
+        os.symlink(REPO / "node_modules", copy / "node_modules")
+    env = dict(os.environ, PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))
+    times = {}
+    for what in ("clean_build_s", "unchanged_rebuild_s"):
+        t0 = time.perf_counter()
+        proc = subprocess.run(["bash", "scripts/build_book.sh"], cwd=copy, env=env, capture_output=True,
+                              text=True)
+        times[what] = time.perf_counter() - t0
+        if proc.returncode != 0:
+            tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-15:])
+            raise SystemExit(f"bench: the book build failed:\n{tail}")
+    return times
+
+
+# ----------------------------------------------------------------------------- the layer
+
+def fast_layer():
+    """(name, conv_forward, conv_backward) of the book's vectorised layer."""
+    try:
+        from book import convbook
+    except ImportError:
+        convbook = None
+    for fwd, bwd in (("conv_forward_fast", "conv_backward_fast"), ("conv_forward_im2col", "conv_backward_im2col")):
+        if convbook is not None and hasattr(convbook, fwd) and hasattr(convbook, bwd):
+            return f"book.convbook.{fwd}/{bwd}", getattr(convbook, fwd), getattr(convbook, bwd)
+    from autograder import reference
+    return "autograder.reference.conv_forward/conv_backward (einsum)", reference.conv_forward, \
+        reference.conv_backward
+
+
+def _best_of(fn, repeat=5):
+    fn()
+    best = float("inf")
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def bench_layer():
+    import numpy as np
+    name, fwd, bwd = fast_layer()
+    try:
+        import torch
+    except ImportError:
+        torch = None
+    rng = np.random.default_rng(0)
+    n = 512
+    a, b2 = rng.standard_normal((n, n)), rng.standard_normal((n, n))
+    gflops = 2 * n ** 3 / _best_of(lambda: a @ b2) / 1e9
+    rows = []
+    for N, C, H, W, F, k in LAYER_SHAPES:
+        x = rng.standard_normal((N, C, H, W))
+        w = rng.standard_normal((F, C, k, k))
+        b = rng.standard_normal(F)
+        out, cache = fwd(x, w, b, 1, 1)
+        dout = rng.standard_normal(out.shape)
+        ours = _best_of(lambda: bwd(dout, fwd(x, w, b, 1, 1)[1]))
+        row = {"shape": [N, C, H, W, F, k], "ours_s": ours,
+               "ours_gflops": 2 * 2 * N * F * C * k * k * out.shape[2] * out.shape[3] / ours / 1e9}
+        if torch is not None:
+            tx = torch.tensor(x, requires_grad=True)
+            tw = torch.tensor(w, requires_grad=True)
+            tb = torch.tensor(b, requires_grad=True)
+            td = torch.tensor(dout)
+
+            def torch_step():
+                for t in (tx, tw, tb):
+                    t.grad = None
+                torch.nn.functional.conv2d(tx, tw, tb, stride=1, padding=1).backward(td)
+            row["torch_s"] = _best_of(torch_step)
+            row["ratio"] = ours / row["torch_s"]
+        rows.append(row)
+    return {"layer": name, "torch": None if torch is None else torch.__version__,
+            "threads": None if torch is None else torch.get_num_threads(),
+            "matmul_gflops": gflops, "shapes": rows}
+
+
+# ----------------------------------------------------------------------------- report
+
+def report_lines(res):
+    L = []
+    L.append(f"# Grading benchmark ({res['students']} correct students, {res['notebooks']} notebooks, "
+             f"{res['cores']} cores, isolation: {res.get('isolation', '?')})")
+    L.append("")
+    L.append("| run | wall s/notebook | CPU s/notebook | throughput vs nbgrader | grader peak MiB | "
+             "learner process peak MiB |")
+    L.append("| --- | --- | --- | --- | --- | --- |")
+    nbg = res.get("nbgrader")
+    base = nbg["wall_s"] / nbg["notebooks"] if nbg else None
+    rows = []
+    if nbg:
+        rows.append(("plain nbgrader autograde", nbg))
+    for jobs, r in res["autograder"].items():
+        rows.append((f"autograder grade --jobs {jobs}", r))
+    for label, r in rows:
+        per = r["wall_s"] / r["notebooks"]
+        ratio = f"{base / per:.2f}x" if base else "-"
+        L.append(f"| {label} | {per:.3f} | {r['cpu_s'] / r['notebooks']:.3f} | {ratio} | "
+                 f"{r['grader_peak_mib']} | {r['child_peak_mib']} |")
+    L.append("")
+    fc = res.get("fixed_cost")
+    if fc:
+        L.append(f"Fixed cost per run: {fc['fixed_s']:.2f} s; each further notebook "
+                 f"{fc['per_notebook_s']:.3f} s (a run grading one notebook took {fc['wall_s']:.2f} s wall, "
+                 f"{fc['cpu_s']:.2f} s CPU).")
+    sc = res.get("scaling")
+    if sc:
+        L.append(f"Scaling from 1 to {sc['jobs']} jobs: {sc['speedup']:.2f}x faster "
+                 f"({sc['efficiency'] * 100:.0f} % parallel efficiency).")
+    bk = res.get("book")
+    if bk:
+        L.append(f"Book: clean build {bk['clean_build_s']:.1f} s, unchanged rebuild "
+                 f"{bk['unchanged_rebuild_s']:.1f} s.")
+    ly = res.get("layer")
+    if ly:
+        L.append("")
+        L.append(f"Convolution layer, forward + backward, float64, stride 1, pad 1: {ly['layer']}; "
+                 f"matrix product {ly['matmul_gflops']:.1f} GFLOP/s"
+                 + (f"; PyTorch {ly['torch']} on {ly['threads']} threads" if ly["torch"] else
+                    "; PyTorch not installed (pip install torch to compare)"))
+        L.append("")
+        L.append("| (N, C, H, W, F, k) | ours ms | ours GFLOP/s | PyTorch ms | ours / PyTorch |")
+        L.append("| --- | --- | --- | --- | --- |")
+        for r in ly["shapes"]:
+            t = f"{r['torch_s'] * 1e3:.1f} | {r['ratio']:.2f}" if "torch_s" in r else "- | -"
+            L.append(f"| {tuple(r['shape'])} | {r['ours_s'] * 1e3:.1f} | {r['ours_gflops']:.1f} | {t} |")
+    return L
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--students", type=int, default=15, help="correct students in the class (default 15)")
+    ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
+                    help="jobs of the parallel run (default: one per core)")
+    ap.add_argument("--report", default=str(REPO / "_build" / "bench"),
+                    help="folder for bench.json and bench.md (default _build/bench)")
+    ap.add_argument("--no-nbgrader", action="store_true", help="skip plain nbgrader (no ratio then)")
+    ap.add_argument("--no-book", action="store_true", help="skip the book's build times")
+    ap.add_argument("--no-layer", action="store_true", help="skip the layer against PyTorch")
+    ap.add_argument("--keep", action="store_true", help="keep the scratch folder and print where it is")
+    args = ap.parse_args(argv)
+    if args.students < 1 or args.jobs < 1:
+        ap.error("--students and --jobs must be at least 1")
+
+    scratch = tempfile.mkdtemp(prefix="bench-")
+    try:
+        submitted = Path(scratch) / "submitted"
+        manifest = write_class(submitted, args.students)
+        n = args.students * len(NOTEBOOKS)
+        res = {"students": args.students, "notebooks": n, "cores": os.cpu_count(),
+               "python": platform.python_version(), "machine": platform.machine(),
+               "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "autograder": {}}
+        print(f"bench: {args.students} students, {n} notebooks, in {scratch}", flush=True)
+        if not args.no_nbgrader:
+            print("bench: plain nbgrader autograde ...", flush=True)
+            res["nbgrader"] = bench_nbgrader(scratch, submitted, n)
+        for jobs in sorted({1, args.jobs}):
+            print(f"bench: autograder grade --jobs {jobs} ...", flush=True)
+            r = bench_autograder(scratch, submitted, manifest, n, jobs)
+            res["isolation"] = r.pop("isolation")
+            r.pop("summary")
+            res["autograder"][jobs] = r
+        print("bench: fixed cost (one notebook) ...", flush=True)
+        res["fixed_cost"] = bench_fixed_cost(scratch, res["autograder"][1], n)
+        if args.jobs > 1:
+            speedup = res["autograder"][1]["wall_s"] / res["autograder"][args.jobs]["wall_s"]
+            res["scaling"] = {"jobs": args.jobs, "speedup": speedup, "efficiency": speedup / args.jobs}
+        if "nbgrader" in res:
+            base = res["nbgrader"]["wall_s"] / n
+            res["ratio_vs_nbgrader"] = {j: base / (r["wall_s"] / n) for j, r in res["autograder"].items()}
+        if not args.no_layer:
+            print("bench: convolution layer against PyTorch ...", flush=True)
+            res["layer"] = bench_layer()
+        if not args.no_book:
+            print("bench: the book, clean build and unchanged rebuild ...", flush=True)
+            res["book"] = bench_book(scratch)
+    finally:
+        if args.keep:
+            print(f"bench: scratch folder kept: {scratch}")
+        else:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+    lines = report_lines(res)
+    report = Path(args.report)
+    report.mkdir(parents=True, exist_ok=True)
+    (report / "bench.json").write_text(json.dumps(res, indent=1) + "\n", encoding="utf-8")
+    (report / "bench.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    print()
+    print("\n".join(lines))
+    print(f"\nwrote {report / 'bench.json'} and {report / 'bench.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
