@@ -289,7 +289,8 @@ def bench_layer():
         dout = rng.standard_normal(out.shape)
         ours = _best_of(lambda: bwd(dout, fwd(x, w, b, 1, 1)[1]))
         row = {"shape": [N, C, H, W, F, k], "ours_s": ours,
-               "ours_gflops": 2 * 2 * N * F * C * k * k * out.shape[2] * out.shape[3] / ours / 1e9}
+               # forward, dx and dw: three products of 2 N F C k k H' W' flops each
+               "ours_gflops": 3 * 2 * N * F * C * k * k * out.shape[2] * out.shape[3] / ours / 1e9}
         if torch is not None:
             tx = torch.tensor(x, requires_grad=True)
             tw = torch.tensor(w, requires_grad=True)
