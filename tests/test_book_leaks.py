@@ -14,21 +14,40 @@ file under ``exercises/``. Forbidden there:
 Lines are compared with all whitespace removed, so re-indentation, line wrapping inside
 a statement or syntax highlighting (one HTML element per token) do not hide a copy.
 
+Comparing lines cannot see a copy whose names were changed (``"abcdef,gbef->agcd"`` for
+the einsum of the forward pass). So the scan is also *functional*: every function that the
+book's sources define (the code of every page under ``book/`` and the helper module
+``book/convbook.py``) is called with the arguments of the exercise contract, on cases with
+batches, channels, stride, padding and uneven sizes, and a function that computes a graded
+function's answer (``out``, ``dx`` or ``dw`` of the convolution, ``out`` or ``dx`` of the
+max pooling) on every case is a leak, whatever it is called. The instructor's package is
+not available to that code: a page function that merely calls the imported reference layer
+shows nothing and is not counted. This part needs only the sources, not the built site.
+
 Build the site first (``bash scripts/build_book.sh``). Without it the site tests are
 skipped, except under CI (``CI`` set), where a missing site is a failure.
 """
 import ast
+import builtins
+import contextlib
 import html
+import io
 import json
 import os
 import re
 import shutil
+import signal
+import sys
+import types
+import warnings
 from html.parser import HTMLParser
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+BOOK = ROOT / "book"
 SITE = ROOT / "_build" / "html"
 EXERCISES = ROOT / "exercises"
 SOLUTIONS = ROOT / "solutions"
@@ -271,6 +290,212 @@ def report(findings, where):
             "is public on purpose, add it to ALLOWED_LINES with a reason.")
 
 
+# --------------------------------------------------------------------------- functional scan
+
+_CODE_BLOCK = re.compile(r"^(`{3,})(\{code-cell\}|python|py|ipython3?)[^\n]*\n(.*?)^\1[ \t]*$",
+                         re.S | re.M)
+STATEMENT_SECONDS = 3    # a page statement that runs longer (training, timing) is cut short
+CALL_SECONDS = 5         # one call of a page function on one contract case
+
+
+def page_sources():
+    """(name, code cells) of every page and of the helper module under book/."""
+    sources = []
+    for path in sorted(BOOK.glob("*.md")):
+        sources.append((path.name, code_cells(path.read_text(encoding="utf-8"))))
+    for path in sorted(BOOK.glob("*.py")):
+        sources.append((path.name, [path.read_text(encoding="utf-8")]))
+    return sources
+
+
+def code_cells(markdown):
+    """Python source of every executable cell and python code block of a MyST page.
+
+    Cell options (``:tags: [...]`` lines or a ``---`` YAML block) are removed; IPython's
+    ``%magic`` and ``!shell`` lines become comments, so that the rest still parses.
+    """
+    cells = []
+    for match in _CODE_BLOCK.finditer(markdown):
+        lines = match.group(3).splitlines()
+        if lines and lines[0].strip() == "---":
+            end = next((k for k in range(1, len(lines)) if lines[k].strip() == "---"), 0)
+            lines = lines[end + 1:]
+        while lines and re.match(r"^:\w[\w-]*:", lines[0]):
+            lines = lines[1:]
+        cells.append("\n".join("# " + ln if ln.lstrip().startswith(("%", "!")) else ln
+                               for ln in lines))
+    return cells
+
+
+class _Timeout(BaseException):
+    """Raised by the alarm; a BaseException so that page code catching Exception stops."""
+
+
+@contextlib.contextmanager
+def _time_limit(seconds):
+    def expire(signum, frame):
+        raise _Timeout()
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+class _InstructorOnly(types.ModuleType):
+    """Stands for the instructor's package: every name in it refuses to run."""
+
+    def __getattr__(self, name):
+        if name.startswith("__"):
+            raise AttributeError(name)
+
+        def refused(*args, **kwargs):
+            raise RuntimeError(f"{self.__name__}.{name} is the instructor's, not the page's")
+        refused.__name__ = name
+        return refused
+
+
+def _import_without_instructor(name, globals=None, locals=None, fromlist=(), level=0):
+    if name == "autograder" or name.startswith("autograder."):
+        module = _InstructorOnly(name)
+        if not fromlist:
+            return _InstructorOnly(name.split(".")[0])
+        return module
+    return builtins.__import__(name, globals, locals, fromlist, level)
+
+
+def run_page(name, cells):
+    """Execute a page's cells statement by statement; return the functions it defined.
+
+    Each top-level statement runs with a time limit, and one that fails is skipped (the
+    instructor's package is replaced by refusing stand-ins, so much of a page fails on
+    purpose), so that every ``def`` runs with whatever globals the page sets up before it.
+    Returns {qualified name: function} for the functions (and lambdas bound to names) whose
+    code comes from the page, and the list of cells that did not parse.
+    """
+    filename = f"<book page {name}>"
+    page_builtins = dict(vars(builtins), __import__=_import_without_instructor)
+    namespace = {"__name__": "__book_page__", "__builtins__": page_builtins}
+    unparsed = []
+    import matplotlib
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+    saved_path = list(sys.path)
+    sys.path.insert(0, str(BOOK))
+    try:
+        for k, cell in enumerate(cells):
+            try:
+                tree = ast.parse(cell, filename=filename)
+            except SyntaxError as exc:
+                unparsed.append(f"{name}, code cell {k + 1}: {exc.msg} (line {exc.lineno})")
+                continue
+            for stmt in tree.body:
+                code = compile(ast.Module(body=[stmt], type_ignores=[]), filename, "exec")
+                with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    try:
+                        with _time_limit(STATEMENT_SECONDS):
+                            exec(code, namespace)
+                    except (_Timeout, Exception, SystemExit):
+                        pass
+            plt.close("all")
+    finally:
+        sys.path[:] = saved_path
+    functions = {}
+    for key, value in list(namespace.items()):
+        if isinstance(value, types.FunctionType) and value.__code__.co_filename == filename:
+            functions[key] = value
+    return functions, unparsed
+
+
+def _contract_cases():
+    """{graded function: [(args, {target: expected array})]} from the reference layers."""
+    from autograder import reference as R
+    rng = np.random.default_rng(20260)
+    conv = []
+    for N, C, H, W, F, HH, WW, s, p in [(2, 3, 7, 6, 4, 3, 2, 2, 1), (3, 2, 5, 5, 2, 3, 3, 1, 0),
+                                        (2, 2, 8, 7, 3, 2, 3, 3, 2), (1, 1, 4, 6, 2, 2, 2, 1, 1)]:
+        x, w, b = rng.normal(size=(N, C, H, W)), rng.normal(size=(F, C, HH, WW)), rng.normal(size=F)
+        out, cache = R.conv_forward(x, w, b, s, p)
+        dout = rng.normal(size=out.shape)
+        dx, dw, _ = R.conv_backward(dout, cache)
+        conv.append(((x, w, b, s, p), out, (dout, cache), {"dx": dx, "dw": dw}))
+    pool = []
+    for N, C, H, W, k, s in [(2, 3, 6, 7, 2, 2), (2, 2, 7, 5, 3, 2), (1, 3, 5, 6, 2, 1)]:
+        x = rng.normal(size=(N, C, H, W))
+        out, cache = R.maxpool_forward(x, k, s)
+        dout = rng.normal(size=out.shape)
+        pool.append(((x, k, s), out, (dout, cache), {"dx": R.maxpool_backward(dout, cache)}))
+    return {
+        "conv_forward": [(fwd, {"out": out}) for fwd, out, _, _ in conv],
+        "conv_backward": [(bwd, grads) for _, _, bwd, grads in conv],
+        "maxpool_forward": [(fwd, {"out": out}) for fwd, out, _, _ in pool],
+        "maxpool_backward": [(bwd, grads) for _, _, bwd, grads in pool],
+    }
+
+
+def _copy_args(args):
+    """Fresh copies of the arrays (also inside a cache tuple), so no call sees another's edits."""
+    return tuple(_copy_args(a) if isinstance(a, tuple) else
+                 (a.copy() if isinstance(a, np.ndarray) else a) for a in args)
+
+
+def _arrays_in(result, depth=0):
+    if isinstance(result, np.ndarray):
+        yield result
+    elif isinstance(result, (tuple, list)) and depth < 2:
+        for item in result:
+            yield from _arrays_in(item, depth + 1)
+
+
+def _computes(result, expected):
+    return any(a.shape == expected.shape and np.issubdtype(a.dtype, np.number)
+               and np.allclose(a, expected, rtol=1e-6, atol=1e-9)
+               for a in _arrays_in(result))
+
+
+def reproduced(function, cases):
+    """Targets ('out', 'dx', 'dw') that function computes on every one of the cases."""
+    matched = None
+    for args, targets in cases:
+        try:
+            with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                with _time_limit(CALL_SECONDS):
+                    result = function(*_copy_args(args))
+        except (_Timeout, Exception, SystemExit):
+            return set()
+        hits = {t for t, expected in targets.items() if _computes(result, expected)}
+        matched = hits if matched is None else matched & hits
+        if not matched:
+            return set()
+    return matched or set()
+
+
+def functional_leaks(sources, cases):
+    """Findings ``(page, function, graded function, targets)`` and the unparsed cells."""
+    findings, unparsed = [], []
+    for name, cells in sources:
+        functions, bad = run_page(name, cells)
+        unparsed += bad
+        for fname, function in functions.items():
+            for graded, graded_cases in cases.items():
+                hits = reproduced(function, graded_cases)
+                if hits:
+                    findings.append((name, fname, graded, sorted(hits)))
+    return findings, unparsed
+
+
+def functional_report(findings):
+    rows = "\n".join(f"  {page}: {fn}() computes {graded}'s {', '.join(t)} for the contract"
+                     for page, fn, graded, t in findings)
+    return (f"{len(findings)} page function(s) reproduce a graded function:\n{rows}\n"
+            "Teach the idea on one image or one channel, or show the pieces without the "
+            "batched, padded, strided assembly; the assembled layer is the exercise's answer.")
+
+
 # --------------------------------------------------------------------------- fixtures
 
 @pytest.fixture(scope="module")
@@ -415,3 +640,143 @@ def test_trivial_lines_are_ignored():
     assert not is_trivial("    db = dout.sum(axis=(0, 2, 3))")
     assert squash(strip_comment("a = f(x)  # the '#' in a comment")) == "a=f(x)"
     assert squash(strip_comment("s = '#not a comment'")) == "s='#notacomment'"
+
+
+# --------------------------------------------------------------------------- functional
+
+@pytest.fixture(scope="module")
+def contract_cases():
+    return _contract_cases()
+
+
+def test_no_page_function_reproduces_a_graded_function(contract_cases):
+    sources = page_sources()
+    assert len(sources) >= 10 and sum(len(c) for _, c in sources) >= 100, \
+        "the book's sources were not found"
+    findings, unparsed = functional_leaks(sources, contract_cases)
+    assert not unparsed, "code cells that do not parse (the scan cannot see into them):\n  " \
+        + "\n  ".join(unparsed)
+    assert not findings, functional_report(findings)
+
+
+# Planted functional leaks: correct layers with every name changed, which no verbatim line
+# comparison can find. Each must be caught, under the graded function it reproduces.
+PLANTED_FUNCTIONAL = {
+    "conv_forward": '''
+```{code-cell} ipython3
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view as swv
+AXES = (2, 3)
+```
+
+The forward pass, for every image at once:
+
+```{code-cell} ipython3
+:tags: [hide-input]
+
+def layer(a, k, c, s=1, q=0):
+    t = np.pad(a, ((0, 0), (0, 0), (q, q), (q, q)))
+    P = (t.shape[2] - k.shape[2]) // s + 1
+    Q = (t.shape[3] - k.shape[3]) // s + 1
+    v = swv(t, k.shape[2:], axis=AXES)[:, :, ::s, ::s][:, :, :P, :Q]
+    return np.einsum("abcdef,gbef->agcd", v, k) + c[None, :, None, None], (a, k, c, s, q)
+```
+''',
+    "conv_backward": '''
+```{code-cell} ipython3
+import numpy as np
+
+def grads(g, memo):
+    a, k, c, s, q = memo
+    t = np.pad(a, ((0, 0), (0, 0), (q, q), (q, q)))
+    dt, dk = np.zeros_like(t), np.zeros_like(k)
+    for r in range(g.shape[2]):
+        for z in range(g.shape[3]):
+            patch = t[:, :, r*s:r*s + k.shape[2], z*s:z*s + k.shape[3]]
+            dk += np.tensordot(g[:, :, r, z], patch, axes=(0, 0))
+            dt[:, :, r*s:r*s + k.shape[2], z*s:z*s + k.shape[3]] += np.tensordot(g[:, :, r, z], k, axes=(1, 0))
+    return dt[:, :, q:q + a.shape[2], q:q + a.shape[3]], dk, g.sum(axis=(0, 2, 3))
+```
+''',
+    "maxpool_forward": '''
+```python
+import numpy as np
+def squeeze(img, k=2, s=2):
+    R, S = (img.shape[2] - k) // s + 1, (img.shape[3] - k) // s + 1
+    res = np.empty(img.shape[:2] + (R, S))
+    for r in range(R):
+        for z in range(S):
+            res[:, :, r, z] = img[:, :, r*s:r*s + k, z*s:z*s + k].max(axis=(2, 3))
+    return res, (img, k, s)
+```
+''',
+    "maxpool_backward": '''
+```{code-cell} ipython3
+import numpy as np
+route = lambda g, memo: _route(g, *memo)
+
+def _route(g, img, k, s):
+    back = np.zeros_like(img)
+    for r in range(g.shape[2]):
+        for z in range(g.shape[3]):
+            blk = img[:, :, r*s:r*s + k, z*s:z*s + k].reshape(img.shape[0], img.shape[1], -1)
+            at = blk.argmax(axis=2)
+            for n in range(img.shape[0]):
+                for ch in range(img.shape[1]):
+                    back[n, ch, r*s + at[n, ch] // k, z*s + at[n, ch] % k] += g[n, ch, r, z]
+    return back
+```
+''',
+}
+
+# What the pages may keep: the same ideas narrowed to one image and one channel, a layer
+# that calls the instructor's reference, and pieces without the padded, batched assembly.
+PLANTED_NARROW = '''
+```{code-cell} ipython3
+import numpy as np
+from scipy.signal import correlate2d
+from autograder.reference import conv_forward
+
+def one_image(x2d, w2d, b0, stride=1):
+    return correlate2d(x2d, w2d, mode="valid")[::stride, ::stride] + b0
+
+def calls_the_reference(x, w, b, stride, pad):
+    return conv_forward(x, w, b, stride, pad)
+
+def im2col(xp, HH, WW, stride):
+    C, Hp, Wp = xp.shape
+    Ho, Wo = (Hp - HH) // stride + 1, (Wp - WW) // stride + 1
+    cols = np.empty((C, HH, WW, Ho, Wo))
+    for u in range(HH):
+        for v in range(WW):
+            cols[:, u, v] = xp[:, u:u + stride * Ho:stride, v:v + stride * Wo:stride]
+    return cols.reshape(C * HH * WW, Ho * Wo)
+```
+'''
+
+
+@pytest.mark.parametrize("graded", sorted(PLANTED_FUNCTIONAL))
+def test_planted_functional_leak_is_caught(graded, contract_cases):
+    page = PLANTED_FUNCTIONAL[graded]
+    findings, unparsed = functional_leaks([("planted.md", code_cells(page))], contract_cases)
+    assert not unparsed, unparsed
+    assert any(g == graded for _, _, g, _ in findings), findings
+    # and under that graded function only
+    assert all(g == graded for _, _, g, _ in findings), findings
+
+
+def test_narrow_code_is_not_a_functional_leak(contract_cases):
+    cells = code_cells(PLANTED_NARROW)
+    functions, unparsed = run_page("narrow.md", cells)
+    assert not unparsed and set(functions) >= {"one_image", "calls_the_reference", "im2col"}
+    findings, _ = functional_leaks([("narrow.md", cells)], contract_cases)
+    assert findings == [], findings
+
+
+def test_code_cells_are_extracted_with_options_and_magics():
+    page = ("text\n```{code-cell} ipython3\n---\nmystnb:\n  markdown_format: gfm\n---\n"
+            "a = 1\n```\n\n```{code-cell} ipython3\n:tags: [hide-input]\n\n%matplotlib inline\n"
+            "b = 2\n```\n\n````{admonition} x\n```python\nc = 3\n```\n````\n"
+            "```text\nnot code\n```\n")
+    cells = code_cells(page)
+    assert [c.strip() for c in cells] == ["a = 1", "# %matplotlib inline\nb = 2", "c = 3"]
