@@ -1,0 +1,105 @@
+"""The book's public helper module, book/convbook.py: readers download it next to a page,
+so it must work with NumPy and matplotlib alone, and its helpers must do what the pages
+say they do."""
+import ast
+import importlib.util
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+CONVBOOK = ROOT / "book" / "convbook.py"
+# What a reader's Jupyter environment has; IPython only for showing an animation.
+ALLOWED_TOP_LEVEL = {"numpy", "matplotlib", "sklearn", "re", "IPython"}
+
+
+@pytest.fixture(scope="module")
+def convbook():
+    spec = importlib.util.spec_from_file_location("convbook", CONVBOOK)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def imported_modules(path):
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            names.add((node.module or "").split(".")[0])
+    return names
+
+
+def test_imports_only_what_readers_have():
+    names = imported_modules(CONVBOOK)
+    assert names <= ALLOWED_TOP_LEVEL, f"convbook imports {sorted(names - ALLOWED_TOP_LEVEL)}"
+    assert "autograder" not in names and "scipy" not in names
+
+
+def test_import_scan_can_fail(tmp_path):
+    planted = tmp_path / "helpers.py"
+    planted.write_text("import numpy as np\nfrom autograder.reference import conv_forward\n")
+    assert "autograder" in imported_modules(planted)
+
+
+def test_rot180(convbook):
+    w = np.arange(6.0).reshape(2, 3)
+    np.testing.assert_array_equal(convbook.rot180(w), np.rot90(w, 2))
+    np.testing.assert_array_equal(convbook.rot180(convbook.rot180(w)), w)
+    w4 = np.arange(2 * 3 * 2 * 3.0).reshape(2, 3, 2, 3)
+    r4 = convbook.rot180(w4)
+    for f in range(2):
+        for c in range(3):          # every filter rotated alone, channel order kept
+            np.testing.assert_array_equal(r4[f, c], np.rot90(w4[f, c], 2))
+    with pytest.raises(ValueError, match="at least 2 dimensions"):
+        convbook.rot180(np.arange(3.0))
+
+
+def test_dilate(convbook):
+    a = np.array([[1.0, 2.0], [3.0, 4.0]])
+    np.testing.assert_array_equal(convbook.dilate(a, 2),
+                                  [[1, 0, 2], [0, 0, 0], [3, 0, 4]])
+    assert convbook.dilate(np.ones((2, 3, 4, 4)), 3).shape == (2, 3, 10, 10)
+    d1 = convbook.dilate(a, 1)
+    np.testing.assert_array_equal(d1, a)
+    assert d1 is not a
+    for bad in (0, -1, 1.5):
+        with pytest.raises(ValueError, match="positive integer"):
+            convbook.dilate(a, bad)
+
+
+def test_show_grid_draws_every_number_and_blanks(convbook):
+    fig, ax = plt.subplots()
+    a = np.array([[1.0, np.nan], [0.0, -2.5]])
+    convbook.show_grid(ax, a, "t", box=(0, 0, 1, 2), shade=np.isnan(a), mark=a < 0,
+                       fade_zeros=True)
+    texts = sorted(t.get_text() for t in ax.texts)
+    assert texts == ["-2.5", "0", "1"]
+    assert ax.get_title() == "t" and len(ax.patches) == 2
+    colours = ax.images[0].get_array()
+    assert tuple(colours[0, 1]) == (0.85, 0.85, 0.85)        # shaded
+    assert tuple(colours[1, 1]) == (1.0, 0.75, 0.45)         # marked
+    plt.close(fig)
+    fig, ax = plt.subplots()
+    convbook.show_grid(ax, np.array([["$x_{00}$", ""]], dtype=object))
+    assert [t.get_text() for t in ax.texts] == ["$x_{00}$", ""]
+    with pytest.raises(ValueError, match="2D"):
+        convbook.show_grid(ax, np.zeros(3))
+    plt.close(fig)
+
+
+def test_animation_html_drops_the_cdn_link(convbook):
+    from matplotlib.animation import FuncAnimation
+
+    fig, ax = plt.subplots()
+    anim = FuncAnimation(fig, lambda k: [], frames=2)
+    html = convbook.animation_html(anim).data
+    plt.close(fig)
+    assert "font-awesome" not in html.lower() and "<img" in html
