@@ -995,3 +995,34 @@ def _gate_inputs_unchanged(func, verdicts):
     reason = (f"{func} left its inputs unchanged, but this point is given only together with at least one "
               f"passing value test of {func} ({', '.join(value_ids)})")
     return [make_verdict(v.grade_id, "failed", [reason]) if v.grade_id == inputs_id else v for v in verdicts]
+
+
+# --------------------------------------------------------------------------- the registry
+
+# assignment -> its notebooks, in order.  Every grade_id in GRADED_CELLS is bound to a check in
+# CHECKS; autograder.assignment holds the notebooks to this table (release and validate refuse
+# a graded cell without a check, a check without a cell, and points that differ).
+ASSIGNMENTS = {ASSIGNMENT: NOTEBOOKS}
+
+
+def register(assignment, notebook, grade_id, function, points, check, description=""):
+    """Bind grade_id (a graded cell of assignment/notebook) to check(call, rng, budgets=None, probe=None).
+
+    A course adds an assignment without editing the grader: a module that calls
+    ``register`` once per graded cell (see ``autograder.assignment.load_check_modules``).
+    The check returns a ``Verdict`` (``make_verdict``).  grade_ids are unique across the course.
+    """
+    if grade_id in GRADED_CELLS and GRADED_CELLS[grade_id].notebook != notebook:
+        raise ValueError(f"grade_id '{grade_id}' is already registered for notebook "
+                         f"'{GRADED_CELLS[grade_id].notebook}'")
+    if any(notebook in nbs for a, nbs in ASSIGNMENTS.items() if a != assignment):
+        raise ValueError(f"notebook '{notebook}' already belongs to another assignment")
+    GRADED_CELLS[grade_id] = GradedCell(function, notebook, float(points), description)
+    CHECKS[grade_id] = check
+    if notebook not in ASSIGNMENTS.get(assignment, ()):
+        ASSIGNMENTS[assignment] = tuple(ASSIGNMENTS.get(assignment, ())) + (notebook,)
+
+
+def notebooks_of(assignment):
+    """The notebooks of a registered assignment (KeyError when it is not registered)."""
+    return ASSIGNMENTS[assignment]

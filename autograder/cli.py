@@ -1,14 +1,16 @@
-"""The instructor's command line: ``python -m autograder {release,collect,grade,export,validate}``.
+"""The instructor's command line: ``python -m autograder {release,validate,collect,grade,export}``.
 
-    python -m autograder release [--check]
-    python -m autograder collect SOURCE [--to submitted] [--pattern REGEX] [--force]
-    python -m autograder grade SUBMITTED --out OUT [--db URL] [--jobs N] [--regrade] [--no-progress]
-    python -m autograder export --out OUT [--db URL] [--to FILE]
-    python -m autograder validate
+    python -m autograder [--assignment NAME] release [--check]
+    python -m autograder [--assignment NAME] validate
+    python -m autograder [--assignment NAME] collect SOURCE [--to submitted] [--lms NAME | --pattern REGEX] [--ids name|lms]
+    python -m autograder [--assignment NAME] grade [SUBMITTED] [--out grading] [--student ID ...] [--regrade]
+                         [--course DIR] [--db URL] [--jobs N] [--lms-column NAME] [--no-progress]
+    python -m autograder [--assignment NAME] export [--course DIR | --db URL] [--to FILE]
 
 Exit codes: 0 success; 1 the command ran and found a problem (stale release,
-failed validation, gradebook export that disagrees with totals.csv, grader
-errors); 2 bad input (missing folder, wrong layout, unknown assignment).
+failed validation, files that could not be placed, gradebook export that
+disagrees with totals.csv, grader errors); 2 bad input (missing folder, wrong
+layout, unknown assignment, no virtual environment).
 """
 import argparse
 import glob
@@ -16,9 +18,7 @@ import json
 import os
 import sys
 
-from . import checks
-
-ASSIGNMENT = checks.ASSIGNMENT
+DEFAULT_ASSIGNMENT = "cnn_layers"
 
 
 def default_root():
@@ -34,9 +34,26 @@ def _fail(message, code=2):
     return code
 
 
+def missing_module_message(exc):
+    return (f"the Python package '{exc.name}' is missing, so this Python ({sys.executable}) is not the course's "
+            "virtual environment.\nActivate it with 'source .venv/bin/activate' (or run "
+            "'.venv/bin/python -m autograder ...'); on a fresh clone create it first with 'make setup'.")
+
+
+def _assignment_problems(args):
+    from .assignment import problems, release_problems
+    found = problems(args.root, args.assignment)
+    if not found and getattr(args, "with_release", False):
+        found = release_problems(args.root, args.assignment)
+    return found
+
+
 def cmd_release(args):
-    from .release import release
-    changed = release(args.root, assignment=args.assignment, check=args.check)
+    from .release import ReleaseError, release
+    try:
+        changed = release(args.root, assignment=args.assignment, check=args.check)
+    except ReleaseError as exc:
+        return _fail(exc, 1)
     if args.check:
         if changed:
             print("the release is stale; run 'python -m autograder release' and commit:")
@@ -50,35 +67,60 @@ def cmd_release(args):
 
 
 def cmd_collect(args):
-    from .collect import DEFAULT_PATTERN, CollectError, collect
+    from .collect import CollectError, collect
     try:
-        report = collect(args.source, args.to, args.assignment, args.pattern or DEFAULT_PATTERN, args.force)
+        report = collect(args.source, args.to, args.assignment, lms_name=args.lms, pattern=args.pattern,
+                         ids=args.ids)
     except CollectError as exc:
         return _fail(exc)
+    print(f"layout: {report.lms}")
     for path in report.copied:
-        print(f"copied   {path}")
-    for path in report.kept:
-        print(f"kept     {path} (it is newer; --force replaces it)")
-    for name in report.superseded:
-        print(f"older    {name} (a newer file of the same student and notebook was used)")
+        print(f"copied     {path}")
+    for path in report.unchanged:
+        print(f"unchanged  {path}")
     for line in report.unplaced:
         print(f"NOT PLACED {line}")
+    if report.ignored:
+        print(f"{len(report.ignored)} other file(s) (not notebooks) were not copied: "
+              f"{', '.join(report.ignored[:5])}{' ...' if len(report.ignored) > 5 else ''}")
     print(report.summary())
-    return 1 if report.unplaced else 0
+    if report.unplaced:
+        print("Files were not placed: fix them (see each line), or name the layout with --lms "
+              "canvas|moodle|gradescope|blackboard|nbgrader, or describe the names with --pattern REGEX",
+              file=sys.stderr)
+        return 1
+    return 0
 
 
 def cmd_grade(args):
     from .grading import GradingError, grade_class
+    if not os.path.exists(args.submitted):
+        return _fail(f"{args.submitted} does not exist: collect the submissions first "
+                     f"('python -m autograder collect DOWNLOAD.zip --to {args.submitted}'), or pass the folder "
+                     "that holds them")
     try:
         summary = grade_class(args.submitted, args.out, args.root, db_url=args.db, jobs=args.jobs,
-                              regrade=args.regrade, progress=not args.no_progress, assignment=args.assignment)
+                              regrade=args.regrade, progress=not args.no_progress, assignment=args.assignment,
+                              students=args.student, course_dir=args.course, lms_column=args.lms_column)
     except GradingError as exc:
         return _fail(exc)
-    print(f"graded {summary['graded_this_run']} notebook(s), reused {summary['reused']} stored; "
-          f"{summary['students']} student(s); isolation: {summary['isolation']}")
+    why = summary["graded_why"]
+    detail = ", ".join(f"{v} {k}" for k, v in why.items())
+    print(f"graded {summary['graded_this_run']} notebook(s){f' ({detail})' if detail else ''}, "
+          f"reused {summary['reused']} stored; {summary['students']} student(s); "
+          f"isolation: {summary['isolation']}")
+    if summary["changed"]:
+        print(f"{summary['changed']} notebook(s) changed since they were graded and were regraded")
+    if summary["not_graded_waiting"]:
+        print(f"{summary['not_graded_waiting']} notebook(s) of other students are new or changed and were not "
+              "graded (only --student was asked for); run grade without --student to grade them")
     print("cell statuses: " + ", ".join(f"{k} {v}" for k, v in summary["cell_statuses"].items()))
+    if summary["late"]:
+        print(f"late: {', '.join(summary['late'][:20])}")
+    if summary["manual_scores"]:
+        print(f"{summary['manual_scores']} manual score(s) from the gradebook count in the totals")
     print(f"wrote {os.path.join(args.out, 'grades.csv')}, totals.csv, feedback/, run.json; "
-          f"gradebook {summary['gradebook']}")
+          f"autograded/ in {summary['course_dir']}; gradebook {summary['gradebook']}")
     code = 0
     if summary["grader_errors"]:
         print(f"{len(summary['grader_errors'])} notebook(s) could not be graded (retried on the next run):",
@@ -95,12 +137,14 @@ def cmd_grade(args):
 
 
 def cmd_export(args):
-    from .grading import GradingError, default_db_url, nbgrader_export
-    if args.db is None and not os.path.exists(os.path.join(args.out, "gradebook.db")):
-        return _fail(f"{os.path.join(args.out, 'gradebook.db')} does not exist: run "
-                     f"'python -m autograder grade SUBMITTED --out {args.out}' first, or pass --db URL")
-    db = args.db or default_db_url(args.out)
-    dest = args.to or os.path.join(args.out, "nbgrader_export.csv")
+    from .grading import GradingError, nbgrader_export
+    from .nbgrader_config import GRADEBOOK, default_db_url
+    course = os.path.abspath(args.course or args.root)
+    if args.db is None and not os.path.exists(os.path.join(course, GRADEBOOK)):
+        return _fail(f"{os.path.join(course, GRADEBOOK)} does not exist: run 'python -m autograder grade' first, "
+                     "or pass the course folder that holds the gradebook with --course DIR (or --db URL)")
+    db = args.db or default_db_url(course)
+    dest = args.to or os.path.join(course, "nbgrader_export.csv")
     try:
         nbgrader_export(db, dest)
     except GradingError as exc:
@@ -113,11 +157,16 @@ def cmd_validate(args):
     from nbgrader.validator import Validator
     from traitlets.config import Config
     from .nbgrader_config import RELEASE_DIRECTORY, SOURCE_DIRECTORY
-    code = 0
+    args.with_release = True
+    found = _assignment_problems(args)
+    for line in found:
+        print(f"FAIL {line}")
+    code = 1 if found else 0
     for folder, invert in ((SOURCE_DIRECTORY, False), (RELEASE_DIRECTORY, True)):
         paths = sorted(glob.glob(os.path.join(args.root, folder, args.assignment, "*.ipynb")))
         if not paths:
-            return _fail(f"no notebooks in {os.path.join(args.root, folder, args.assignment)}")
+            return _fail(f"{os.path.join(args.root, folder, args.assignment)} has no notebooks"
+                         + (": run 'python -m autograder release'" if invert else ""))
         cfg = Config()
         cfg.Validator.invert = invert
         validator = Validator(config=cfg)
@@ -140,7 +189,8 @@ def cmd_validate(args):
 def build_parser():
     p = argparse.ArgumentParser(prog="python -m autograder", description=__doc__.split("\n\n")[0])
     p.add_argument("--root", default=None, help="course root (the folder with solutions/); default: found")
-    p.add_argument("--assignment", default=ASSIGNMENT, help=argparse.SUPPRESS)
+    p.add_argument("--assignment", default=DEFAULT_ASSIGNMENT,
+                   help=f"the assignment (default {DEFAULT_ASSIGNMENT}); any assignment whose checks are registered")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
@@ -148,43 +198,58 @@ def build_parser():
     r.add_argument("--check", action="store_true", help="write nothing; exit 1 when exercises/ is stale")
     r.set_defaults(func=cmd_release)
 
-    c = sub.add_parser("collect", help="copy submissions (folder or LMS zip) into nbgrader's layout")
-    c.add_argument("source", help="a folder (nbgrader layout or flat files) or an LMS .zip")
+    v = sub.add_parser("validate", help="the notebooks agree with the checks; nbgrader validate (and --invert)")
+    v.set_defaults(func=cmd_validate)
+
+    c = sub.add_parser("collect", help="copy submissions (LMS zip or folder) into nbgrader's layout")
+    c.add_argument("source", help="an LMS bulk download (.zip) or a folder")
     c.add_argument("--to", default="submitted", help="destination folder (default: submitted)")
+    c.add_argument("--lms", default=None, metavar="NAME",
+                   help="the layout: canvas, moodle, gradescope, blackboard or nbgrader (default: detected)")
     c.add_argument("--pattern", default=None,
-                   help="regex with groups student_id and notebook for flat file names")
-    c.add_argument("--force", action="store_true", help="replace existing files even when they are newer")
+                   help="regex searched in each file's path, with groups student_id and notebook "
+                        "(optional: lms_user_id, name, late)")
+    c.add_argument("--ids", choices=("name", "lms"), default="name",
+                   help="student ids from the learner's name as the LMS writes it (default) or the LMS user id")
     c.set_defaults(func=cmd_collect)
 
-    g = sub.add_parser("grade", help="grade every submission with the hidden checks")
-    g.add_argument("submitted", help="SUBMITTED/<student_id>/cnn_layers/<notebook>.ipynb")
-    g.add_argument("--out", required=True, help="output folder (results, CSV, feedback, gradebook)")
-    g.add_argument("--db", default=None, help="gradebook SQLAlchemy URL (default: sqlite:///OUT/gradebook.db)")
+    g = sub.add_parser("grade", help="grade the submissions with the hidden checks")
+    g.add_argument("submitted", nargs="?", default="submitted",
+                   help="SUBMITTED/<student_id>/<assignment>/<notebook>.ipynb (default: submitted)")
+    g.add_argument("--out", default="grading", help="output folder: CSV, feedback, results (default: grading)")
+    g.add_argument("--student", action="append", default=None, metavar="ID",
+                   help="regrade this student (repeatable); the others keep their stored results")
+    g.add_argument("--regrade", action="store_true", help="regrade every notebook")
+    g.add_argument("--course", default=None, metavar="DIR",
+                   help="nbgrader's course folder for gradebook.db and autograded/ (default: the folder "
+                        "holding SUBMITTED)")
+    g.add_argument("--db", default=None, help="gradebook SQLAlchemy URL (default: sqlite:///COURSE/gradebook.db)")
     g.add_argument("--jobs", type=int, default=2, help="notebooks graded in parallel (default 2)")
-    g.add_argument("--regrade", action="store_true", help="recompute results already stored")
+    g.add_argument("--lms-column", default=None, metavar="NAME",
+                   help="the Canvas gradebook column of canvas_grades.csv, e.g. 'Homework 3 (123456)'")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
     g.set_defaults(func=cmd_grade)
 
     e = sub.add_parser("export", help="nbgrader export of the gradebook to CSV")
-    e.add_argument("--out", required=True, help="the grading output folder")
-    e.add_argument("--db", default=None, help="gradebook URL (default: sqlite:///OUT/gradebook.db)")
-    e.add_argument("--to", default=None, help="CSV file (default: OUT/nbgrader_export.csv)")
+    e.add_argument("--course", default=None, metavar="DIR", help="the course folder (default: the course root)")
+    e.add_argument("--db", default=None, help="gradebook URL (default: sqlite:///COURSE/gradebook.db)")
+    e.add_argument("--to", default=None, help="CSV file (default: COURSE/nbgrader_export.csv)")
     e.set_defaults(func=cmd_export)
-
-    v = sub.add_parser("validate", help="nbgrader validate solutions/ (and --invert on exercises/)")
-    v.set_defaults(func=cmd_validate)
     return p
 
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
     args.root = os.path.abspath(args.root or default_root())
-    if args.assignment != ASSIGNMENT:
-        return _fail(f"unknown assignment '{args.assignment}': this course has '{ASSIGNMENT}'")
     if getattr(args, "jobs", 1) < 1:
         return _fail("--jobs must be at least 1")
     try:
+        from .assignment import registered, unknown_message
+        if args.assignment not in registered():
+            return _fail(unknown_message(args.assignment))
         return args.func(args)
+    except ModuleNotFoundError as exc:
+        return _fail(missing_module_message(exc))
     except KeyboardInterrupt:
         print("interrupted; results stored so far are kept, run the same command again to finish",
               file=sys.stderr)

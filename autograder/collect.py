@@ -1,30 +1,43 @@
 """Collect submissions into nbgrader's layout: SUBMITTED/<student_id>/<assignment>/<notebook>.ipynb.
 
-``collect(source, submitted_dir, assignment)`` accepts
+``collect(source, submitted_dir, assignment, lms=None, pattern=None)`` reads a folder or a
+zip (an LMS bulk download, see ``autograder.lms``): the layout is the ``lms`` preset
+(canvas, moodle, gradescope, blackboard, nbgrader), the ``pattern`` (a regular
+expression with the groups ``student_id`` and ``notebook``, searched in the whole path
+inside the zip or folder), or detected: the preset that places the most notebooks.
+File names are matched to the assignment's notebooks ignoring case and the suffixes
+browsers and LMSs add (``Convolution (1).ipynb``, ``convolution-1.ipynb``).
 
-* a folder already in that layout (``SOURCE/<student>/<assignment>/*.ipynb``,
-  ``timestamp.txt`` kept), or one level less (``SOURCE/<student>/*.ipynb``);
-* a folder of flat files, or an LMS zip download, whose file names look like
-  ``<student_id>_<anything>_<notebook>.ipynb`` (``pattern``: a regular
-  expression with the named groups ``student_id`` and ``notebook``; LMS
-  re-submission suffixes such as ``-1`` are allowed before ``.ipynb``).
+Next to each learner's notebooks collect writes ``collect.json`` (``MANIFEST``): the
+LMS, the learner's LMS user id and name, the LMS's late marker, the submission time and
+the original file names; and, when the LMS gives a submission time, nbgrader's
+``timestamp.txt``.  The grader uses them for late penalties, the gradebook and the
+LMS grade files.
 
-Files are copied, never moved.  An existing file is replaced only by a newer
-one (or with ``force=True``); when one source holds several files for the same
-student and notebook, the newest wins.  Files that cannot be placed (unknown
-notebook, no student id, unsafe names, too large) are reported, not guessed.
+Files are copied, never moved.  Nothing is guessed: a file that cannot be placed is
+reported and makes the command exit 1, namely a file whose name is not a notebook of
+the assignment, two files that would land on the same student and notebook, two
+learners (two LMS user ids) who would get the same student id, a folder that does
+not hold the assignment (``hw3/`` instead of ``cnn_layers/``), and a symbolic link,
+FIFO, device or socket (only regular files are read).  An existing notebook is
+replaced only when the new file differs; ``--force`` is not needed for a resubmission.
 """
+import datetime as _dt
+import json
 import os
 import re
-import shutil
+import stat
 import zipfile
 from dataclasses import dataclass, field
 
-from . import checks
+from . import checks, lms
+from .assignment import registered, unknown_message
 
-DEFAULT_PATTERN = r"^(?P<student_id>[^_/\\]+)_(?:.*_)?(?P<notebook>[^_/\\]+?)(?:-\d+)?\.ipynb$"
 MAX_FILE_BYTES = 50 << 20
+MAX_SIDE_FILE_BYTES = 1 << 20
+MANIFEST = "collect.json"
 _SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+-]{0,127}$")
+_IGNORED = re.compile(r"(^|/)(__MACOSX|\.ipynb_checkpoints)(/|$)|(^|/)\.[^/]*$")
 
 
 class CollectError(Exception):
@@ -33,165 +46,311 @@ class CollectError(Exception):
 
 @dataclass
 class CollectReport:
+    lms: str = ""
     copied: list = field(default_factory=list)      # destination paths written
     unchanged: list = field(default_factory=list)   # destination already identical
-    kept: list = field(default_factory=list)        # destination newer: left alone (use force)
     unplaced: list = field(default_factory=list)    # "name: why"
-    superseded: list = field(default_factory=list)  # older duplicates in the source
+    ignored: list = field(default_factory=list)     # side files of the LMS (metadata), not submissions
 
     def summary(self):
-        return (f"{len(self.copied)} copied, {len(self.unchanged)} unchanged, {len(self.kept)} kept "
-                f"(destination newer), {len(self.superseded)} superseded, {len(self.unplaced)} not placed")
+        return (f"{self.lms}: {len(self.copied)} copied, {len(self.unchanged)} unchanged, "
+                f"{len(self.unplaced)} not placed")
+
+
+@dataclass
+class _Entry:
+    path: str
+    size: int
+    read: object        # () -> bytes
+    problem: str = ""   # why it cannot be read (link, FIFO, too large)
 
 
 @dataclass
 class _Item:
-    name: str           # as shown in the report
+    entry: _Entry
+    found: lms.Found
     student: str
     notebook: str
-    mtime: float
-    read: object        # () -> bytes
-    size: int
-    extra: dict = field(default_factory=dict)  # other files to copy along (timestamp.txt)
 
 
-def _notebooks(assignment):
-    if assignment != checks.ASSIGNMENT:
-        raise CollectError(f"unknown assignment '{assignment}': this course has '{checks.ASSIGNMENT}'")
-    return set(checks.NOTEBOOKS)
+def _describe(mode):
+    if stat.S_ISLNK(mode):
+        return "a symbolic link"
+    if stat.S_ISFIFO(mode):
+        return "a FIFO (named pipe)"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    return "not a regular file"
 
 
-def _classify(name, student, notebook, known, report):
-    if not student or not _SAFE_ID.match(student):
-        report.unplaced.append(f"{name}: no usable student id")
-        return False
-    if notebook not in known:
-        report.unplaced.append(f"{name}: '{notebook}' is not a notebook of the assignment "
-                               f"({', '.join(sorted(known))})")
-        return False
-    return True
+def _read_regular(path, limit):
+    """Bytes of a regular file, never through a link (O_NOFOLLOW), at most limit."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    with os.fdopen(fd, "rb") as fh:
+        info = os.fstat(fh.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            raise OSError(f"{path} is {_describe(info.st_mode)}")
+        data = fh.read(limit + 1)
+    if len(data) > limit:
+        raise OSError(f"{path} is larger than {limit >> 20} MiB")
+    return data
 
 
-def _from_zip(path, regex, known, report):
-    items = []
+def _folder_entries(source):
+    entries = []
+    for folder, dirs, files in os.walk(source, followlinks=False):
+        for name in sorted(dirs + files):
+            full = os.path.join(folder, name)
+            rel = os.path.relpath(full, source).replace(os.sep, "/")
+            info = os.lstat(full)
+            if stat.S_ISDIR(info.st_mode):
+                continue
+            if not stat.S_ISREG(info.st_mode):
+                entries.append(_Entry(rel, 0, None, f"{_describe(info.st_mode)}; collect copies regular files "
+                                                    "only: replace it by the file itself"))
+                continue
+            entries.append(_Entry(rel, info.st_size, lambda p=full: _read_regular(p, MAX_FILE_BYTES)))
+        dirs[:] = sorted(d for d in dirs if not os.path.islink(os.path.join(folder, d)))
+    return entries
+
+
+def _zip_entries(path):
     try:
         zf = zipfile.ZipFile(path)
     except (zipfile.BadZipFile, OSError) as exc:
-        raise CollectError(f"{path}: not a readable zip file ({exc})")
+        raise CollectError(f"{path}: not a readable zip file ({exc}); download it from the LMS again")
+    entries = []
     for info in zf.infolist():
         if info.is_dir():
             continue
-        base = info.filename.replace("\\", "/").rsplit("/", 1)[-1]
-        if not base.endswith(".ipynb"):
-            if base and not base.startswith("."):
-                report.unplaced.append(f"{info.filename}: not a notebook")
+        name = info.filename.replace("\\", "/")
+        mode = info.external_attr >> 16 if info.create_system == 3 else 0  # Unix mode bits, when a Unix zip
+        if stat.S_IFMT(mode) not in (0, stat.S_IFREG):
+            entries.append(_Entry(name, 0, None, f"{_describe(mode)} inside the zip; collect copies regular "
+                                                 "files only"))
             continue
-        m = regex.match(base)
-        if not m:
-            report.unplaced.append(f"{info.filename}: name does not match the pattern")
+        entries.append(_Entry(name, info.file_size, lambda i=info: zf.read(i)))
+    return entries
+
+
+def _entries(source):
+    if os.path.isdir(source):
+        out = []
+        for entry in _folder_entries(source):
+            if entry.path.lower().endswith(".zip") and entry.read is not None:
+                inner = os.path.join(source, entry.path)
+                out += [_Entry(f"{entry.path}/{e.path}", e.size, e.read, e.problem) for e in _zip_entries(inner)]
+            else:
+                out.append(entry)
+        return out
+    if os.path.isfile(source) and zipfile.is_zipfile(source):
+        return _zip_entries(source)
+    if os.path.lexists(source) and not os.path.isdir(source) and not os.path.isfile(source):
+        raise CollectError(f"{source} is {_describe(os.lstat(source).st_mode)}; pass a folder or a .zip file")
+    if os.path.isfile(source):
+        raise CollectError(f"{source}: not a zip file; pass the LMS's zip download or a folder of submissions")
+    raise CollectError(f"{source} does not exist; pass the LMS's zip download or a folder of submissions "
+                       "(check the path, e.g. with: ls -l " + repr(source) + ")")
+
+
+def _side_files(entries):
+    return {e.path: (lambda e=e: e.read()[:MAX_SIDE_FILE_BYTES]) for e in entries
+            if e.read is not None and e.size <= MAX_SIDE_FILE_BYTES
+            and not e.path.lower().endswith(".ipynb")}
+
+
+def _match_all(preset, entries, known, assignment, ids):
+    """(items, unplaced lines, side files) of entries under one preset."""
+    preset.prepare(_side_files(entries))
+    items, unplaced, ignored = [], [], []
+    for entry in entries:
+        if _IGNORED.search(entry.path):
             continue
-        if info.file_size > MAX_FILE_BYTES:
-            report.unplaced.append(f"{info.filename}: larger than {MAX_FILE_BYTES >> 20} MiB")
+        if entry.problem:
+            unplaced.append(f"{entry.path}: {entry.problem}")
             continue
-        student, nb = m.group("student_id"), m.group("notebook")
-        if _classify(info.filename, student, nb, known, report):
-            import time
-            mtime = time.mktime(info.date_time + (0, 0, -1))
-            items.append(_Item(info.filename, student, nb, mtime,
-                               (lambda i=info: zf.read(i)), info.file_size))
-    return items
-
-
-def _file_item(name, path, student, nb):
-    st = os.stat(path)
-
-    def read(p=path):
-        with open(p, "rb") as fh:
-            return fh.read()
-    return _Item(name, student, nb, st.st_mtime, read, st.st_size)
-
-
-def _from_folder(source, regex, known, assignment, report):
-    items = []
-    for entry in sorted(os.listdir(source)):
-        full = os.path.join(source, entry)
-        if entry.startswith("."):
+        found = preset.match(entry.path)
+        is_notebook = entry.path.lower().endswith(".ipynb")
+        if not is_notebook:
+            ignored.append(entry.path)
             continue
-        if os.path.isdir(full):
-            inner = os.path.join(full, assignment)
-            folder = inner if os.path.isdir(inner) else full
-            for f in sorted(os.listdir(folder)):
-                p = os.path.join(folder, f)
-                if not f.endswith(".ipynb") or not os.path.isfile(p):
-                    continue
-                nb = f[:-len(".ipynb")]
-                rel = os.path.relpath(p, source)
-                if _classify(rel, entry, nb, known, report):
-                    item = _file_item(rel, p, entry, nb)
-                    ts = os.path.join(folder, "timestamp.txt")
-                    if os.path.isfile(ts):
-                        item.extra["timestamp.txt"] = ts
-                    items.append(item)
-        elif entry.endswith(".ipynb"):
-            m = regex.match(entry)
-            if not m:
-                report.unplaced.append(f"{entry}: name does not match the pattern")
-                continue
-            if _classify(entry, m.group("student_id"), m.group("notebook"), known, report):
-                items.append(_file_item(entry, full, m.group("student_id"), m.group("notebook")))
-        elif entry.endswith(".zip"):
-            items += _from_zip(full, regex, known, report)
-        else:
-            report.unplaced.append(f"{entry}: not a notebook, a zip or a student folder")
-    return items
+        if found is None:
+            unplaced.append(f"{entry.path}: the path does not match the {preset.name} layout "
+                            f"({preset.description})")
+            continue
+        folder = found.extra.get("folder")
+        if isinstance(preset, lms.NbgraderLayout) and folder is not None and folder != assignment:
+            unplaced.append(f"{entry.path}: the folder '{folder}' is not the assignment '{assignment}' "
+                            f"(nbgrader's layout: <student id>/{assignment}/<notebook>.ipynb); rename the folder "
+                            f"or collect with --assignment {folder}")
+            continue
+        notebook = lms.notebook_name(found.file, known)
+        if notebook is None:
+            unplaced.append(f"{entry.path}: '{found.file}' is not a notebook of '{assignment}' "
+                            f"({', '.join(n + '.ipynb' for n in sorted(known))})")
+            continue
+        student = found.lms_user_id if ids == "lms" and found.lms_user_id else found.student_key
+        if not student or not _SAFE_ID.match(student):
+            unplaced.append(f"{entry.path}: no usable student id ({student!r}: letters, digits and ._@+- only)")
+            continue
+        if entry.size > MAX_FILE_BYTES:
+            unplaced.append(f"{entry.path}: larger than {MAX_FILE_BYTES >> 20} MiB")
+            continue
+        items.append(_Item(entry, found, student, notebook))
+    return items, unplaced, ignored
 
 
-def collect(source, submitted_dir, assignment=checks.ASSIGNMENT, pattern=DEFAULT_PATTERN, force=False):
-    """Copy the submissions found in source (folder or zip) into submitted_dir; return a CollectReport."""
-    known = _notebooks(assignment)
-    try:
-        regex = re.compile(pattern)
-    except re.error as exc:
-        raise CollectError(f"bad --pattern: {exc}")
-    if not {"student_id", "notebook"} <= set(regex.groupindex):
-        raise CollectError("--pattern needs the named groups (?P<student_id>...) and (?P<notebook>...)")
-    report = CollectReport()
-    if os.path.isfile(source) and source.endswith(".zip"):
-        items = _from_zip(source, regex, known, report)
-    elif os.path.isdir(source):
-        items = _from_folder(source, regex, known, assignment, report)
-    else:
-        raise CollectError(f"{source}: not a folder or a .zip file")
+def _choose(entries, known, assignment, lms_name, pattern, ids):
+    if pattern is not None:
+        try:
+            regex = re.compile(pattern)
+        except re.error as exc:
+            raise CollectError(f"bad --pattern {pattern!r}: {exc}")
+        if not {"student_id", "notebook"} <= set(regex.groupindex):
+            raise CollectError("--pattern needs the named groups (?P<student_id>...) and (?P<notebook>...), e.g. "
+                               r"'(?P<student_id>[^_/]+)_(?P<notebook>[^_/]+)\.ipynb$'")
+        preset = lms.Pattern(regex)
+        return preset, _match_all(preset, entries, known, assignment, ids)
+    if lms_name is not None:
+        if lms_name not in lms.PRESETS:
+            raise CollectError(f"unknown --lms {lms_name!r}; choose one of {', '.join(lms.PRESETS)}, or describe the "
+                               "file names with --pattern")
+        preset = lms.PRESETS[lms_name]()
+        return preset, _match_all(preset, entries, known, assignment, ids)
+    best = None
+    for cls in lms.PRESETS.values():
+        preset = cls()
+        outcome = _match_all(preset, entries, known, assignment, ids)
+        if best is None or len(outcome[0]) > len(best[1][0]):
+            best = (preset, outcome)
+    if not best[1][0]:
+        notebooks = [e.path for e in entries if e.path.lower().endswith(".ipynb")][:3]
+        layouts = "\n  ".join(f"--lms {c.name}: {c.description}" for c in lms.PRESETS.values())
+        raise CollectError(
+            "no file could be placed: the names match none of the layouts collect knows"
+            + (f" (for example {', '.join(repr(n) for n in notebooks)})" if notebooks else " (no .ipynb file found)")
+            + f".\nThe layouts:\n  {layouts}\nName the layout with --lms NAME, or describe the names with "
+            r"--pattern REGEX, e.g. --pattern '(?P<student_id>[^_/]+)_.*(?P<notebook>convolution|pooling)\.ipynb$'")
+    return best
 
-    newest = {}
+
+def _conflicts(items, report):
+    """Drop (and report) items that would merge students or overwrite each other."""
+    by_key, ids_of = {}, {}
     for item in items:
-        key = (item.student, item.notebook)
-        if key in newest and newest[key].mtime >= item.mtime:
-            report.superseded.append(item.name)
+        by_key.setdefault((item.student, item.notebook), []).append(item)
+        if item.found.lms_user_id:
+            ids_of.setdefault(item.student, set()).add(item.found.lms_user_id)
+    merged = {s for s, ids in ids_of.items() if len(ids) > 1}
+    kept = []
+    for (student, notebook), group in sorted(by_key.items()):
+        if student in merged:
+            for item in group:
+                report.unplaced.append(
+                    f"{item.entry.path}: learners with different LMS ids ({', '.join(sorted(ids_of[student]))}) "
+                    f"would all become student '{student}'; collect with --ids lms to key students by their "
+                    "LMS user id")
             continue
-        if key in newest:
-            report.superseded.append(newest[key].name)
-        newest[key] = item
+        if len(group) > 1:
+            names = ", ".join(i.entry.path for i in group)
+            for item in group:
+                report.unplaced.append(f"{item.entry.path}: {len(group)} files would become {student}/{notebook}.ipynb "
+                                       f"({names}); remove all but one from the download and collect again")
+            continue
+        kept.append(group[0])
+    return kept
 
-    for (student, nb), item in sorted(newest.items()):
+
+def read_manifest(folder):
+    """What collect recorded in folder/collect.json ({} when there is none or it cannot be read)."""
+    try:
+        data = json.loads(_read_regular(os.path.join(folder, MANIFEST), MAX_SIDE_FILE_BYTES).decode("utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _atomic_bytes(path, data):
+    tmp = path + ".collect-tmp"
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+    os.replace(tmp, path)
+
+
+def collect(source, submitted_dir, assignment=checks.ASSIGNMENT, lms_name=None, pattern=None, ids="name"):
+    """Copy the submissions found in source (folder or zip) into submitted_dir; return a CollectReport."""
+    if assignment not in registered():
+        raise CollectError(unknown_message(assignment))
+    known = set(checks.notebooks_of(assignment))
+    entries = _entries(source)
+    preset, (items, unplaced, ignored) = _choose(entries, known, assignment, lms_name, pattern, ids)
+    report = CollectReport(lms=preset.name, unplaced=list(unplaced), ignored=ignored)
+    items = _conflicts(items, report)
+
+    per_student = {}
+    for item in items:
+        per_student.setdefault(item.student, []).append(item)
+    for student, group in sorted(per_student.items()):
         folder = os.path.join(submitted_dir, student, assignment)
-        dest = os.path.join(folder, nb + ".ipynb")
-        data = item.read()
-        if os.path.exists(dest):
-            with open(dest, "rb") as fh:
-                if fh.read() == data:
-                    report.unchanged.append(dest)
-                    continue
-            if not force and os.path.getmtime(dest) >= item.mtime:
-                report.kept.append(dest)
+        wanted = []
+        for item in sorted(group, key=lambda i: i.notebook):
+            try:
+                data = item.entry.read()
+            except OSError as exc:
+                report.unplaced.append(f"{item.entry.path}: cannot be read ({exc})")
                 continue
+            wanted.append((item, data))
+        if not wanted:
+            continue
         os.makedirs(folder, exist_ok=True)
-        tmp = dest + ".collect-tmp"
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-        os.utime(tmp, (item.mtime, item.mtime))
-        os.replace(tmp, dest)
-        for name, src in item.extra.items():
-            shutil.copy2(src, os.path.join(folder, name))
-        report.copied.append(dest)
+        for item, data in wanted:
+            dest = os.path.join(folder, item.notebook + ".ipynb")
+            if os.path.islink(dest):
+                os.unlink(dest)
+            elif os.path.isfile(dest):
+                with open(dest, "rb") as fh:
+                    if fh.read() == data:
+                        report.unchanged.append(dest)
+                        continue
+            _atomic_bytes(dest, data)
+            report.copied.append(dest)
+        _write_side_files(folder, preset.name, [i for i, _d in wanted], source)
     return report
+
+
+def _write_side_files(folder, lms_name, items, source):
+    old = read_manifest(folder)
+    first = items[0].found
+    stamps = [i.found.submitted_at for i in items if i.found.submitted_at is not None]
+    when = max(stamps) if stamps else None
+    files = dict(old.get("files") or {})
+    files.update({i.notebook: i.entry.path for i in items})
+    manifest = {
+        "lms": lms_name,
+        "lms_user_id": first.lms_user_id or old.get("lms_user_id", ""),
+        "name": first.name or old.get("name", ""),
+        "first_name": first.extra.get("first_name", "") or old.get("first_name", ""),
+        "last_name": first.extra.get("last_name", "") or old.get("last_name", ""),
+        "email": first.extra.get("email", "") or old.get("email", ""),
+        "late": any(i.found.late for i in items),
+        "submitted_at": lms.format_timestamp(when) if when else old.get("submitted_at"),
+        "files": files,
+        "source": os.path.basename(os.path.abspath(source)),
+        "collected_at": _dt.datetime.now(_dt.timezone.utc).strftime(lms.TIMESTAMP_FORMAT),
+    }
+    if first.extra.get("group"):
+        manifest["group"] = first.extra["group"]
+    _atomic_bytes(os.path.join(folder, MANIFEST), (json.dumps(manifest, indent=1, sort_keys=True) + "\n").encode())
+    if when is not None:
+        _atomic_bytes(os.path.join(folder, "timestamp.txt"), (lms.format_timestamp(when) + "\n").encode())
+    else:
+        # nbgrader's layout copied as it is: its timestamp.txt travels with the notebooks
+        for item in items:
+            if isinstance(item.found, lms.Found) and lms_name == "nbgrader":
+                src_dir = item.entry.path.rsplit("/", 1)[0] if "/" in item.entry.path else ""
+                stamp = os.path.join(source, src_dir, "timestamp.txt") if os.path.isdir(source) else None
+                if stamp and os.path.isfile(stamp) and not os.path.islink(stamp):
+                    _atomic_bytes(os.path.join(folder, "timestamp.txt"), _read_regular(stamp, 4096))
+                break

@@ -1,51 +1,79 @@
-"""Write autograded scores into nbgrader's gradebook (``nbgrader.api.Gradebook``).
+"""nbgrader's gradebook as the record of a class's grades (``nbgrader.api.Gradebook``).
 
-``write_gradebook(db_url, root, results)`` registers the assignment, its
-notebooks, grade cells (max_score from ``autograder.checks.GRADED_CELLS``),
-solution cells and source cells (from the source notebooks), then every
-student and submission, and sets each grade's ``auto_score``.  Every write is
-an ``update_or_create_*`` or an update of an existing row, so running it
-again gives the same database, with no duplicated rows.  ``nbgrader export``,
-``formgrader`` and ``generate_feedback`` read the result as usual.
+``sync(db_url, spec, results, students)`` writes what the hidden checks found and
+reads back what the gradebook says, in one session:
+
+* registers the assignment, its notebooks, its grade cells (``max_score`` from the
+  source notebooks' points, ``autograder.assignment``), solution cells and source
+  cells; sets the due date when the course configuration gives one;
+* records every student (name and LMS user id from collect's manifest), every
+  submission (with its timestamp) and each graded cell's ``auto_score``, and the
+  feedback of a function's cells as the automatic comment of its solution cell;
+* never touches ``manual_score``, ``extra_credit`` or ``manual_comment``: what an
+  instructor sets in formgrader survives every regrade;
+* applies nbgrader's late-submission policy (``AssignLatePenalties.plugin_class``,
+  ``LateSubmissionPlugin.penalty_method``: none, zero or a custom plugin) to every
+  notebook of a late submission and records the penalty;
+* returns, per student, the score of every cell as nbgrader counts it (a manual
+  score replaces the automatic one), the instructor's comments and the penalty,
+  which is what ``totals.csv``, the feedback pages and the LMS files show.
+
+Every write is an ``update_or_create_*`` or an update of an existing row, so
+running it again gives the same database.  ``nbgrader export``, ``formgrader``
+and ``generate_feedback`` read the result as usual.
 """
 import os
 import shutil
 import sys
 import warnings
+from dataclasses import dataclass, field
 
 import nbformat
 from sqlalchemy.exc import SAWarning
-from nbgrader.api import Grade, Gradebook, MissingEntry
+from nbgrader.api import Comment, Grade, Gradebook, MissingEntry
 from nbgrader.utils import compute_checksum, is_grade, is_locked, is_solution
 
-from . import checks
-from .nbgrader_config import COURSE_ID, SOURCE_DIRECTORY
+from .nbgrader_config import COURSE_ID
 
 
-def register_assignment(gb, root, assignment=checks.ASSIGNMENT):
-    """Assignment, notebooks and cells, from GRADED_CELLS and the source notebooks."""
-    gb.update_or_create_assignment(assignment)
-    for notebook in checks.NOTEBOOKS:
-        gb.update_or_create_notebook(notebook, assignment)
-        for gid in checks.cells_of(notebook):
-            gb.update_or_create_grade_cell(gid, notebook, assignment,
-                                           max_score=checks.GRADED_CELLS[gid].points, cell_type="code")
-        path = os.path.join(root, SOURCE_DIRECTORY, assignment, notebook + ".ipynb")
-        if not os.path.exists(path):
-            continue
-        nb = nbformat.read(path, as_version=4)
-        for cell in nb.cells:
-            nbg = cell.metadata.get("nbgrader")
-            if not nbg or not nbg.get("grade_id"):
-                continue
-            name = nbg["grade_id"]
-            if is_solution(cell):
-                gb.update_or_create_solution_cell(name, notebook, assignment)
-            if is_grade(cell) and name not in checks.GRADED_CELLS:
-                continue  # a graded cell the checks do not know: not registered
-            gb.update_or_create_source_cell(name, notebook, assignment, cell_type=cell.cell_type,
-                                            locked=is_locked(cell), source=cell.source,
-                                            checksum=compute_checksum(cell))
+@dataclass
+class CellGrade:
+    grade_id: str
+    auto_score: float
+    manual_score: object      # float or None
+    score: float              # what nbgrader counts: manual if set, else auto, plus extra credit
+    max_score: float
+
+
+@dataclass
+class StudentGrades:
+    student_id: str
+    cells: dict = field(default_factory=dict)      # notebook -> {grade_id: CellGrade}
+    comments: dict = field(default_factory=dict)   # notebook -> {function or cell name: manual comment}
+    penalties: dict = field(default_factory=dict)  # notebook -> late penalty (float)
+    timestamp: object = None                       # datetime (UTC, naive) or None
+    duedate: object = None
+    seconds_late: float = 0.0
+
+    @property
+    def raw_score(self):
+        return float(sum(c.score for per in self.cells.values() for c in per.values()))
+
+    @property
+    def max_score(self):
+        return float(sum(c.max_score for per in self.cells.values() for c in per.values()))
+
+    @property
+    def penalty(self):
+        return float(sum(self.penalties.values()))
+
+    @property
+    def score(self):
+        return max(0.0, self.raw_score - self.penalty)
+
+    def notebook_score(self, notebook):
+        return max(0.0, sum(c.score for c in self.cells.get(notebook, {}).values())
+                   - self.penalties.get(notebook, 0.0))
 
 
 def _alembic_on_path():
@@ -57,40 +85,130 @@ def _alembic_on_path():
 
 
 def open_gradebook(db_url, course_id=COURSE_ID):
+    """nbgrader's Gradebook at db_url (created, with its schema, when it does not exist)."""
     _alembic_on_path()
     return Gradebook(db_url, course_id=course_id)
 
 
-def write_gradebook(db_url, root, results, assignment=checks.ASSIGNMENT, course_id=COURSE_ID):
-    """Store results ({student_id: {notebook: result dict}}) in the gradebook at db_url."""
+def register_assignment(gb, spec, duedate=None):
+    """Assignment, notebooks and cells, from the assignment's source notebooks."""
+    kwargs = {"duedate": duedate} if duedate is not None else {}
+    gb.update_or_create_assignment(spec.name, **kwargs)
+    for notebook in spec.notebooks:
+        gb.update_or_create_notebook(notebook, spec.name)
+        for cell in spec.cells_of(notebook):
+            gb.update_or_create_grade_cell(cell.grade_id, notebook, spec.name, max_score=cell.points,
+                                           cell_type="code")
+        path = spec.source_path(notebook)
+        graded = set(spec.grade_ids(notebook))
+        nb = nbformat.read(path, as_version=4)
+        for cell in nb.cells:
+            nbg = cell.metadata.get("nbgrader")
+            if not nbg or not nbg.get("grade_id"):
+                continue
+            name = nbg["grade_id"]
+            if is_solution(cell):
+                gb.update_or_create_solution_cell(name, notebook, spec.name)
+            if is_grade(cell) and name not in graded:
+                continue
+            gb.update_or_create_source_cell(name, notebook, spec.name, cell_type=cell.cell_type,
+                                            locked=is_locked(cell), source=cell.source,
+                                            checksum=compute_checksum(cell))
+
+
+def late_plugin(config):
+    """nbgrader's late-submission plugin as the course configures it (an ``AssignLatePenalties``)."""
+    from nbgrader.preprocessors import AssignLatePenalties
+    pre = AssignLatePenalties(config=config)
+    pre.init_plugin()
+    return pre
+
+
+def _auto_comment(result, function):
+    lines = []
+    for c in result.get("cells", []):
+        if c.get("function") == function and c.get("status") != "passed":
+            lines.append(f"{c['grade_id']}: {c.get('reason') or c.get('status')}")
+    return "\n".join(lines) or None
+
+
+def sync(db_url, spec, results, students=None, duedate=None, late=None, course_id=COURSE_ID):
+    """Write results ({student: {notebook: result}}) to the gradebook; return {student: StudentGrades}.
+
+    students maps a student id to what collect recorded ({"first_name", "last_name",
+    "lms_user_id"}); duedate (str or datetime) sets the assignment's due date when
+    given; late is ``late_plugin(config)`` (default: nbgrader's default, no penalty).
+    """
+    students = students or {}
+    late = late or late_plugin(None)
+    out = {}
     with warnings.catch_warnings(), open_gradebook(db_url, course_id) as gb:
         # nbgrader's add_submission trips SQLAlchemy 2's autoflush warnings; they are harmless
         warnings.simplefilter("ignore", SAWarning)
-        register_assignment(gb, root, assignment)
+        register_assignment(gb, spec, duedate)
         for student in sorted(results):
-            gb.update_or_create_student(student)
-            stamps = [r.get("timestamp") for r in results[student].values() if r.get("timestamp")]
-            kwargs = {"timestamp": stamps[0]} if stamps else {}
-            gb.update_or_create_submission(assignment, student, **kwargs)
+            meta = {k: v for k, v in (students.get(student) or {}).items()
+                    if k in ("first_name", "last_name", "lms_user_id", "email") and v}
+            gb.update_or_create_student(student, **meta)
+            stamps = sorted(r.get("timestamp") for r in results[student].values() if r.get("timestamp"))
+            sub = gb.update_or_create_submission(spec.name, student, timestamp=stamps[-1] if stamps else None)
             for notebook, result in sorted(results[student].items()):
                 scores = {c["grade_id"]: c for c in result.get("cells", [])}
-                for gid in checks.cells_of(notebook):
+                for gid in spec.grade_ids(notebook):
                     try:
-                        grade = gb.find_grade(gid, notebook, assignment, student)
+                        grade = gb.find_grade(gid, notebook, spec.name, student)
                     except MissingEntry:  # a submission recorded before this cell existed
-                        grade = Grade(cell_id=gb.find_grade_cell(gid, notebook, assignment).id,
-                                      notebook=gb.find_submission_notebook(notebook, assignment, student))
+                        grade = Grade(cell_id=gb.find_grade_cell(gid, notebook, spec.name).id,
+                                      notebook=gb.find_submission_notebook(notebook, spec.name, student))
                         gb.db.add(grade)
                     cell = scores.get(gid, {})
                     grade.auto_score = float(cell.get("score", 0.0))
                     grade.needs_manual_grade = False
+                for function in dict.fromkeys(c.function for c in spec.cells_of(notebook)):
+                    try:
+                        comment = gb.find_comment(f"{function}_solution", notebook, spec.name, student)
+                    except MissingEntry:
+                        continue
+                    comment.auto_comment = _auto_comment(result, function)
             gb.db.commit()
+            out[student] = _read_back(gb, spec, student, sub, late)
+        gb.db.commit()
+    return out
 
 
-def gradebook_totals(db_url, assignment=checks.ASSIGNMENT, course_id=COURSE_ID):
-    """{student_id: score} of the assignment as the gradebook computes it."""
+def _read_back(gb, spec, student, sub, late):
+    gb.db.refresh(sub)
+    grades = StudentGrades(student, timestamp=sub.timestamp, duedate=sub.duedate,
+                           seconds_late=float(sub.total_seconds_late))
+    for snb in sub.notebooks:
+        name = snb.notebook.name
+        if name not in spec.notebooks:
+            continue
+        graded = set(spec.grade_ids(name))
+        # nbgrader's own late-submission policy, as AssignLatePenalties applies it
+        snb.late_submission_penalty = None
+        if grades.seconds_late > 0:
+            penalty = late.plugin_inst.late_submission_penalty(student, snb.score, grades.seconds_late)
+            if penalty is not None:
+                snb.late_submission_penalty = late._check_late_penalty(snb, penalty)
+        grades.penalties[name] = float(snb.late_submission_penalty or 0.0)
+        per = {}
+        for g in snb.grades:
+            if g.name in graded:
+                per[g.name] = CellGrade(g.name, float(g.auto_score or 0.0), g.manual_score, float(g.score),
+                                        float(g.max_score))
+        grades.cells[name] = per
+        notes = {}
+        for c in gb.db.query(Comment).filter(Comment.notebook_id == snb.id):
+            if c.manual_comment:
+                notes[c.name[:-len("_solution")] if c.name.endswith("_solution") else c.name] = c.manual_comment
+        grades.comments[name] = notes
+    return grades
+
+
+def gradebook_totals(db_url, assignment, course_id=COURSE_ID):
+    """{student_id: score after the late penalty} of the assignment, as nbgrader's export computes it."""
     with open_gradebook(db_url, course_id) as gb:
-        out = {}
-        for sub in gb.assignment_submissions(assignment):
-            out[sub.student.id] = float(sub.score)
-        return out
+        return {s.student.id: max(0.0, float(s.score) - float(s.late_submission_penalty or 0.0))
+                for s in gb.assignment_submissions(assignment)}
+

@@ -63,12 +63,17 @@ import numpy as np
 from . import checks, feedback
 from .nbgrader_config import COURSE_ID, SOURCE_DIRECTORY
 from .policy import PARSE_LOCK
-from .submission import load_source, read_submission
+from .assignment import AssignmentError, load as load_assignment
+from .submission import content_sha256, load_source, read_submission
 
 FORMAT = 1
 ASSIGNMENT = checks.ASSIGNMENT
-GRADES_COLUMNS = ["student_id", "assignment", "notebook", "grade_id", "score", "max_score", "status", "reason"]
-TOTALS_COLUMNS = ["student_id", "assignment", "score", "max_score"]
+# score: what counts (a manual score set in formgrader replaces the automatic one)
+GRADES_COLUMNS = ["student_id", "assignment", "notebook", "grade_id", "score", "max_score", "status", "reason",
+                  "auto_score", "manual_score"]
+# score: after the late penalty; raw_score: before it
+TOTALS_COLUMNS = ["student_id", "assignment", "score", "max_score", "raw_score", "late_penalty", "timestamp",
+                  "duedate", "seconds_late", "lms", "lms_user_id", "name"]
 
 
 class GradingError(Exception):
@@ -178,7 +183,7 @@ def _student_key(student):
 def student_rng(seed_seq, student, notebook):
     """A Generator for one student's notebook, derived from the run's seed."""
     child = np.random.SeedSequence(entropy=seed_seq.entropy,
-                                   spawn_key=(_student_key(student), checks.NOTEBOOKS.index(notebook)))
+                                   spawn_key=(_student_key(student), _student_key(notebook)))
     return np.random.Generator(np.random.PCG64(child))
 
 
@@ -230,7 +235,7 @@ def grade_notebook_file(path, notebook, source, rng, student="", assignment=ASSI
     try:
         if not os.path.isfile(path):
             folder = os.path.dirname(path)
-            known = {nb + ".ipynb" for nb in checks.NOTEBOOKS}
+            known = {nb + ".ipynb" for nb in checks.notebooks_of(assignment)}
             others = sorted(f for f in os.listdir(folder) if f.endswith(".ipynb") and f not in known) \
                 if os.path.isdir(folder) else []
             reason = "ungradable: notebook missing"
@@ -276,11 +281,11 @@ def _fmt(x):
     return repr(float(x))
 
 
-def _results_for(out_dir, students, assignment):
+def _results_for(out_dir, students, notebooks, assignment):
     results = {}
     for student in students:
         per = {}
-        for nb in checks.NOTEBOOKS:
+        for nb in notebooks:
             r = load_result(out_dir, student, nb, assignment)
             if r is None:
                 reason = "no stored result (run grade again)"
@@ -300,32 +305,44 @@ def _write_csv(path, columns, rows):
     atomic_write(path, buf.getvalue())
 
 
-def write_reports(out_dir, results, assignment=ASSIGNMENT):
-    """grades.csv, totals.csv and the feedback pages, from results {student: {notebook: result}}."""
+def _iso(when):
+    return when.isoformat(sep=" ") + " UTC" if when is not None else ""
+
+
+def write_reports(out_dir, spec, results, grades, learners=None, lms_column=None):
+    """grades.csv, totals.csv, one feedback page per learner and the LMS grade files.
+
+    results: {student: {notebook: stored result}}; grades: {student: gradebook.StudentGrades}
+    (scores as nbgrader counts them, manual scores and late penalties included);
+    learners: {student: what collect recorded}.  Returns {student: final score}.
+    """
+    from . import lms
+    learners = learners or {}
     grade_rows, total_rows = [], []
     for student in sorted(results):
-        score = maximum = 0.0
-        for nb in sorted(results[student]):
+        g = grades[student]
+        for nb in sorted(spec.notebooks):
             r = results[student][nb]
             cells = {c["grade_id"]: c for c in r["cells"]}
-            for gid in sorted(checks.cells_of(nb)):
-                c = cells.get(gid) or {"score": 0.0, "max_score": checks.GRADED_CELLS[gid].points,
-                                       "status": "error", "reason": "no verdict stored"}
-                grade_rows.append([student, assignment, nb, gid, _fmt(c["score"]), _fmt(c["max_score"]),
-                                   c["status"], " ".join(str(c.get("reason", "")).split())])
-                score += float(c["score"])
-                maximum += float(c["max_score"])
-            page = os.path.join(out_dir, "feedback", student, assignment, nb + ".html")
-            os.makedirs(os.path.dirname(page), exist_ok=True)
-            atomic_write(page, feedback.render(r))
-        total_rows.append([student, assignment, _fmt(score), _fmt(maximum)])
+            for gid in sorted(spec.grade_ids(nb)):
+                c = cells.get(gid) or {"status": "error", "reason": "no verdict stored"}
+                cg = g.cells.get(nb, {}).get(gid)
+                score = cg.score if cg else 0.0
+                manual = "" if cg is None or cg.manual_score is None else _fmt(cg.manual_score)
+                grade_rows.append([student, spec.name, nb, gid, _fmt(score), _fmt(spec.points(gid)),
+                                   c["status"], " ".join(str(c.get("reason", "")).split()),
+                                   _fmt(c.get("score", 0.0)), manual])
+        page = os.path.join(out_dir, "feedback", student, spec.name + ".html")
+        os.makedirs(os.path.dirname(page), exist_ok=True)
+        atomic_write(page, feedback.render_student(spec, student, results[student], g, learners.get(student)))
+        who = learners.get(student) or {}
+        total_rows.append([student, spec.name, _fmt(g.score), _fmt(g.max_score), _fmt(g.raw_score),
+                           _fmt(g.penalty), _iso(g.timestamp), _iso(g.duedate), _fmt(g.seconds_late),
+                           who.get("lms", ""), who.get("lms_user_id", ""), who.get("name", "")])
     _write_csv(os.path.join(out_dir, "grades.csv"), GRADES_COLUMNS, grade_rows)
     _write_csv(os.path.join(out_dir, "totals.csv"), TOTALS_COLUMNS, total_rows)
+    lms.write_grade_files(out_dir, spec, grades, learners, lms_column)
     return {row[0]: float(row[2]) for row in total_rows}
-
-
-def default_db_url(out_dir):
-    return "sqlite:///" + os.path.join(os.path.abspath(out_dir), "gradebook.db")
 
 
 def _safe_url(url):
@@ -368,29 +385,89 @@ def verify_export(db_url, totals, out_dir, assignment=ASSIGNMENT):
 
 # --------------------------------------------------------------------------- the class
 
-def grade_class(submitted_dir, out_dir, root, db_url=None, jobs=2, seed=None, regrade=False, progress=True,
-                limits=None, isolation=None, check_export=True, assignment=ASSIGNMENT):
-    """Grade every student's notebooks; return a summary dict (also written to OUT/run.json).
+def current_hash(path):
+    """content_sha256 of a submitted notebook; None when there is none, "unreadable" when it cannot be read."""
+    try:
+        return content_sha256(path)
+    except FileNotFoundError:
+        return None
+    except OSError:
+        return "unreadable"
 
-    See the module docstring for the output files.  ``seed`` fixes the random
+
+def plan(spec, submitted_dir, out_dir, students, regrade=False, only=None):
+    """[(student, notebook, why)] to grade: why is new, changed, requested or retry.
+
+    A stored result is reused only when it was graded from exactly the bytes now in
+    SUBMITTED (its ``submission_sha256``); ``only`` (student ids) regrades those students
+    and leaves everyone else's results as stored.
+    """
+    todo, waiting = [], 0
+    for student in students:
+        for nb in spec.notebooks:
+            path = os.path.join(submitted_dir, student, spec.name, nb + ".ipynb")
+            stored = None if regrade else load_result(out_dir, student, nb, spec.name)
+            if regrade or (only and student in only):
+                why = "requested"
+            elif stored is None:
+                why = "new"
+            elif stored.get("status") == "error":
+                why = "retry"
+            elif stored.get("submission_sha256", "") != current_hash(path):
+                why = "changed"
+            else:
+                continue
+            if only and student not in only:
+                waiting += 1
+                continue
+            todo.append((student, nb, why))
+    return todo, waiting
+
+
+def _learners(submitted_dir, students, assignment):
+    """{student: what collect recorded next to the submission} (see autograder.collect.MANIFEST)."""
+    from .collect import read_manifest
+    return {s: read_manifest(os.path.join(submitted_dir, s, assignment)) for s in students}
+
+
+def grade_class(submitted_dir, out_dir, root, db_url=None, jobs=2, seed=None, regrade=False, progress=True,
+                limits=None, isolation=None, check_export=True, assignment=ASSIGNMENT, students=None,
+                course_dir=None, lms_column=None):
+    """Grade the class's notebooks that need it; return a summary dict (also written to OUT/run.json).
+
+    See the module docstring for the output files.  A notebook is graded when it has no
+    stored result, when its bytes differ from those its stored result was graded from,
+    when the grader itself failed on it, or when ``regrade`` (everyone) or ``students``
+    (those ids) asks for it.  nbgrader's files go to the course directory ``course_dir``
+    (default: the folder that holds SUBMITTED, as in nbgrader's layout): the gradebook
+    ``gradebook.db`` (unless ``db_url``) and ``autograded/``.  ``seed`` fixes the random
     inputs (tests only); ``limits`` and ``isolation`` go to the sandbox.
     """
     from tqdm import tqdm
+    from . import autograded, gradebook
+    from .nbgrader_config import course_config, duedate_of, default_db_url
 
-    if assignment != ASSIGNMENT:
-        raise GradingError(f"unknown assignment '{assignment}': this course grades '{ASSIGNMENT}'")
+    try:
+        spec = load_assignment(root, assignment)
+    except AssignmentError as exc:
+        raise GradingError(str(exc)) from None
     started, t0 = _now(), time.monotonic()
     root = os.path.abspath(root)
-    students = discover(submitted_dir, assignment)
+    course_dir = os.path.abspath(course_dir or os.path.dirname(os.path.abspath(submitted_dir)))
+    found = discover(submitted_dir, assignment)
+    only = list(dict.fromkeys(students or []))
+    missing = [s for s in only if s not in found]
+    if missing:
+        raise GradingError(f"--student {', '.join(missing)}: no submission of '{assignment}' in {submitted_dir} "
+                           f"(expected {submitted_dir}/<student_id>/{assignment}/). Students there: "
+                           f"{', '.join(found[:10])}{' ...' if len(found) > 10 else ''}")
     sources = {}
-    for nb in checks.NOTEBOOKS:
+    for nb in spec.notebooks:
         path = source_notebook(root, nb, assignment)
-        if not os.path.isfile(path):
-            raise GradingError(f"{path}: source notebook missing; pass the course root (the folder with "
-                               f"{SOURCE_DIRECTORY}/{assignment}/) with --root")
         sources[nb] = load_source(path, nb)
     os.makedirs(out_dir, exist_ok=True)
     _remove_stale_temp_files(out_dir)
+    config = course_config(course_dir, root)
 
     from . import sandbox
     mode = isolation or sandbox.isolation_mode()
@@ -398,17 +475,14 @@ def grade_class(submitted_dir, out_dir, root, db_url=None, jobs=2, seed=None, re
     seed_seq = np.random.SeedSequence(seed)
     budgets = checks.Budgets()
 
-    todo = []
-    for student in students:
-        for nb in checks.NOTEBOOKS:
-            stored = None if regrade else load_result(out_dir, student, nb, assignment)
-            if stored is None or stored.get("status") == "error":
-                todo.append((student, nb))
+    todo, waiting = plan(spec, submitted_dir, out_dir, found, regrade, only)
 
     def work(student, nb):
         path = os.path.join(submitted_dir, student, assignment, nb + ".ipynb")
+        digest = current_hash(path)
         result = grade_notebook_file(path, nb, sources[nb], student_rng(seed_seq, student, nb), student,
                                      assignment, limits, budgets, isolation)
+        result["submission_sha256"] = digest
         store_result(out_dir, result)
         return result
 
@@ -416,14 +490,14 @@ def grade_class(submitted_dir, out_dir, root, db_url=None, jobs=2, seed=None, re
     bar = tqdm(total=len(todo), disable=not progress, unit="notebook", desc="grading")
     try:
         if jobs <= 1:
-            for student, nb in todo:
+            for student, nb, _why in todo:
                 r = work(student, nb)
                 if r["status"] == "error":
                     failed[(student, nb)] = r["reason"]
                 bar.update(1)
         else:
             with ThreadPoolExecutor(max_workers=jobs) as pool:
-                futures = {pool.submit(work, s, nb): (s, nb) for s, nb in todo}
+                futures = {pool.submit(work, s, nb): (s, nb) for s, nb, _why in todo}
                 for fut in as_completed(futures):
                     s, nb = futures[fut]
                     try:
@@ -449,11 +523,19 @@ def grade_class(submitted_dir, out_dir, root, db_url=None, jobs=2, seed=None, re
         bar.close()
     errors = [f"{s}/{nb}: {reason}" for (s, nb), reason in sorted(failed.items())]
 
-    results = _results_for(out_dir, students, assignment)
-    totals = write_reports(out_dir, results, assignment)
-    db_url = db_url or default_db_url(out_dir)
-    from .gradebook import write_gradebook
-    write_gradebook(db_url, root, results, assignment)
+    results = _results_for(out_dir, found, spec.notebooks, assignment)
+    learners = _learners(submitted_dir, found, assignment)
+    db_url = db_url or default_db_url(course_dir)
+    grades = gradebook.sync(db_url, spec, results, learners, duedate=duedate_of(config, assignment),
+                            late=gradebook.late_plugin(config))
+    regraded = {(s, nb) for s, nb, _why in todo}
+    for student in found:
+        for nb in spec.notebooks:
+            dest = autograded.path_of(course_dir, student, assignment, nb)
+            if (student, nb) in regraded or not os.path.exists(dest):
+                autograded.write(course_dir, spec, results[student][nb],
+                                 os.path.join(submitted_dir, student, assignment, nb + ".ipynb"), root)
+    totals = write_reports(out_dir, spec, results, grades, learners, lms_column)
     export = verify_export(db_url, totals, out_dir, assignment) if check_export else None
 
     statuses = {}
@@ -461,19 +543,30 @@ def grade_class(submitted_dir, out_dir, root, db_url=None, jobs=2, seed=None, re
         for r in per.values():
             for c in r["cells"]:
                 statuses[c["status"]] = statuses.get(c["status"], 0) + 1
+    whys = {}
+    for _s, _nb, why in todo:
+        whys[why] = whys.get(why, 0) + 1
     summary = {
         "assignment": assignment,
-        "students": len(students),
-        "notebooks": len(students) * len(checks.NOTEBOOKS),
+        "students": len(found),
+        "notebooks": len(found) * len(spec.notebooks),
         "graded_this_run": len(todo),
-        "reused": len(students) * len(checks.NOTEBOOKS) - len(todo),
+        "graded_why": dict(sorted(whys.items())),
+        "changed": whys.get("changed", 0),
+        "reused": len(found) * len(spec.notebooks) - len(todo),
+        "not_graded_waiting": waiting,
+        "only_students": only,
         "grader_errors": sorted(errors),
         "cell_statuses": dict(sorted(statuses.items())),
+        "late": sorted(s for s, g in grades.items() if g.seconds_late > 0),
+        "manual_scores": sum(1 for g in grades.values() for per in g.cells.values() for c in per.values()
+                             if c.manual_score is not None),
         "isolation": mode,
         "limits": asdict(limits),
         "time_budget": {"factor": checks.BUDGET_FACTOR, "minimum_s": checks.MIN_BUDGET_S},
         "jobs": jobs,
         "regrade": bool(regrade),
+        "course_dir": course_dir,
         "gradebook": _safe_url(db_url),
         "export_check": export,
         "started": started,

@@ -51,3 +51,33 @@ def make_config(root, db_url=None):
     c.CourseDirectory.db_url = db_url or default_db_url(root)
     c.ClearSolutions.code_stub = {"python": CODE_STUB}
     return c
+
+
+def course_config(course_dir, root=None):
+    """The configuration nbgrader's own commands see in course_dir.
+
+    ``make_config(course_dir)`` with the course's ``nbgrader_config.py`` (when there is one)
+    loaded on top, so that what an instructor sets there for nbgrader (the late-submission
+    policy ``c.LateSubmissionPlugin.penalty_method``, a custom ``c.AssignLatePenalties.plugin_class``,
+    the due dates below) also holds for ``python -m autograder grade``.
+    """
+    from traitlets.config.loader import PyFileConfigLoader
+
+    course_dir = os.path.abspath(course_dir)
+    c = make_config(course_dir)
+    path = os.path.join(course_dir, "nbgrader_config.py")
+    if os.path.isfile(path):
+        c.merge(PyFileConfigLoader("nbgrader_config.py", path=course_dir).load_config())
+    return c
+
+
+def duedate_of(config, assignment):
+    """The due date the course configuration sets for assignment (``c.CourseGrading.duedates``), or None.
+
+    ``c.CourseGrading.duedates = {"cnn_layers": "2026-03-06 23:59:00 Europe/Berlin"}`` in
+    nbgrader_config.py; without it the gradebook's due date stands (``nbgrader db assignment
+    add cnn_layers --duedate=...``).
+    """
+    section = config.get("CourseGrading", {}) if hasattr(config, "get") else {}
+    dates = section.get("duedates", {}) if hasattr(section, "get") else {}
+    return dates.get(assignment) if isinstance(dates, dict) else None

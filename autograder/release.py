@@ -130,6 +130,11 @@ def release(root, assignment=ASSIGNMENT, check=False, *, db=False, db_url=None):
     by default the gradebook is left alone.
     """
     root = os.path.abspath(root)
+    from .assignment import problems
+    found = problems(root, assignment)
+    if found:
+        raise ReleaseError(f"the notebooks of '{assignment}' disagree with its registered checks; nothing was "
+                           "released:\n  " + "\n  ".join(found))
     wanted = generate(root, assignment)
     dest = os.path.join(root, RELEASE_DIRECTORY, assignment)
     present = _read_tree(dest)

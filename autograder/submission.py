@@ -20,9 +20,12 @@
     set when the whole notebook is ungradable (corrupt JSON, not a notebook,
     no cells); ``cells`` is then empty.
 """
+import errno
+import hashlib
 import json
 import os
 import re
+import stat
 import warnings
 from dataclasses import dataclass, field
 
@@ -76,6 +79,27 @@ def _grade_id(cell):
         gid = nbg.get("grade_id")
         return gid if isinstance(gid, str) else None
     return None
+
+
+def content_sha256(path):
+    """Hex SHA-256 of the bytes of the file at path (a regular file, never followed through a link).
+
+    The identity of a submission's content: the grader derives the submission's hidden inputs
+    from it, so an unchanged notebook gets the same inputs on every regrade.  Raises OSError
+    when path is a link, not a regular file, or cannot be read.
+    """
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", path)
+        digest = hashlib.sha256()
+        while True:
+            chunk = os.read(fd, 1 << 20)
+            if not chunk:
+                return digest.hexdigest()
+            digest.update(chunk)
+    finally:
+        os.close(fd)
 
 
 def load_source(path, notebook=None):

@@ -98,7 +98,7 @@ def test_outputs_intact(graded):
             r = json.loads((out / "results" / sid / B.ASSIGNMENT / f"{nb}.json").read_text())
             assert r["format"] == 1 and r["student_id"] == sid and len(r["cells"]) == len(B.POINTS[nb])
     # the gradebook is a sound database holding exactly the class
-    con = sqlite3.connect(out / "gradebook.db")
+    con = sqlite3.connect(graded.submitted.parent / "gradebook.db")
     try:
         assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
         students = {r[0] for r in con.execute("SELECT id FROM student")}

@@ -150,12 +150,20 @@ def test_atomic_store_round_trip_and_stale_temp_files(tmp_path):
 
 
 def test_feedback_escapes_learner_text():
-    r = grading._finish(grading._base("<b>s</b>", "pooling", "cnn_layers"),
-                        grading._all("pooling", "error", "raised: <script>alert(1)</script>"))
-    r["notes"] = ["<img src=x onerror=alert(1)>"]
-    page = feedback.render(r)
-    assert "<script>" not in page and "<img" not in page and "<b>s</b>" not in page
-    assert "&lt;script&gt;" in page and "Total: <strong>0 / 18</strong>" in page
+    from autograder.assignment import load
+    from autograder.gradebook import StudentGrades
+    spec = load(ROOT, "cnn_layers")
+    results = {}
+    for nb in spec.notebooks:
+        r = grading._finish(grading._base("<b>s</b>", nb, "cnn_layers"),
+                            grading._all(nb, "error", "raised: <script>alert(1)</script>"))
+        r["notes"] = ["<img src=x onerror=alert(1)>"]
+        results[nb] = r
+    grades = StudentGrades("<b>s</b>", comments={"pooling": {"maxpool_forward": "<i>see me</i>"}})
+    page = feedback.render_student(spec, "<b>s</b>", results, grades, {"name": "<u>Amy</u>"})
+    assert "<script>" not in page and "<img" not in page and "<b>s</b>" not in page and "<u>" not in page
+    assert "<i>see me</i>" not in page and "&lt;i&gt;see me&lt;/i&gt;" in page
+    assert "&lt;script&gt;" in page and "Total: <strong>0 / 47</strong>" in page
 
 
 def test_discovery_errors_say_how_to_fix(tmp_path):
@@ -171,7 +179,7 @@ def test_discovery_errors_say_how_to_fix(tmp_path):
 # --------------------------------------------------------------------------- collect
 
 @needs_notebooks
-def test_collect_from_lms_zip_and_folder(tmp_path):
+def test_collect_from_a_flat_zip_with_a_pattern_and_a_folder(tmp_path):
     data = open(RELEASE["pooling"], "rb").read()
     z = tmp_path / "lms.zip"
     with zipfile.ZipFile(z, "w") as zf:
@@ -180,20 +188,20 @@ def test_collect_from_lms_zip_and_folder(tmp_path):
         zf.writestr("carol_789_homework.ipynb", data)
         zf.writestr("readme.txt", "hi")
     dest = tmp_path / "submitted"
-    rep = collect.collect(str(z), str(dest), "cnn_layers")
+    pattern = r"(?:^|/)(?P<student_id>[a-z]+)_\d+_(?:late_)?(?P<notebook>[a-z]+)(?:-\d+)?\.ipynb$"
+    rep = collect.collect(str(z), str(dest), "cnn_layers", pattern=pattern)
     assert sorted(os.path.relpath(p, dest) for p in rep.copied) == [
         os.path.join("alice", "cnn_layers", "pooling.ipynb"), os.path.join("bob", "cnn_layers", "convolution.ipynb")]
-    assert any("carol_789_homework" in u for u in rep.unplaced)
-    rep2 = collect.collect(str(z), str(dest), "cnn_layers")
+    assert any("carol_789_homework" in u and "is not a notebook of" in u for u in rep.unplaced)
+    rep2 = collect.collect(str(z), str(dest), "cnn_layers", pattern=pattern)
     assert rep2.copied == [] and len(rep2.unchanged) == 2
-    # a newer file at the destination is kept unless forced
+    # a resubmission replaces the collected file
     target = dest / "alice" / "cnn_layers" / "pooling.ipynb"
     target.write_bytes(data + b"\n")
-    assert collect.collect(str(z), str(dest), "cnn_layers").kept == [str(target)]
-    assert str(target) in collect.collect(str(z), str(dest), "cnn_layers", force=True).copied
+    assert str(target) in collect.collect(str(z), str(dest), "cnn_layers", pattern=pattern).copied
     # an nbgrader-layout folder is copied as it is (z itself stays)
     again = collect.collect(str(dest), str(tmp_path / "copy"), "cnn_layers")
-    assert len(again.copied) == 2 and z.exists()
+    assert again.lms == "nbgrader" and len(again.copied) == 2 and z.exists()
     with pytest.raises(collect.CollectError, match="unknown assignment"):
         collect.collect(str(z), str(dest), "hw9")
 
@@ -239,8 +247,9 @@ def test_class_scores_statuses_and_files(graded_class):
     assert by[("carol", "zero_pad")]["status"] == "ungradable"
     assert "torch" in by[("carol", "maxpool_forward_basic")]["reason"]
     for student in ("alice", "bob", "carol"):
+        assert (out / "feedback" / student / "cnn_layers.html").exists()
         for nb in checks.NOTEBOOKS:
-            assert (out / "feedback" / student / "cnn_layers" / f"{nb}.html").exists()
+            assert (sub.parent / "autograded" / student / "cnn_layers" / f"{nb}.ipynb").exists()
     run = json.loads((out / "run.json").read_text())
     assert run["export_check"]["ok"] and run["students"] == 3
     assert "seed" not in json.dumps(run).lower()
@@ -252,10 +261,11 @@ def test_gradebook_and_nbgrader_export_agree_with_totals(graded_class, tmp_path)
     sub, out, summary = graded_class
     from autograder.gradebook import gradebook_totals
     totals = {r["student_id"]: float(r["score"]) for r in _csv(out / "totals.csv")}
-    db = grading.default_db_url(str(out))
-    assert gradebook_totals(db) == totals
+    from autograder.nbgrader_config import default_db_url
+    db = default_db_url(str(sub.parent))  # the course folder: the one that holds submitted/
+    assert gradebook_totals(db, "cnn_layers") == totals
     dest = tmp_path / "export.csv"
-    assert cli_main(["export", "--out", str(out), "--to", str(dest)]) == 0
+    assert cli_main(["export", "--course", str(sub.parent), "--to", str(dest)]) == 0
     assert grading.read_export(str(dest)) == totals
 
 
@@ -273,7 +283,7 @@ def test_resume_recomputes_only_what_is_missing_and_is_idempotent(graded_class):
     assert keep.stat().st_mtime_ns == before
     assert json.loads(gone.read_text())["score"] == old["score"]
     assert not (gone.parent / ".convolution.json.x.tmp").exists()
-    con = sqlite3.connect(str(out / "gradebook.db"))
+    con = sqlite3.connect(str(sub.parent / "gradebook.db"))
     assert con.execute("select count(*) from grade").fetchone()[0] == 3 * len(checks.GRADED_CELLS)
     assert con.execute("select count(*) from submitted_assignment").fetchone()[0] == 3
     assert len(_csv(out / "grades.csv")) == 3 * len(checks.GRADED_CELLS)

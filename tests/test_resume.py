@@ -61,7 +61,7 @@ def _kill_tree(proc):
 
 
 def _gradebook_counts(out):
-    con = sqlite3.connect(out / "gradebook.db")
+    con = sqlite3.connect(out.parent / "gradebook.db")  # the course folder: next to submitted/
     try:
         grades = con.execute("SELECT COUNT(*) FROM grade").fetchone()[0]
         subs = con.execute("SELECT COUNT(*) FROM submitted_assignment").fetchone()[0]

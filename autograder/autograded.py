@@ -1,0 +1,138 @@
+"""nbgrader's ``autograded/`` notebooks, written from our verdicts, for formgrader and generate_feedback.
+
+``write(course_dir, spec, result, submitted_path)`` writes
+``COURSE/autograded/<student>/<assignment>/<notebook>.ipynb``: the learner's notebook,
+never executed, with
+
+* every graded test cell restored from the source notebook (the learner's copy
+  never counts) and its output replaced by our verdict: status, points and the
+  feedback lines of the hidden checks (never their inputs);
+* the nbgrader metadata of every cell the source knows taken from the source, and
+  removed from cells it does not know (a learner's copy of a graded cell), so that
+  each grade_id appears once and is in the gradebook;
+* graded test cells the learner deleted appended at the end, so that formgrader
+  shows every score;
+* a notebook that is missing or cannot be read replaced by the released notebook
+  with a first cell that says why.
+
+The learner's own outputs are dropped: the grader never ran the notebook, so they
+would show what the learner's kernel printed, not what was graded.
+"""
+import copy
+import os
+
+import nbformat
+
+from .nbgrader_config import AUTOGRADED_DIRECTORY, RELEASE_DIRECTORY
+
+MAX_NOTEBOOK_BYTES = 50 << 20
+
+STATUS_LINE = {"passed": "passed", "failed": "FAILED", "error": "ERROR", "timeout": "TIME LIMIT",
+               "out-of-memory": "OUT OF MEMORY", "killed": "STOPPED", "ungradable": "NOT GRADED"}
+
+
+def path_of(course_dir, student, assignment, notebook):
+    return os.path.join(course_dir, AUTOGRADED_DIRECTORY, student, assignment, notebook + ".ipynb")
+
+
+def _num(x):
+    x = float(x)
+    return str(int(x)) if x.is_integer() else f"{x:g}"
+
+
+def verdict_text(cell):
+    status = str(cell.get("status", ""))
+    head = (f"Hidden checks: {STATUS_LINE.get(status, status)}, "
+            f"{_num(cell.get('score', 0))} / {_num(cell.get('max_score', 0))} point(s)")
+    lines = [str(line) for line in cell.get("feedback", []) if status != "passed"]
+    return "\n".join([head] + [f"  - {line}" for line in lines]) + "\n"
+
+
+def _output(text):
+    return nbformat.v4.new_output("stream", name="stdout", text=text)
+
+
+def _source_cells(spec, notebook):
+    nb = nbformat.read(spec.source_path(notebook), as_version=4)
+    known = {}
+    for cell in nb.cells:
+        nbg = cell.get("metadata", {}).get("nbgrader")
+        if nbg and nbg.get("grade_id"):
+            known.setdefault(nbg["grade_id"], cell)
+    return nb, known
+
+
+def _learner_notebook(path):
+    """(notebook, None) or (None, why it cannot be shown)."""
+    if not os.path.lexists(path):
+        return None, "the notebook was not submitted"
+    try:
+        data = _read_regular(path, MAX_NOTEBOOK_BYTES)
+        return nbformat.reads(data.decode("utf-8"), as_version=4), None
+    except Exception as exc:  # not readable as a notebook: show the release instead
+        return None, f"the submitted notebook could not be read ({type(exc).__name__})"
+
+
+def _read_regular(path, max_bytes):
+    """The bytes of a regular file (never through a link), at most max_bytes."""
+    import stat
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    with os.fdopen(fd, "rb") as fh:
+        info = os.fstat(fh.fileno())
+        if not stat.S_ISREG(info.st_mode) or info.st_size > max_bytes:
+            raise ValueError("not a regular file of a readable size")
+        return fh.read(max_bytes + 1)[:max_bytes]
+
+
+def build(spec, result, submitted_path, root):
+    """The autograded notebook (a NotebookNode) for one stored result."""
+    notebook = result["notebook"]
+    source, known = _source_cells(spec, notebook)
+    graded = set(spec.grade_ids(notebook))
+    verdicts = {c["grade_id"]: c for c in result.get("cells", [])}
+    nb, why = _learner_notebook(submitted_path)
+    if nb is None:
+        release = os.path.join(root, RELEASE_DIRECTORY, spec.name, notebook + ".ipynb")
+        nb = nbformat.read(release if os.path.isfile(release) else spec.source_path(notebook), as_version=4)
+        nb.cells.insert(0, nbformat.v4.new_markdown_cell(f"**Not graded from the learner's file:** {why}. "
+                                                         "The released notebook is shown instead."))
+    seen = set()
+    cells = []
+    for cell in nb.cells:
+        cell = copy.deepcopy(cell)
+        meta = cell.setdefault("metadata", {})
+        gid = (meta.get("nbgrader") or {}).get("grade_id") if isinstance(meta.get("nbgrader"), dict) else None
+        if gid in known and gid not in seen and known[gid].cell_type == cell.cell_type:
+            seen.add(gid)
+            original = known[gid]
+            meta["nbgrader"] = copy.deepcopy(original.metadata["nbgrader"])
+            if gid in graded or original.metadata["nbgrader"].get("locked") and \
+                    not original.metadata["nbgrader"].get("solution"):
+                cell.source = original.source
+        else:
+            meta.pop("nbgrader", None)
+        if cell.cell_type == "code":
+            cell.outputs = []
+            cell.execution_count = None
+            if gid in graded and gid in seen:
+                cell.outputs = [_output(verdict_text(verdicts.get(gid, {"status": "ungradable"})))]
+        cells.append(cell)
+    for gid in spec.grade_ids(notebook):
+        if gid not in seen:
+            cell = copy.deepcopy(known[gid])
+            cell.outputs = [_output("(this test cell was missing from the submission; restored)\n"
+                                    + verdict_text(verdicts.get(gid, {"status": "ungradable"})))]
+            cell.execution_count = None
+            cells.append(cell)
+    nb.cells = cells
+    nb.metadata = copy.deepcopy(source.metadata)
+    return nb
+
+
+def write(course_dir, spec, result, submitted_path, root):
+    """Write the autograded notebook of one result; return its path."""
+    from .grading import atomic_write
+    path = path_of(course_dir, result["student_id"], spec.name, result["notebook"])
+    nb = build(spec, result, submitted_path, root)
+    atomic_write(path, nbformat.writes(nb))
+    return path
