@@ -21,7 +21,13 @@ reads back what the gradebook says, in one session:
 Every write is an ``update_or_create_*`` or an update of an existing row, so
 running it again gives the same database.  ``nbgrader export``, ``formgrader``
 and ``generate_feedback`` read the result as usual.
+
+``db_url`` is any SQLAlchemy URL.  On a PostgreSQL server, writers take an
+advisory lock, so grading runs that share a gradebook write one after the
+other, and the student id columns are widened to 255 characters (nbgrader
+declares 128; a student id is a folder name, so 255 bytes fit any legal one).
 """
+import contextlib
 import os
 import shutil
 import sys
@@ -84,6 +90,80 @@ def _alembic_on_path():
             os.environ["PATH"] = here + os.pathsep + os.environ.get("PATH", "")
 
 
+class GradebookUnavailable(Exception):
+    """The gradebook URL cannot be used; the message says why and what to do."""
+
+
+# pg_advisory_lock key that every writer of a gradebook takes (any fixed number, the same in every run)
+_LOCK_KEY = 0x3A8F0D6B2C1E4F57
+_STUDENT_ID_COLUMNS = (("student", "id"), ("submitted_assignment", "student_id"))
+STUDENT_ID_LENGTH = 255
+
+
+def check_url(db_url):
+    """Connect once to db_url; raise GradebookUnavailable with the reason and the fix."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
+    try:
+        url = make_url(db_url)
+    except ArgumentError as exc:
+        raise GradebookUnavailable(f"'{db_url}' is not a database URL ({exc}); write it like "
+                                   "sqlite:///path/gradebook.db or postgresql://user@host/database") from None
+    try:
+        engine = create_engine(url)
+    except NoSuchModuleError:
+        raise GradebookUnavailable(f"SQLAlchemy has no database dialect '{url.drivername}'; use sqlite:/// or "
+                                   "postgresql://") from None
+    except ImportError as exc:
+        raise GradebookUnavailable(f"the Python driver for '{url.drivername}' is not installed ({exc.name}); "
+                                   "install it (requirements.txt pins psycopg for postgresql://)") from None
+    try:
+        with engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+    except SQLAlchemyError as exc:
+        detail = " ".join(str(getattr(exc, "orig", exc)).split())[:300]
+        raise GradebookUnavailable(f"cannot open the gradebook {url.render_as_string(hide_password=True)}: "
+                                   f"{detail}") from None
+    finally:
+        engine.dispose()
+
+
+@contextlib.contextmanager
+def _one_writer(db_url):
+    """Hold PostgreSQL's advisory lock for the gradebook's writers (SQLite locks its file itself)."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+    url = make_url(db_url)
+    if url.get_backend_name() != "postgresql":
+        yield None
+        return
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            conn.execute(text("SELECT pg_advisory_lock(:key)"), {"key": _LOCK_KEY})
+            conn.commit()
+            try:
+                yield conn
+            finally:
+                conn.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": _LOCK_KEY})
+                conn.commit()
+    finally:
+        engine.dispose()
+
+
+def _widen_student_ids(conn):
+    """nbgrader's VARCHAR(128) student ids to VARCHAR(255) on PostgreSQL, once."""
+    from sqlalchemy import text
+    for table, column in _STUDENT_ID_COLUMNS:
+        length = conn.execute(text("SELECT character_maximum_length FROM information_schema.columns "
+                                   "WHERE table_schema = current_schema() AND table_name = :t "
+                                   "AND column_name = :c"), {"t": table, "c": column}).scalar()
+        if length is not None and length < STUDENT_ID_LENGTH:
+            conn.execute(text(f"ALTER TABLE {table} ALTER COLUMN {column} TYPE VARCHAR({STUDENT_ID_LENGTH})"))
+    conn.commit()
+
+
 def open_gradebook(db_url, course_id=COURSE_ID):
     """nbgrader's Gradebook at db_url (created, with its schema, when it does not exist)."""
     _alembic_on_path()
@@ -142,9 +222,12 @@ def sync(db_url, spec, results, students=None, duedate=None, late=None, course_i
     students = students or {}
     late = late or late_plugin(None)
     out = {}
-    with warnings.catch_warnings(), open_gradebook(db_url, course_id) as gb:
+    with _one_writer(db_url) as lock_conn, warnings.catch_warnings(), open_gradebook(db_url, course_id) as gb:
         # nbgrader's add_submission trips SQLAlchemy 2's autoflush warnings; they are harmless
         warnings.simplefilter("ignore", SAWarning)
+        if lock_conn is not None:
+            gb.db.commit()        # end the session's first transaction before altering tables
+            _widen_student_ids(lock_conn)
         register_assignment(gb, spec, duedate)
         for student in sorted(results):
             meta = {k: v for k, v in (students.get(student) or {}).items()

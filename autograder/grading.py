@@ -346,12 +346,9 @@ def write_reports(out_dir, spec, results, grades, learners=None, lms_column=None
 
 
 def _safe_url(url):
-    """The URL without a password."""
-    if "@" in url and "://" in url:
-        scheme, rest = url.split("://", 1)
-        cred, host = rest.rsplit("@", 1)
-        return f"{scheme}://{cred.split(':', 1)[0]}:***@{host}"
-    return url
+    """The URL with its password, if any, shown as ***."""
+    from sqlalchemy.engine import make_url
+    return make_url(url).render_as_string(hide_password=True)
 
 
 def nbgrader_export(db_url, dest, course_id=COURSE_ID):
@@ -468,6 +465,11 @@ def grade_class(submitted_dir, out_dir, root, db_url=None, jobs=2, seed=None, re
     os.makedirs(out_dir, exist_ok=True)
     _remove_stale_temp_files(out_dir)
     config = course_config(course_dir, root)
+    db_url = db_url or default_db_url(course_dir)
+    try:  # before grading: a gradebook that cannot be opened is found in seconds, not after the class
+        gradebook.check_url(db_url)
+    except gradebook.GradebookUnavailable as exc:
+        raise GradingError(str(exc)) from None
 
     from . import sandbox
     mode = isolation or sandbox.isolation_mode()
@@ -525,7 +527,6 @@ def grade_class(submitted_dir, out_dir, root, db_url=None, jobs=2, seed=None, re
 
     results = _results_for(out_dir, found, spec.notebooks, assignment)
     learners = _learners(submitted_dir, found, assignment)
-    db_url = db_url or default_db_url(course_dir)
     grades = gradebook.sync(db_url, spec, results, learners, duedate=duedate_of(config, assignment),
                             late=gradebook.late_plugin(config))
     regraded = {(s, nb) for s, nb, _why in todo}

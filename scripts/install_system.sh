@@ -4,6 +4,7 @@
 #               resource limits only, and warns)
 #   chromium    the headless browser that tests the built book
 #   npm         installs the pinned MathJax that the book serves itself (if Node.js is missing)
+#   postgresql  the tests grade into a real PostgreSQL gradebook (a scratch server they start)
 # Run as root (or through sudo) on Debian or Ubuntu. Elsewhere, install the same two
 # packages with your system's package manager.
 set -euo pipefail
@@ -11,8 +12,10 @@ need=()
 command -v bwrap >/dev/null 2>&1 || need+=(bubblewrap)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v npm >/dev/null 2>&1 || need+=(npm)
+compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || command -v initdb >/dev/null 2>&1 \
+  || need+=(postgresql)
 if [ ${#need[@]} -eq 0 ]; then
-  echo "system packages: bubblewrap, chromium and npm are installed"
+  echo "system packages: bubblewrap, chromium, npm and postgresql are installed"
   exit 0
 fi
 if ! command -v apt-get >/dev/null 2>&1; then
