@@ -1,18 +1,20 @@
 """Bootstrap of the grading sandbox: runs learner cells and answers call requests.
 
 This file is executed as a script by an isolated interpreter
-(``python -I -S _child.py JOB_DIR``) inside the sandbox that
+(``python -I -S _child.py IN_DIR OUT_DIR``) inside the sandbox that
 ``autograder/sandbox.py`` builds.  It is the only file of the course that runs
 next to learner code, so it imports nothing but the standard library and
 NumPy, and nothing it says is trusted: the parent only takes arrays back from
 it, as ``.npy`` files read with ``allow_pickle=False``, and computes every
 verdict itself.
 
-Order of events: read ``setup.json`` from the job folder; set resource limits;
+Order of events: read ``setup.json`` from the input folder (read-only under
+bubblewrap; arrays written back go to the output folder); set resource limits;
 import NumPy and the allowed modules; drop root privileges (to uid/gid 65534)
 so that the process limit applies; install the import guard; read the setup nonce from the request pipe;
-run the cells one by one in one namespace, reporting each one; then serve call
-requests until the pipe closes.
+run the cells one by one in one namespace, reporting each one and waiting for
+the parent's ``continue`` (it kills what the cell left running first); then
+serve call requests until the pipe closes.
 
 Messages are JSON lines on two dedicated pipes (requests in, replies out).  A
 reply carries the nonce of the request it answers; the parent ignores any
@@ -120,9 +122,25 @@ def _install_import_guard(allowed, refusals, default_refusal):
     builtins.__import__ = guarded_import
 
 
+def _reaper():
+    """Collect the exit status of children the parent killed (zombies count as processes)."""
+    waitpid, nohang = os.waitpid, os.WNOHANG
+
+    def reap():
+        while True:
+            try:
+                pid, _status = waitpid(-1, nohang)
+            except BaseException:
+                return
+            if pid == 0:
+                return
+    return reap
+
+
 def main():
-    job = sys.argv[1]
-    with open(os.path.join(job, "setup.json"), "rb") as fh:
+    job_in = sys.argv[1]
+    job = sys.argv[2] if len(sys.argv) > 2 else job_in
+    with open(os.path.join(job_in, "setup.json"), "rb") as fh:
         cfg = json.loads(fh.read())
     _set_limits(cfg["limits"])
     for stream in (sys.stdout, sys.stderr):
@@ -156,7 +174,7 @@ def main():
     numeric_kinds = frozenset("biufc")
 
     def npy_path(prefix, req_nonce, k):
-        return os.path.join(job, f"{prefix}-{req_nonce}-{k}.npy")
+        return os.path.join(job_in if prefix == "in" else job, f"{prefix}-{req_nonce}-{k}.npy")
 
     def load(node, req_nonce):
         """Rebuild the parent's arguments from the request tree and .npy files."""
@@ -233,6 +251,7 @@ def main():
             name = getattr(t, "__name__", "object")
             return {"x": f"a {str(name)[:60]} object"}
 
+    reap = _reaper()
     _install_import_guard(frozenset(cfg["allowed"]), cfg["refusals"], cfg["default_refusal"])
 
     ns = {"__name__": "__main__", "__builtins__": builtins}
@@ -258,6 +277,13 @@ def main():
             defined = []
         chan.send({"nonce": nonce, "op": "cell-done", "index": index,
                    "status": status, "message": message, "defined": defined[:200]})
+        try:
+            ack = chan.receive()
+        except BaseException:
+            return
+        if not ack or ack.get("op") != "continue":
+            return
+        reap()
     try:
         names = sorted(k for k in ns if type(k) is str and not k.startswith("__"))[:1000]
         functions = [k for k in names if callable(ns[k])]
@@ -272,6 +298,7 @@ def main():
             return
         if req is None or req.get("op") != "call":
             return
+        reap()  # what the previous call started was killed after its reply
         rn = req["nonce"]
         reply = {"nonce": rn, "status": "ok", "message": ""}
         try:

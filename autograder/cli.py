@@ -122,6 +122,11 @@ def cmd_grade(args):
     print(f"wrote {os.path.join(args.out, 'grades.csv')}, totals.csv, feedback/, run.json; "
           f"autograded/ in {summary['course_dir']}; gradebook {summary['gradebook']}")
     code = 0
+    if summary.get("refused_students"):
+        print(f"{len(summary['refused_students'])} student folder(s) were not graded:", file=sys.stderr)
+        for line in summary["refused_students"][:20]:
+            print(f"  {line}", file=sys.stderr)
+        code = 1
     if summary["grader_errors"]:
         print(f"{len(summary['grader_errors'])} notebook(s) could not be graded (retried on the next run):",
               file=sys.stderr)

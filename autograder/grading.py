@@ -55,6 +55,7 @@ import sys
 import tempfile
 import time
 import traceback
+import unicodedata
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict
 
@@ -64,6 +65,7 @@ from . import checks, feedback
 from .nbgrader_config import COURSE_ID, SOURCE_DIRECTORY
 from .policy import PARSE_LOCK
 from .assignment import AssignmentError, load as load_assignment
+from .safeio import UnsafeFile, check_inside, read_regular
 from .submission import content_sha256, load_source, read_submission
 
 FORMAT = 1
@@ -154,14 +156,47 @@ def source_notebook(root, notebook, assignment=ASSIGNMENT):
     return os.path.join(root, SOURCE_DIRECTORY, assignment, notebook + ".ipynb")
 
 
-def discover(submitted_dir, assignment=ASSIGNMENT):
-    """Sorted student ids that have SUBMITTED/<student>/<assignment>/."""
+def student_id_problem(student):
+    """Why a folder name cannot be a student id (None when it can).
+
+    Control characters (newlines, tabs, escapes) would break the CSV files,
+    nbgrader's export and the feedback paths; a leading dot marks a hidden
+    folder.  Such folders are refused and named, never graded under an id
+    that differs from the folder.
+    """
+    bad = sorted({f"U+{ord(ch):04X}" for ch in student
+                  if unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp", "Cs")})
+    if bad:
+        return (f"student folder {student!r} has control characters in its name ({', '.join(bad[:5])}); "
+                "rename the folder to the student's id")
+    if student.startswith("."):
+        return f"student folder {student!r} starts with '.', a hidden folder; rename it to the student's id"
+    if student != student.strip():
+        return f"student folder {student!r} starts or ends with white space; rename it to the student's id"
+    return None
+
+
+def discover(submitted_dir, assignment=ASSIGNMENT, refused=None):
+    """Sorted student ids that have SUBMITTED/<student>/<assignment>/.
+
+    Folders whose names cannot be student ids (see student_id_problem) are
+    left out; their messages are appended to ``refused`` when it is a list.
+    """
     if not os.path.isdir(submitted_dir):
         raise GradingError(f"{submitted_dir}: no such folder. Pass the folder of submissions in nbgrader's "
                            f"layout, SUBMITTED/<student_id>/{assignment}/<notebook>.ipynb "
                            "(python -m autograder collect builds it from an LMS download)")
-    students = sorted(d for d in os.listdir(submitted_dir)
-                      if not d.startswith(".") and os.path.isdir(os.path.join(submitted_dir, d, assignment)))
+    students = []
+    for d in sorted(os.listdir(submitted_dir)):
+        if not os.path.isdir(os.path.join(submitted_dir, d, assignment)):
+            continue
+        problem = student_id_problem(d)
+        if problem is None:
+            students.append(d)
+        elif refused is not None:
+            refused.append(problem)
+    if not students and refused:
+        raise GradingError(f"{submitted_dir}: no valid student folder: " + "; ".join(refused[:3]))
     if not students:
         loose = [f for f in os.listdir(submitted_dir) if f.endswith((".ipynb", ".zip"))]
         others = sorted(d for d in os.listdir(submitted_dir) if os.path.isdir(os.path.join(submitted_dir, d)))
@@ -215,25 +250,64 @@ def _all(notebook, status, reason):
     return [checks.make_verdict(gid, status, [reason]) for gid in checks.cells_of(notebook)]
 
 
-def _read_timestamp(folder):
+TIMESTAMP_MAX_BYTES = 1024
+
+
+def _printable(text, limit=80):
+    return "".join(ch if ch.isprintable() else "?" for ch in str(text))[:limit]
+
+
+def read_timestamp(folder):
+    """(ISO 8601 timestamp or None, note or None) from folder/timestamp.txt.
+
+    The file is read only when it is a regular file (no link, FIFO or device)
+    of at most TIMESTAMP_MAX_BYTES; text that is not a date counts as no
+    timestamp, with a note that quotes it (printable characters only).
+    """
+    from dateutil import parser as date_parser
+
+    path = os.path.join(folder, "timestamp.txt")
     try:
-        with open(os.path.join(folder, "timestamp.txt"), encoding="utf-8") as fh:
-            text = fh.read(200).strip()
-        return text or None
-    except OSError:
-        return None
+        raw = read_regular(path, TIMESTAMP_MAX_BYTES)
+    except FileNotFoundError:
+        return None, None
+    except (OSError, UnsafeFile) as exc:
+        why = exc if isinstance(exc, UnsafeFile) else exc.strerror
+        return None, f"timestamp.txt was not read ({why}); the submission counts as having no timestamp"
+    text = raw.decode("utf-8", "replace").strip()
+    if not text:
+        return None, None
+    try:
+        when = date_parser.parse(text)
+        return when.isoformat(), None
+    except (ValueError, OverflowError, TypeError) as exc:  # dateutil's ParserError is a ValueError
+        return None, (f"timestamp.txt does not hold a date ({_printable(text)!r}: {type(exc).__name__}); "
+                      "the submission counts as having no timestamp")
 
 
 def grade_notebook_file(path, notebook, source, rng, student="", assignment=ASSIGNMENT,
-                        limits=None, budgets=None, isolation=None):
-    """The result dict for one submitted notebook (never raises for a bad submission)."""
+                        limits=None, budgets=None, isolation=None, submitted_dir=None):
+    """The result dict for one submitted notebook (never raises for a bad submission).
+
+    With submitted_dir, a path that reaches the notebook through a symbolic
+    link below submitted_dir (a linked student folder) is ungradable.
+    """
     from . import sandbox  # imported here so that the rest of the module works without it
 
     start = time.monotonic()
     result = _base(student, notebook, assignment)
-    result["timestamp"] = _read_timestamp(os.path.dirname(path))
     try:
-        if not os.path.isfile(path):
+        if submitted_dir is not None:
+            try:
+                check_inside(submitted_dir, path)
+            except UnsafeFile as exc:
+                reason = f"ungradable: {exc}"
+                result.update(status="ungradable", reason=reason)
+                return _finish(result, _all(notebook, "ungradable", reason))
+        result["timestamp"], stamp_note = read_timestamp(os.path.dirname(path))
+        if stamp_note:
+            result["notes"].append(stamp_note)
+        if not os.path.lexists(path) or os.path.isdir(path):
             folder = os.path.dirname(path)
             known = {nb + ".ipynb" for nb in checks.notebooks_of(assignment)}
             others = sorted(f for f in os.listdir(folder) if f.endswith(".ipynb") and f not in known) \
@@ -244,7 +318,7 @@ def grade_notebook_file(path, notebook, source, rng, student="", assignment=ASSI
             result.update(status="ungradable", reason=reason)
             return _finish(result, _all(notebook, "ungradable", reason))
         sub = read_submission(path, source, notebook)
-        result["notes"] = list(sub.notes)
+        result["notes"] += list(sub.notes)
         if not sub.gradable:
             reason = f"ungradable: {sub.reason}"
             result.update(status="ungradable", reason=reason)
@@ -296,12 +370,31 @@ def _results_for(out_dir, students, notebooks, assignment):
     return results
 
 
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _is_number(value):
+    if isinstance(value, (int, float)):
+        return True
+    try:
+        float(value)
+        return True
+    except (TypeError, ValueError):
+        return False
+
+
+def csv_text(value):
+    """A text field as a spreadsheet shows it and never runs it: a leading ' before =, +, -, @, tab, CR."""
+    text = str(value)
+    return "'" + text if text.startswith(_FORMULA_START) else text
+
+
 def _write_csv(path, columns, rows):
     import io
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(columns)
-    writer.writerows(rows)
+    writer.writerows([[v if _is_number(v) else csv_text(v) for v in row] for row in rows])
     atomic_write(path, buf.getvalue())
 
 
@@ -451,7 +544,8 @@ def grade_class(submitted_dir, out_dir, root, db_url=None, jobs=2, seed=None, re
     started, t0 = _now(), time.monotonic()
     root = os.path.abspath(root)
     course_dir = os.path.abspath(course_dir or os.path.dirname(os.path.abspath(submitted_dir)))
-    found = discover(submitted_dir, assignment)
+    refused = []
+    found = discover(submitted_dir, assignment, refused)
     only = list(dict.fromkeys(students or []))
     missing = [s for s in only if s not in found]
     if missing:
@@ -483,7 +577,7 @@ def grade_class(submitted_dir, out_dir, root, db_url=None, jobs=2, seed=None, re
         path = os.path.join(submitted_dir, student, assignment, nb + ".ipynb")
         digest = current_hash(path)
         result = grade_notebook_file(path, nb, sources[nb], student_rng(seed_seq, student, nb), student,
-                                     assignment, limits, budgets, isolation)
+                                     assignment, limits, budgets, isolation, submitted_dir=submitted_dir)
         result["submission_sha256"] = digest
         store_result(out_dir, result)
         return result
@@ -558,6 +652,7 @@ def grade_class(submitted_dir, out_dir, root, db_url=None, jobs=2, seed=None, re
         "not_graded_waiting": waiting,
         "only_students": only,
         "grader_errors": sorted(errors),
+        "refused_students": refused,
         "cell_statuses": dict(sorted(statuses.items())),
         "late": sorted(s for s, g in grades.items() if g.seconds_late > 0),
         "manual_scores": sum(1 for g in grades.values() for per in g.cells.values() for c in per.values()

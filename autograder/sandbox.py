@@ -60,6 +60,8 @@ import numpy as np
 from numpy.lib import format as npy_format
 
 from .policy import ALLOWED_IMPORTS, FORBIDDEN_HINTS, import_message
+from .proctree import LearnerGroup, cgroup_mode, remove_stale_groups
+from .safeio import open_regular
 
 __all__ = [
     "Limits", "LearnerProcess", "CallResult", "CellReport", "SetupReport",
@@ -73,8 +75,12 @@ NOBODY = 65534
 #: Where the allowed third-party packages appear inside the sandbox.
 SANDBOX_SITE = "/opt/learner-site"
 SANDBOX_JOB = "/job"
+SANDBOX_IN = "/job-in"
 _CHILD_SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_child.py")
-_MAX_LINE = 16 << 20          # longest protocol line the parent will parse
+_MAX_LINE = 1 << 20           # longest protocol line the parent will parse
+#: a call's wall-clock cap, when its budget is CPU time: max(WALL_MIN_S, WALL_FACTOR x budget)
+WALL_FACTOR = 10.0
+WALL_MIN_S = 10.0
 _MAX_FILES = 100_000          # most .npy files one reply may refer to
 _NUMPY_PRELOAD = ["numpy.fft", "numpy.linalg", "numpy.random", "numpy.polynomial",
                   "numpy.ma", "numpy.testing", "numpy.lib.stride_tricks"]
@@ -94,7 +100,10 @@ class Limits:
     (RLIMIT_AS); ``max_processes``: processes and threads (RLIMIT_NPROC);
     ``output_bytes``: largest file the child may write, printed output
     included (RLIMIT_FSIZE); ``open_files``: RLIMIT_NOFILE; ``tmp_bytes``:
-    size of the private ``/tmp`` (bubblewrap only).
+    size of the private ``/tmp`` and ``job_bytes`` of the job folder ``/job``
+    (both in memory, bubblewrap only; the most the grader reads back from
+    one reply is ``job_bytes`` too); ``notebook_timeout``: wall-clock seconds
+    for everything one notebook runs (all starts, cells and calls together).
     """
 
     cell_timeout: float = 10.0
@@ -105,6 +114,8 @@ class Limits:
     output_bytes: int = 20 << 20
     open_files: int = 64
     tmp_bytes: int = 64 << 20
+    job_bytes: int = 128 << 20
+    notebook_timeout: float = 180.0
 
 
 @dataclass(frozen=True)
@@ -160,6 +171,7 @@ class CallResult:
     args_after: tuple | None = None
     message: str = ""
     seconds: float = 0.0
+    cpu_seconds: float | None = None
 
 
 # --------------------------------------------------------------------------
@@ -216,7 +228,7 @@ def _ancestors(path: str) -> list[str]:
         out.append(path)
 
 
-def _bwrap_argv(job_dir: str, site_dirs: list[str], tmp_bytes: int) -> list[str]:
+def _bwrap_argv(in_dir: str, site_dirs: list[str], tmp_bytes: int, job_bytes: int = 16 << 20) -> list[str]:
     """The bubblewrap command line (without the program to run)."""
     bwrap = shutil.which("bwrap")
     argv = [bwrap, "--unshare-net", "--unshare-pid", "--unshare-ipc", "--unshare-uts",
@@ -261,7 +273,8 @@ def _bwrap_argv(job_dir: str, site_dirs: list[str], tmp_bytes: int) -> list[str]
         argv += ["--ro-bind", path, f"{SANDBOX_SITE}/{os.path.basename(path)}"]
     argv += ["--proc", "/proc", "--dev", "/dev",
              "--perms", "1777", "--size", str(int(tmp_bytes)), "--tmpfs", "/tmp",
-             "--bind", job_dir, SANDBOX_JOB, "--chdir", SANDBOX_JOB, "--clearenv"]
+             "--perms", "1777", "--size", str(int(job_bytes)), "--tmpfs", SANDBOX_JOB,
+             "--ro-bind", in_dir, SANDBOX_IN, "--chdir", SANDBOX_JOB, "--clearenv"]
     for key, value in _child_env().items():
         argv += ["--setenv", key, value]
     return argv
@@ -361,19 +374,71 @@ def _describe_exit(returncode: int | None, bubblewrap: bool) -> tuple[str, str]:
     return "killed", f"the process ended with exit code {returncode}"
 
 
-def _open_plain(path: str, size_cap: int):
-    """Open a regular file the child wrote, without following links or blocking on FIFOs."""
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+_JOBS_PREFIX = "autograder-jobs-"
+_stale_removed = False
+_stale_lock = threading.Lock()
+
+
+def jobs_base(traversable: bool = False) -> str:
+    """The grader's private folder of learner job folders (0700, never a link).
+
+    ``traversable`` (0711) lets a child that runs as another user without
+    bubblewrap reach its own job folder, whose name it cannot guess; None
+    leaves the mode as it is.
+    """
+    base = os.path.join(tempfile.gettempdir(), f"{_JOBS_PREFIX}{os.getuid()}")
     try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise ValueError("not a regular file")
-        if st.st_size > size_cap:
-            raise ValueError(f"file of {st.st_size} bytes is over the limit")
-        return os.fdopen(fd, "rb")
-    except BaseException:
-        os.close(fd)
-        raise
+        os.mkdir(base, 0o700)
+    except FileExistsError:
+        pass
+    st = os.lstat(base)
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid():
+        raise SandboxError(f"{base} is not a folder of this user; remove it and grade again")
+    mode = 0o711 if traversable else 0o700
+    if traversable is not None and stat.S_IMODE(st.st_mode) != mode:
+        os.chmod(base, mode)
+    return base
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_jobs() -> int:
+    """Remove the job folders (and process groups) of graders that no longer run (a ``kill -9``)."""
+    base = jobs_base(traversable=None)
+    removed = 0
+    for name in os.listdir(base):
+        owner = name.partition("-")[0]
+        if owner.isdigit() and int(owner) != os.getpid() and not _pid_alive(int(owner)):
+            _rmtree(os.path.join(base, name))
+            removed += 1
+    remove_stale_groups()
+    return removed
+
+
+def _remove_stale_once() -> None:
+    global _stale_removed
+    with _stale_lock:
+        if not _stale_removed:
+            _stale_removed = True
+            try:
+                remove_stale_jobs()
+            except OSError as exc:
+                log.warning("could not remove old job folders: %s", exc)
+
+
+def _str_list(value, most: int) -> list[str]:
+    """A list of short strings from an untrusted message field ([] for anything else)."""
+    if not isinstance(value, list):
+        return []
+    return [str(v)[:100] for v in value[:most] if isinstance(v, (str, int, float))]
 
 
 def _rmtree(path: str) -> None:
@@ -390,6 +455,11 @@ def _rmtree(path: str) -> None:
 # --------------------------------------------------------------------------
 # the learner process
 # --------------------------------------------------------------------------
+
+_CPU_OUT = "the CPU-time budget ran out"
+_WALL_OUT = "the time budget ran out"
+_NOTEBOOK_OUT = "the notebook's deadline passed"
+
 
 class _Dead(Exception):
     """The child ended or stopped answering."""
@@ -410,6 +480,7 @@ class LearnerProcess:
 
     def __init__(self, cells, limits: Limits | None = None,
                  allowed_imports=ALLOWED_IMPORTS, isolation: str | None = None):
+        _remove_stale_once()
         self.cells = [str(c) for c in cells]
         self.limits = limits or Limits()
         self.allowed_imports = frozenset(allowed_imports)
@@ -430,6 +501,10 @@ class LearnerProcess:
         self._rep_r: int | None = None
         self._buf = b""
         self._site = _third_party_dirs(self.allowed_imports)
+        self._group: LearnerGroup | None = None
+        self._out: str | None = None       # where the parent reads what the child wrote
+        self._deadline: float | None = None  # the notebook's total wall-clock deadline
+        self._expired = False
 
     # -- context manager -------------------------------------------------
 
@@ -450,8 +525,14 @@ class LearnerProcess:
     def setup(self) -> SetupReport:
         """Run the cells (restarting past cells that end or hang the process)."""
         self._stop()
+        if self._deadline is None:
+            self._deadline = time.monotonic() + self.limits.notebook_timeout
         runs: dict[int, CellReport] = {}
+        names, functions = [], []
         for _attempt in range(len(self.cells) + 2):
+            if self._expired or time.monotonic() >= self._deadline:
+                self._expired = True
+                break
             runs, final = self._start_and_run_cells()
             if final is not None:
                 names, functions = final
@@ -459,19 +540,34 @@ class LearnerProcess:
             self._restarts += 1
         else:  # pragma: no cover - every failed attempt adds a skipped cell
             raise SandboxError("the learner process could not be set up")
+        not_run = "error", "the cell did not run"
+        if self._expired:
+            not_run = "timeout", f"the cell did not run: {self._deadline_text()}"
         cells = []
         for i in range(len(self.cells)):
-            cells.append(self._fatal_cells.get(i) or runs.get(i) or CellReport(
-                i, "error", "the cell did not run"))
+            cells.append(self._fatal_cells.get(i) or runs.get(i) or CellReport(i, *not_run))
         self.report = SetupReport(tuple(cells), tuple(names), tuple(functions),
                                   self._restarts, self.isolation)
         return self.report
 
+    def _deadline_text(self) -> str:
+        return (f"the notebook used up its total time of {self.limits.notebook_timeout:g} s "
+                "(all cells and calls together)")
+
     def call(self, func: str, args=(), kwargs=None, budget_s: float = 1.0) -> CallResult:
-        """Call ``func(*args, **kwargs)`` in the child within ``budget_s`` seconds."""
+        """Call ``func(*args, **kwargs)`` in the child within a budget of ``budget_s`` seconds.
+
+        The budget is CPU time of the learner's whole process tree where the
+        machine accounts it (``cpu_accounting``), with a wall-clock cap of
+        ``max(WALL_MIN_S, WALL_FACTOR x budget_s)``; elsewhere it is wall-clock
+        time.  Processes the call leaves behind are killed when it returns.
+        """
         kwargs = dict(kwargs or {})
-        if self._proc is None or self._proc.poll() is not None:
+        if not self._expired and (self._proc is None or self._proc.poll() is not None):
             self.setup()
+        if self._expired or self._proc is None:
+            self._stop()
+            return CallResult("timeout", message=f"{func} was not run: {self._deadline_text()}")
         nonce = secrets.token_hex(16)
         try:
             files = [0]
@@ -480,24 +576,47 @@ class LearnerProcess:
                        "kwargs": self._encode(kwargs, nonce, files)}
         except OSError as exc:
             raise SandboxError(f"could not write the inputs: {exc}") from exc
+        group = self._group
+        cpu = group is not None and group.accounts_cpu
+        wall = max(WALL_MIN_S, WALL_FACTOR * budget_s) if cpu else budget_s
         start = time.monotonic()
+        cpu0 = group.cpu_seconds() if cpu else None
         try:
             self._send(request)
-            reply = self._receive(nonce, start + budget_s, accept=None)
+            reply = self._receive(nonce, start + wall, accept=None,
+                                  cpu_limit=(cpu0 + budget_s) if cpu else None)
         except _Dead as dead:
             seconds = time.monotonic() - start
+            used = (group.cpu_seconds() - cpu0) if cpu else None
             self._kill()
             self._cleanup_files(nonce)
-            if dead.status == "timeout" and "budget" in dead.message:
+            if dead.status == "timeout" and dead.message == _CPU_OUT:
+                msg = f"{func} used {used:.2f} s of CPU time, over its budget of {budget_s:.2f} s"
+            elif dead.status == "timeout" and dead.message == _WALL_OUT and cpu:
+                msg = (f"{func} did not return within {wall:.1f} s (it used {used:.2f} s of CPU time; "
+                       "it was waiting or sleeping)")
+            elif dead.status == "timeout" and dead.message == _WALL_OUT:
                 msg = f"{func} did not finish within its time budget of {budget_s:.2f} s"
+            elif dead.status == "timeout" and dead.message == _NOTEBOOK_OUT:
+                self._expired = True
+                msg = f"{func} was stopped: {self._deadline_text()}"
             else:
                 msg = f"{dead.message} while running {func}"
-            return CallResult(dead.status, message=msg, seconds=seconds)
+            return CallResult(dead.status, message=msg, seconds=seconds, cpu_seconds=used)
         seconds = time.monotonic() - start
+        used = (group.cpu_seconds() - cpu0) if cpu else None
+        self._kill_strays()
         try:
-            return self._result(func, reply, nonce, seconds)
+            res = self._result(func, reply, nonce, seconds)
+            res.cpu_seconds = used
+            return res
         finally:
             self._cleanup_files(nonce)
+
+    @property
+    def cpu_accounting(self) -> bool:
+        """True when call budgets are CPU time of the learner's process tree (a cgroup)."""
+        return cgroup_mode() != "none"
 
     def close(self) -> None:
         """End the child (and everything it started) and remove its files."""
@@ -521,27 +640,38 @@ class LearnerProcess:
         """Start a fresh child; return the setup nonce."""
         self._stop()
         lim = self.limits
-        root = tempfile.mkdtemp(prefix="learner-")
-        job = os.path.join(root, "job")
-        os.mkdir(job)
+        bubblewrap = self.isolation == "bubblewrap"
         as_root = os.getuid() == 0
-        # the child (uid 65534 when we are root) may create files; the sticky
-        # bit keeps it from replacing ours
-        os.chmod(root, 0o711)
-        os.chmod(job, 0o1777)
+        # private to the grader: mkdtemp makes it 0700, under a 0700 base that a
+        # later run cleans up even after this one was killed
+        root = tempfile.mkdtemp(prefix=f"{os.getpid()}-",
+                                dir=jobs_base(traversable=not bubblewrap and as_root))
+        as_root = os.getuid() == 0
+        if bubblewrap:
+            # inputs: read-only in the sandbox; outputs go to its own /job, in memory and size-limited
+            job = os.path.join(root, "in")
+            os.mkdir(job, 0o755)
+            os.chmod(job, 0o755)
+        else:
+            # without bubblewrap the child (uid 65534 when we are root) writes here itself;
+            # the sticky bit keeps it from replacing our files
+            os.chmod(root, 0o711)
+            job = os.path.join(root, "job")
+            os.mkdir(job)
+            os.chmod(job, 0o1777)
         shutil.copyfile(_CHILD_SOURCE, os.path.join(job, "_child.py"))
         os.chmod(os.path.join(job, "_child.py"), 0o444)
-        bubblewrap = self.isolation == "bubblewrap"
         if bubblewrap:
             sys_path = [SANDBOX_SITE]
-            job_in_child = SANDBOX_JOB
+            in_child, out_child = SANDBOX_IN, SANDBOX_JOB
         else:
             site = os.path.join(root, "site")
             os.mkdir(site, 0o755)
             for path in self._site:
                 os.symlink(path, os.path.join(site, os.path.basename(path)))
             sys_path = [site]
-            job_in_child = job
+            in_child = out_child = job
+        group = LearnerGroup.create(int(lim.max_processes) + 4)  # + launcher, bwrap's init, shell
         nproc_base = _count_tasks(NOBODY if as_root else os.getuid())
         req_r, req_w = os.pipe()
         rep_r, rep_w = os.pipe()
@@ -559,15 +689,16 @@ class LearnerProcess:
             "drop_uid": NOBODY if as_root else None,
             "limits": {"memory_bytes": int(lim.memory_bytes), "cpu_seconds": int(lim.cpu_seconds),
                        "output_bytes": int(lim.output_bytes), "open_files": int(lim.open_files),
+                       # the cgroup counts this learner's processes exactly; RLIMIT_NPROC counts the uid's
                        "max_processes": int(lim.max_processes) + nproc_base},
         }
         with open(os.path.join(job, "setup.json"), "w") as fh:
             json.dump(cfg, fh)
         os.chmod(os.path.join(job, "setup.json"), 0o444)
         python = [_python_executable(), "-I", "-S", "-X", "utf8",
-                  f"{job_in_child}/_child.py", job_in_child]
+                  f"{in_child}/_child.py", in_child, out_child]
         if bubblewrap:
-            argv = _bwrap_argv(job, self._site, lim.tmp_bytes) + python
+            argv = _bwrap_argv(job, self._site, lim.tmp_bytes, lim.job_bytes) + python
             env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
         else:
             argv = python
@@ -575,24 +706,53 @@ class LearnerProcess:
         out = open(os.path.join(root, "output.txt"), "wb")
         try:
             self._proc = subprocess.Popen(
-                argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out, env=env,
+                group.wrap(argv), stdin=subprocess.DEVNULL, stdout=out, stderr=out, env=env,
                 cwd=job if not bubblewrap else None, pass_fds=(req_r, rep_w),
                 start_new_session=True, close_fds=True)
         except OSError as exc:
             for fd in (req_r, req_w, rep_r, rep_w):
                 os.close(fd)
+            group.remove()
             _rmtree(root)
             raise SandboxError(f"could not start the learner process: {exc}") from exc
         finally:
             out.close()
+        group.attach(self._proc.pid)
         os.close(req_r)
         os.close(rep_w)
         os.set_blocking(rep_r, False)
-        self._root, self._job = root, job
+        self._root, self._job, self._group = root, job, group
+        self._out = job
         self._req_w, self._rep_r, self._buf = req_w, rep_r, b""
         nonce = secrets.token_hex(16)
         self._send({"op": "setup", "nonce": nonce})
         return nonce
+
+    def _on_ready(self) -> None:
+        """The child runs our code only (no learner cell yet): note its processes and its /job."""
+        group = self._group
+        group.protect()
+        if self.isolation != "bubblewrap":
+            return
+        python = os.path.realpath(_python_executable())
+        for pid in reversed(group.pids()):
+            try:
+                if os.path.realpath(f"/proc/{pid}/exe") == python:
+                    self._out = f"/proc/{pid}/root{SANDBOX_JOB}"
+                    break
+            except OSError:
+                continue
+        else:
+            raise SandboxError("the learner interpreter was not found among the sandbox's processes")
+        try:
+            os.listdir(self._out)
+        except OSError as exc:
+            raise SandboxError(f"the sandbox's job folder cannot be read: {exc}") from exc
+
+    def _kill_strays(self) -> None:
+        """Kill what the learner's code left running (forks, setsid'ed or not)."""
+        if self._group is not None:
+            self._group.kill_strays()
 
     def _kill(self) -> None:
         proc = self._proc
@@ -606,6 +766,8 @@ class LearnerProcess:
             proc.kill()
         except OSError:
             pass
+        if self._group is not None:
+            self._group.kill_all()
         try:
             proc.wait(timeout=10)
         except subprocess.TimeoutExpired:  # pragma: no cover
@@ -625,12 +787,15 @@ class LearnerProcess:
                 pass
             self._kill()   # also ends anything the learner's code forked
             self._proc = None
+        if self._group is not None:
+            self._group.remove()
+            self._group = None
         if self._rep_r is not None:
             os.close(self._rep_r)
             self._rep_r = None
         if self._root is not None:
             _rmtree(self._root)
-            self._root = self._job = None
+            self._root = self._job = self._out = None
 
     # -- protocol ------------------------------------------------------------
 
@@ -645,8 +810,16 @@ class LearnerProcess:
         except OSError as exc:
             raise _Dead(*_describe_exit(self._proc.poll(), self.isolation == "bubblewrap")) from exc
 
-    def _receive(self, nonce: str, deadline: float, accept) -> dict:
-        """Next well-formed line with this nonce (others are ignored)."""
+    def _receive(self, nonce: str, deadline: float, accept, cpu_limit: float | None = None) -> dict:
+        """Next well-formed line with this nonce (others are ignored).
+
+        Raises _Dead when the process ends, when ``deadline`` (wall clock) or
+        the notebook's deadline passes, or when the group's CPU time passes
+        ``cpu_limit``.
+        """
+        reason = _WALL_OUT
+        if self._deadline is not None and self._deadline < deadline:
+            deadline, reason = self._deadline, _NOTEBOOK_OUT
         while True:
             while b"\n" in self._buf:
                 line, _, self._buf = self._buf.partition(b"\n")
@@ -663,8 +836,12 @@ class LearnerProcess:
                 self._buf = b""
             now = time.monotonic()
             if now >= deadline:
-                raise _Dead("timeout", "the time budget ran out")
-            readable = select.select([self._rep_r], [], [], min(deadline - now, 0.05))[0]
+                raise _Dead("timeout", reason)
+            if cpu_limit is not None:
+                used = self._group.cpu_seconds()
+                if used is not None and used > cpu_limit:
+                    raise _Dead("timeout", _CPU_OUT)
+            readable = select.select([self._rep_r], [], [], min(deadline - now, 0.02))[0]
             if readable:
                 try:
                     chunk = os.read(self._rep_r, 1 << 20)
@@ -703,9 +880,13 @@ class LearnerProcess:
         nonce = self._spawn()
         try:
             self._receive(nonce, setup_deadline, accept=("ready",))
+            self._on_ready()
         except _Dead as dead:
             tail = self.learner_output(800).strip().splitlines()[-3:]
             self._stop()
+            if dead.message == _NOTEBOOK_OUT:
+                self._expired = True
+                return runs, ([], [])
             raise SandboxError(f"the learner process did not start ({dead.message}): "
                                + " | ".join(tail))
         current, cell_start = None, 0.0
@@ -716,6 +897,13 @@ class LearnerProcess:
                 msg = self._receive(nonce, deadline, accept=("cell-start", "cell-done", "setup-done"))
             except _Dead as dead:
                 self._kill()
+                if dead.message == _NOTEBOOK_OUT:
+                    self._expired = True
+                    if current is not None:
+                        runs[current] = CellReport(current, "timeout", f"the cell was stopped: "
+                                                   f"{self._deadline_text()}", (), time.monotonic() - cell_start)
+                    self._stop()
+                    return runs, ([], [])
                 if current is None:
                     if dead.status == "timeout":
                         raise SandboxError("the learner process did not finish its setup")
@@ -735,10 +923,8 @@ class LearnerProcess:
             op = msg.get("op")
             index = msg.get("index")
             if op == "setup-done":
-                names = [str(n)[:100] for n in msg.get("names", [])][:1000]
-                functions = [str(n)[:100] for n in msg.get("functions", [])][:1000]
-                return runs, (names, functions)
-            if not isinstance(index, int) or not 0 <= index < len(self.cells):
+                return runs, (_str_list(msg.get("names"), 1000), _str_list(msg.get("functions"), 1000))
+            if not isinstance(index, int) or isinstance(index, bool) or not 0 <= index < len(self.cells):
                 continue
             if op == "cell-start":
                 current, cell_start = index, time.monotonic()
@@ -746,10 +932,16 @@ class LearnerProcess:
                 status = msg.get("status")
                 if status not in ("ok", "error", "out-of-memory"):
                     status = "error"
-                defined = tuple(str(n)[:100] for n in msg.get("defined", [])[:200])
+                defined = tuple(_str_list(msg.get("defined"), 200))
                 runs[index] = CellReport(index, status, str(msg.get("message", ""))[:300],
                                          defined, time.monotonic() - cell_start)
                 current = None
+                # what the cell started dies with it; then the child may run the next cell
+                self._kill_strays()
+                try:
+                    self._send({"op": "continue", "nonce": nonce})
+                except _Dead:
+                    pass  # noticed by the next receive
 
     # -- data ------------------------------------------------------------------
 
@@ -789,8 +981,16 @@ class LearnerProcess:
                           for k, v in obj.items()]}
         raise TypeError(f"cannot send a {type(obj).__name__} to the learner process")
 
-    def _decode(self, node, prefix: str, nonce: str, bad: list, path: str, depth: int = 0):
-        """Rebuild a value from the child's tree; unreadable leaves become Unreadable."""
+    def _decode(self, node, prefix: str, nonce: str, bad: list, path: str, depth: int = 0,
+                budget: dict | None = None):
+        """Rebuild a value from the child's tree; unreadable leaves become Unreadable.
+
+        ``budget`` bounds what one reply may make the grader load: each file
+        once, and at most ``Limits.job_bytes`` in all.
+        """
+        if budget is None:
+            budget = {"seen": set(), "bytes": 0}
+
         def unreadable(desc):
             desc = "".join(ch if ch.isprintable() else "?" for ch in str(desc))[:120]
             bad.append((path, desc))
@@ -800,11 +1000,18 @@ class LearnerProcess:
             return unreadable("a value the grader could not read")
         kind, val = next(iter(node.items()))
         if kind == "a":
-            if not isinstance(val, int) or not 0 <= val < _MAX_FILES:
+            if not isinstance(val, int) or isinstance(val, bool) or not 0 <= val < _MAX_FILES:
                 return unreadable("a value the grader could not read")
+            if (prefix, val) in budget["seen"]:
+                return unreadable("an array file named twice in one reply")
+            budget["seen"].add((prefix, val))
             try:
-                with _open_plain(os.path.join(self._job, f"{prefix}-{nonce}-{val}.npy"),
-                                 self.limits.output_bytes + 4096) as fh:
+                with open_regular(os.path.join(self._out, f"{prefix}-{nonce}-{val}.npy"),
+                                  self.limits.output_bytes + 4096) as fh:
+                    size = os.fstat(fh.fileno()).st_size
+                    if budget["bytes"] + size > self.limits.job_bytes:
+                        raise ValueError(f"the reply holds more than {self.limits.job_bytes >> 20} MiB of arrays")
+                    budget["bytes"] += size
                     arr = npy_format.read_array(fh, allow_pickle=False)
             except (OSError, ValueError, EOFError) as exc:
                 return unreadable(f"an array the grader could not read ({exc})")
@@ -828,7 +1035,7 @@ class LearnerProcess:
         if kind == "x":
             return unreadable(val)
         if kind in ("t", "l") and isinstance(val, list):
-            items = [self._decode(v, prefix, nonce, bad, f"{path}[{i}]", depth + 1)
+            items = [self._decode(v, prefix, nonce, bad, f"{path}[{i}]", depth + 1, budget)
                      for i, v in enumerate(val)]
             return tuple(items) if kind == "t" else items
         if kind == "d" and isinstance(val, list):
@@ -836,7 +1043,7 @@ class LearnerProcess:
             for pair in val:
                 if isinstance(pair, list) and len(pair) == 2 and isinstance(pair[0], str):
                     out[pair[0]] = self._decode(pair[1], prefix, nonce, bad,
-                                                f"{path}[{pair[0]!r}]", depth + 1)
+                                                f"{path}[{pair[0]!r}]", depth + 1, budget)
             return out
         return unreadable("a value the grader could not read")
 
@@ -876,16 +1083,15 @@ class LearnerProcess:
         return CallResult("ok", value, args_after, "", seconds)
 
     def _cleanup_files(self, nonce: str) -> None:
-        if not self._job:
-            return
-        try:
-            names = os.listdir(self._job)
-        except OSError:
-            return
-        for name in names:
-            if nonce in name:
-                try:
-                    os.unlink(os.path.join(self._job, name))
-                except OSError as exc:
-                    if exc.errno != errno.ENOENT:
-                        log.debug("could not remove %s: %s", name, exc)
+        for folder in dict.fromkeys(f for f in (self._job, self._out) if f):
+            try:
+                names = os.listdir(folder)
+            except OSError:
+                continue
+            for name in names:
+                if nonce in name:
+                    try:
+                        os.unlink(os.path.join(folder, name))
+                    except OSError as exc:
+                        if exc.errno != errno.ENOENT:
+                            log.debug("could not remove %s: %s", name, exc)

@@ -33,8 +33,13 @@ import nbformat
 
 from . import checks
 from .policy import ALLOWED_IMPORTS, parse_source, scan_imports
+from .safeio import UnsafeFile, read_regular
 
 MAX_NOTEBOOK_BYTES = 50 << 20
+#: what the grader parses: a learner's code cell is at most this long, a notebook has at most this many
+MAX_CELL_CHARS = 100_000
+MAX_CODE_CHARS = 1_000_000
+MAX_CODE_CELLS = 400
 HELPERS_ID = "helpers"
 
 
@@ -158,13 +163,11 @@ def read_submission(path, source, notebook=None, allowed=ALLOWED_IMPORTS):
     functions = checks.functions_of(notebook)
 
     try:
-        size = os.path.getsize(path)
-        if size > MAX_NOTEBOOK_BYTES:
-            return _ungradable_notebook(notebook, f"the notebook file is too large ({size >> 20} MiB)", functions)
-        with open(path, "rb") as fh:
-            raw = fh.read()
+        raw = read_regular(path, MAX_NOTEBOOK_BYTES)
         data = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as exc:
+    except UnsafeFile as exc:
+        return _ungradable_notebook(notebook, str(exc), functions)
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         return _ungradable_notebook(notebook, f"the file is not valid notebook JSON ({type(exc).__name__})",
                                     functions)
     except OSError as exc:
@@ -181,6 +184,19 @@ def read_submission(path, source, notebook=None, allowed=ALLOWED_IMPORTS):
     cells = [c for c in nb.get("cells", []) if isinstance(c, dict)]
     if not cells:
         return _ungradable_notebook(notebook, "the notebook has no cells", functions)
+    # bounds on what the grader parses (memory and time of ast.parse grow with the text)
+    code = [_source(c) for c in cells if c.get("cell_type") == "code"]
+    if len(code) > MAX_CODE_CELLS:
+        return _ungradable_notebook(notebook, f"the notebook has {len(code)} code cells; at most {MAX_CODE_CELLS} "
+                                    "are graded (merge or delete scratch cells)", functions)
+    longest = max((len(src) for src in code), default=0)
+    if longest > MAX_CELL_CHARS:
+        return _ungradable_notebook(notebook, f"a code cell holds {longest} characters; at most {MAX_CELL_CHARS} "
+                                    "are graded (load data from a file instead of pasting it into code)", functions)
+    total = sum(len(src) for src in code)
+    if total > MAX_CODE_CHARS:
+        return _ungradable_notebook(notebook, f"the code cells hold {total} characters; at most {MAX_CODE_CHARS} "
+                                    "are graded", functions)
 
     sub = Submission(notebook, functions=functions)
     seen_ids, seen_gids, seen_tests = {}, {}, set()

@@ -320,7 +320,9 @@ def _processes_with(marker: str) -> list[int]:
     return found
 
 
-def test_fork_loop_is_stopped_and_cleaned_up():
+def test_fork_loop_is_stopped_and_dies_with_its_cell():
+    """A fork loop hits the process limit, and every process it started (in their own
+    sessions too) is gone before the next cell runs."""
     marker = f"{300 + uuid.uuid4().int % 1000}.{uuid.uuid4().int % 10**6:06d}"
     src = cells(f"""
         import os
@@ -332,28 +334,34 @@ def test_fork_loop_is_stopped_and_cleaned_up():
                 refused = exc.errno
                 break
             if pid == 0:
+                os.setsid()
                 os.execv("/usr/bin/sleep", ["sleep", "{marker}"])
             started += 1
         def forks():
             return started, refused
+        """, """
+        import os
+        def alive():
+            return sum(1 for p in os.listdir("/proc") if p.isdigit())
+        def fork_again():
+            if os.fork() == 0:
+                os.setsid()
+                os.execv("/usr/bin/sleep", ["sleep", "{marker}"])
+            return 1
         """)
     limits = Limits(cell_timeout=10.0, max_processes=16)
     proc = LearnerProcess(src, limits=limits, allowed_imports=WIDE)
     try:
         report = proc.setup()
         assert report.cells[0].status == "ok", report.cells[0].message
+        assert _processes_with(marker) == []            # died with the cell
         res = proc.call("forks", (), {}, budget_s=5)
         started, refused = res.value
-        assert started < 20 and refused == errno.EAGAIN
-        deadline = time.monotonic() + 5
-        while len(_processes_with(marker)) < started and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert len(_processes_with(marker)) == started > 0
+        assert 0 < started < 20 and refused == errno.EAGAIN
+        assert proc.call("fork_again", (), {}, budget_s=5).value == 1
+        assert _processes_with(marker) == []            # died with the call
     finally:
         proc.close()
-    deadline = time.monotonic() + 5
-    while _processes_with(marker) and time.monotonic() < deadline:
-        time.sleep(0.05)
     assert _processes_with(marker) == []
 
 

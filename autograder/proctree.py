@@ -1,0 +1,393 @@
+"""The processes of one learner: counted, timed and killed as one group.
+
+A learner's code may fork, call ``os.setsid()`` and leave busy processes
+behind.  Process groups and sessions do not hold such processes; a control
+group (cgroup) does, and the kernel accounts the CPU time of every process in
+it.  ``LearnerGroup`` gives each learner process tree a cgroup of its own when
+the machine lets the grader create one (cgroup v1 ``cpu``/``cpuacct``/``pids``
+hierarchies, or a cgroup v2 tree with the ``cpu`` and ``pids`` controllers),
+so that:
+
+* concurrent learners share the CPU fairly: the scheduler splits it between
+  groups, not between processes, so sixty forked processes weigh what one
+  does (``cpu.shares`` / ``cpu.weight`` equal for all learners);
+* the CPU time of a call is the group's, measured by the kernel, whatever
+  the learner code forks or claims, and whatever classmates do;
+* the number of processes is capped per learner (``pids.max``), not per uid;
+* every process of the learner can be found and killed.
+
+Where no cgroup can be created, ``LearnerGroup.create`` returns a group that
+finds the learner's processes by their PID namespace (bubblewrap's
+``--unshare-pid``) or as descendants of the learner process, and has no CPU
+accounting (``cpu_seconds`` is None): budgets are then wall-clock times.
+
+The grader's groups live under one folder per grading process,
+``autograder-<pid>``; ``remove_stale_groups`` removes those of grading
+processes that are gone (a grader killed with ``kill -9``), killing what is
+left in them first.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import signal
+import time
+
+__all__ = ["LearnerGroup", "remove_stale_groups", "cgroup_mode"]
+
+log = logging.getLogger(__name__)
+
+_PREFIX = "autograder-"
+
+
+def _mounts():
+    """{fstype: [(mount point, super options)]} of cgroup file systems."""
+    found = {"cgroup": [], "cgroup2": []}
+    try:
+        with open("/proc/self/mountinfo", encoding="utf-8") as fh:
+            for line in fh:
+                left, _, right = line.partition(" - ")
+                fields, rest = left.split(), right.split()
+                if len(fields) >= 5 and rest and rest[0] in found:
+                    found[rest[0]].append((fields[4], rest[2] if len(rest) > 2 else ""))
+    except OSError:
+        pass
+    return found
+
+
+def _own_paths():
+    """{controller or '' (v2): path of this process's cgroup}."""
+    paths = {}
+    try:
+        with open("/proc/self/cgroup", encoding="utf-8") as fh:
+            for line in fh:
+                parts = line.rstrip("\n").split(":", 2)
+                if len(parts) == 3:
+                    for ctl in (parts[1].split(",") if parts[1] else [""]):
+                        paths[ctl] = parts[2]
+    except OSError:
+        pass
+    return paths
+
+
+def _writable_dir(path):
+    return os.path.isdir(path) and os.access(path, os.W_OK | os.X_OK)
+
+
+def _layout():
+    """('v1', {'cpu': dir, 'cpuacct': dir, 'pids': dir}) or ('v2', dir) or (None, None):
+    the folders under which this grader may create its groups."""
+    mounts, own = _mounts(), _own_paths()
+    v1 = {}
+    for point, opts in mounts["cgroup"]:
+        ctls = set(opts.split(","))
+        for ctl in ("cpu", "cpuacct", "pids"):
+            if ctl in ctls and ctl not in v1:
+                base = os.path.join(point, own.get(ctl, "/").lstrip("/"))
+                if _writable_dir(base):
+                    v1[ctl] = base
+    if set(v1) == {"cpu", "cpuacct", "pids"}:
+        return "v1", v1
+    for point, _opts in mounts["cgroup2"]:
+        base = os.path.join(point, own.get("", "/").lstrip("/"))
+        try:
+            with open(os.path.join(base, "cgroup.controllers"), encoding="utf-8") as fh:
+                available = set(fh.read().split())
+        except OSError:
+            continue
+        if {"cpu", "pids"} <= available and _writable_dir(base):
+            return "v2", base
+    return None, None
+
+
+_LAYOUT = None
+
+
+def cgroup_mode():
+    """'cgroup-v1', 'cgroup-v2' or 'none' (what LearnerGroup.create will use)."""
+    global _LAYOUT
+    if _LAYOUT is None:
+        kind, where = _layout()
+        if kind is not None and not _probe(kind, where):
+            kind, where = None, None
+        _LAYOUT = (kind, where)
+    return {"v1": "cgroup-v1", "v2": "cgroup-v2"}.get(_LAYOUT[0], "none")
+
+
+def _write(path, text):
+    with open(path, "w", encoding="ascii") as fh:
+        fh.write(text)
+
+
+def _read(path):
+    with open(path, encoding="ascii") as fh:
+        return fh.read()
+
+
+def _run_dirs(kind, where):
+    """This grading process's folders (created on first use)."""
+    name = f"{_PREFIX}{os.getpid()}"
+    if kind == "v1":
+        dirs = {ctl: os.path.join(base, name) for ctl, base in where.items()}
+        for d in dict.fromkeys(dirs.values()):
+            os.makedirs(d, exist_ok=True)
+        return dirs
+    d = os.path.join(where, name)
+    os.makedirs(d, exist_ok=True)
+    try:
+        _write(os.path.join(d, "cgroup.subtree_control"), "+cpu +pids")
+    except OSError:
+        pass
+    return {"": d}
+
+
+def _probe(kind, where):
+    """Can a group be made, joined by nothing, and removed here?"""
+    try:
+        group = _make_group(kind, where, 8)
+    except OSError as exc:
+        log.info("no cgroup for learner processes: %s", exc)
+        return False
+    group.remove()
+    return True
+
+
+def _make_group(kind, where, max_processes):
+    run = _run_dirs(kind, where)
+    leaf = "learner-" + secrets.token_hex(6)
+    dirs = {ctl: os.path.join(d, leaf) for ctl, d in run.items()}
+    made = []
+    try:
+        for d in dict.fromkeys(dirs.values()):  # cpu and cpuacct may share one hierarchy
+            os.mkdir(d, 0o755)
+            made.append(d)
+        if kind == "v1":
+            _write(os.path.join(dirs["pids"], "pids.max"), str(int(max_processes)))
+            _write(os.path.join(dirs["cpu"], "cpu.shares"), "1024")
+        else:
+            _write(os.path.join(dirs[""], "pids.max"), str(int(max_processes)))
+            _write(os.path.join(dirs[""], "cpu.weight"), "100")
+    except OSError:
+        for d in reversed(made):
+            try:
+                os.rmdir(d)
+            except OSError:
+                pass
+        raise
+    return LearnerGroup(kind, dirs)
+
+
+def _pid_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _children(pid):
+    """Direct children of pid (from every thread's children list)."""
+    out = []
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return out
+    for tid in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/children", encoding="ascii") as fh:
+                out.extend(int(p) for p in fh.read().split())
+        except (OSError, ValueError):
+            continue
+    return out
+
+
+def _ns_of(pid):
+    try:
+        return os.readlink(f"/proc/{pid}/ns/pid")
+    except OSError:
+        return None
+
+
+class LearnerGroup:
+    """The processes of one learner process tree (see the module docstring).
+
+    ``wrap(argv)`` returns a command line that joins the group before it
+    runs argv; ``attach(pid)`` records the process started that way;
+    ``protect()`` marks the processes present now as the ones that
+    ``kill_strays`` keeps (the sandbox launcher and the learner's interpreter);
+    ``kill_all`` ends every process; ``remove`` deletes the group.
+    """
+
+    def __init__(self, kind, dirs):
+        self.kind = kind            # 'v1', 'v2' or None (no cgroup)
+        self.dirs = dirs
+        self.root_pid = None
+        self._protected = set()
+        self._ns = None
+
+    # -- making ------------------------------------------------------------
+
+    @classmethod
+    def create(cls, max_processes):
+        """A group in a new cgroup when the machine allows it, else a process-tree group."""
+        cgroup_mode()
+        kind, where = _LAYOUT
+        if kind is not None:
+            try:
+                return _make_group(kind, where, max_processes)
+            except OSError as exc:
+                log.warning("could not create a cgroup for a learner process: %s", exc)
+        return cls(None, {})
+
+    @property
+    def accounts_cpu(self):
+        return self.kind is not None
+
+    def _procs_files(self):
+        return [os.path.join(d, "cgroup.procs") for d in dict.fromkeys(self.dirs.values())]
+
+    def wrap(self, argv):
+        """argv, started by a shell that first moves itself into the group (then execs argv)."""
+        if self.kind is None:
+            return list(argv)
+        joins = " && ".join(f"echo $$ > '{p}'" for p in self._procs_files())
+        return ["/bin/sh", "-c", joins + ' && exec "$@"', "sh", *argv]
+
+    def attach(self, pid):
+        self.root_pid = pid
+
+    def protect(self):
+        """Keep the processes present now (launcher, learner interpreter) when killing strays."""
+        self._protected = set(self.pids())
+        if self.kind is None and self.root_pid is not None:
+            members = [p for p in self._protected if p != self.root_pid]
+            self._ns = _ns_of(members[-1]) if members else None
+
+    # -- reading -----------------------------------------------------------
+
+    def pids(self):
+        """Every live process of the group (the launcher included)."""
+        if self.kind is not None:
+            found = set()
+            for path in self._procs_files():
+                try:
+                    found.update(int(p) for p in _read(path).split())
+                except (OSError, ValueError):
+                    continue
+            return sorted(found)
+        if self.root_pid is None:
+            return []
+        found, todo = set(), [self.root_pid]
+        while todo:
+            pid = todo.pop()
+            if pid in found or not _pid_alive(pid):
+                continue
+            found.add(pid)
+            todo.extend(_children(pid))
+        if self._ns is not None:  # orphans re-parented inside the PID namespace stay in it
+            for entry in os.listdir("/proc"):
+                if entry.isdigit() and int(entry) not in found and _ns_of(int(entry)) == self._ns:
+                    found.add(int(entry))
+        return sorted(found)
+
+    def cpu_seconds(self):
+        """CPU time used so far by every process that was ever in the group (None without cgroups)."""
+        try:
+            if self.kind == "v1":
+                return int(_read(os.path.join(self.dirs["cpuacct"], "cpuacct.usage"))) / 1e9
+            if self.kind == "v2":
+                for line in _read(os.path.join(self.dirs[""], "cpu.stat")).splitlines():
+                    key, _, value = line.partition(" ")
+                    if key == "usage_usec":
+                        return int(value) / 1e6
+        except (OSError, ValueError):
+            return None
+        return None
+
+    # -- killing -----------------------------------------------------------
+
+    def kill_strays(self):
+        """Kill every process of the group but the protected ones; the number killed."""
+        return self._kill(keep=self._protected)
+
+    def kill_all(self):
+        return self._kill(keep=set())
+
+    def _kill(self, keep):
+        if self.kind == "v2" and not keep:
+            try:
+                _write(os.path.join(self.dirs[""], "cgroup.kill"), "1")
+            except OSError:
+                pass
+        killed = 0
+        deadline = time.monotonic() + 5.0
+        while True:
+            targets = [p for p in self.pids() if p not in keep]
+            if not targets:
+                return killed
+            for pid in targets:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                    killed += 1
+                except (ProcessLookupError, PermissionError):
+                    pass
+            if time.monotonic() > deadline:
+                log.error("learner processes %s did not die", targets[:10])
+                return killed
+            time.sleep(0.005)
+
+    def remove(self):
+        """Kill what is left and delete the group's folders."""
+        if self.kind is None:
+            if self.root_pid is not None:
+                self.kill_all()
+            return
+        self.kill_all()
+        for d in dict.fromkeys(self.dirs.values()):
+            for _ in range(200):
+                try:
+                    os.rmdir(d)
+                    break
+                except FileNotFoundError:
+                    break
+                except OSError:  # processes still exiting
+                    time.sleep(0.01)
+
+
+def remove_stale_groups():
+    """Kill and remove the groups of grading processes that no longer run."""
+    cgroup_mode()
+    kind, where = _LAYOUT
+    if kind is None:
+        return 0
+    bases = list(where.values()) if kind == "v1" else [where]
+    removed = 0
+    for base in bases:
+        try:
+            names = os.listdir(base)
+        except OSError:
+            continue
+        for name in names:
+            if not name.startswith(_PREFIX) or not name[len(_PREFIX):].isdigit():
+                continue
+            if int(name[len(_PREFIX):]) == os.getpid() or _pid_alive(int(name[len(_PREFIX):])):
+                continue
+            run = os.path.join(base, name)
+            for leaf in os.listdir(run) if os.path.isdir(run) else []:
+                path = os.path.join(run, leaf)
+                if os.path.isdir(path):
+                    group = LearnerGroup(kind, {"" if kind == "v2" else "any": path})
+                    group.kill_all()
+                    try:
+                        os.rmdir(path)
+                    except OSError:
+                        pass
+            try:
+                os.rmdir(run)
+                removed += 1
+            except OSError:
+                pass
+    return removed
