@@ -98,10 +98,17 @@ def cmd_grade(args):
         return _fail(f"{args.submitted} does not exist: collect the submissions first "
                      f"('python -m autograder collect DOWNLOAD.zip --to {args.submitted}'), or pass the folder "
                      "that holds them")
+    limits = None
+    if args.notebook_timeout is not None:
+        if not args.notebook_timeout > 0:
+            return _fail("--notebook-timeout must be a positive number of seconds")
+        from .sandbox import Limits
+        limits = Limits(notebook_timeout=float(args.notebook_timeout))
     try:
         summary = grade_class(args.submitted, args.out, args.root, db_url=args.db, jobs=args.jobs,
                               regrade=args.regrade, progress=not args.no_progress, assignment=args.assignment,
-                              students=args.student, course_dir=args.course, lms_column=args.lms_column)
+                              students=args.student, course_dir=args.course, lms_column=args.lms_column,
+                              limits=limits)
     except GradingError as exc:
         return _fail(exc)
     why = summary["graded_why"]
@@ -233,6 +240,9 @@ def build_parser():
     g.add_argument("--lms-column", default=None, metavar="NAME",
                    help="the Canvas gradebook column of canvas_grades.csv, e.g. 'Homework 3 (123456)'")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
+    g.add_argument("--notebook-timeout", type=float, default=None, metavar="SECONDS",
+                   help="wall-clock time one notebook may use in all, cells and calls together "
+                        "(default 180)")
     g.set_defaults(func=cmd_grade)
 
     e = sub.add_parser("export", help="nbgrader export of the gradebook to CSV")

@@ -485,6 +485,23 @@ def current_hash(path):
         return "unreadable"
 
 
+def _peak_rss_mib():
+    """The grading process's own peak resident memory (learner processes not included)."""
+    import resource
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
+def _longest(results):
+    """[seconds, student, notebook] of the notebook that held a worker longest."""
+    best = [0.0, "", ""]
+    for student, per in results.items():
+        for nb, r in per.items():
+            seconds = float(r.get("seconds") or 0.0)
+            if seconds > best[0]:
+                best = [seconds, student, nb]
+    return best
+
+
 def plan(spec, submitted_dir, out_dir, students, regrade=False, only=None):
     """[(student, notebook, why)] to grade: why is new, changed, requested or retry.
 
@@ -658,6 +675,7 @@ def grade_class(submitted_dir, out_dir, root, db_url=None, jobs=2, seed=None, re
         "manual_scores": sum(1 for g in grades.values() for per in g.cells.values() for c in per.values()
                              if c.manual_score is not None),
         "isolation": mode,
+        "cgroups": sandbox.cgroup_mode(),
         "limits": asdict(limits),
         "time_budget": {"factor": checks.BUDGET_FACTOR, "minimum_s": checks.MIN_BUDGET_S},
         "jobs": jobs,
@@ -665,6 +683,8 @@ def grade_class(submitted_dir, out_dir, root, db_url=None, jobs=2, seed=None, re
         "course_dir": course_dir,
         "gradebook": _safe_url(db_url),
         "export_check": export,
+        "grader_peak_rss_mib": _peak_rss_mib(),
+        "longest_notebook_s": _longest(results),
         "started": started,
         "finished": _now(),
         "seconds": round(time.monotonic() - t0, 2),

@@ -28,6 +28,7 @@ left in them first.
 """
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import secrets
@@ -125,16 +126,31 @@ def _read(path):
         return fh.read()
 
 
+_made_runs = set()
+
+
+def _remove_own_runs():
+    for d in _made_runs:
+        try:
+            os.rmdir(d)
+        except OSError:
+            pass
+
+
 def _run_dirs(kind, where):
-    """This grading process's folders (created on first use)."""
+    """This grading process's folders (created on first use, removed at exit when empty)."""
     name = f"{_PREFIX}{os.getpid()}"
+    if not _made_runs:
+        atexit.register(_remove_own_runs)
     if kind == "v1":
         dirs = {ctl: os.path.join(base, name) for ctl, base in where.items()}
         for d in dict.fromkeys(dirs.values()):
             os.makedirs(d, exist_ok=True)
+            _made_runs.add(d)
         return dirs
     d = os.path.join(where, name)
     os.makedirs(d, exist_ok=True)
+    _made_runs.add(d)
     try:
         _write(os.path.join(d, "cgroup.subtree_control"), "+cpu +pids")
     except OSError:

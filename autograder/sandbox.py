@@ -228,6 +228,64 @@ def _ancestors(path: str) -> list[str]:
         out.append(path)
 
 
+#: stdlib extension modules whose libraries are not mounted, so that they cannot be imported
+#: in the sandbox: ctypes is a foreign-function interface (it needs libffi), tkinter a GUI
+_DENIED_EXTENSIONS = ("_ctypes", "_tkinter")
+_runtime_lock = threading.Lock()
+_runtime_cache: dict = {}
+
+
+def _shared_libraries(files: list[str]) -> set[str]:
+    """Paths of the shared libraries (and the dynamic loader) that files need, from ldd."""
+    ldd = shutil.which("ldd")
+    if ldd is None or not files:
+        raise SandboxError("ldd is missing")
+    found = set()
+    for k in range(0, len(files), 200):
+        res = subprocess.run([ldd, *files[k:k + 200]], capture_output=True, text=True, timeout=120,
+                             stdin=subprocess.DEVNULL)
+        for line in res.stdout.splitlines():
+            line = line.strip()
+            if "=>" in line:
+                line = line.split("=>", 1)[1].strip()
+            path = line.split(" (", 1)[0].strip()
+            if path.startswith("/") and not path.endswith(":") and os.path.exists(path):
+                found.add(path)
+    return found
+
+
+def _runtime_binds(site_dirs: tuple[str, ...]) -> list[tuple[str, str]]:
+    """(source, destination) of every file and folder the Python runtime and the allowed
+    packages need: the standard library, the interpreter, and the shared libraries that
+    they load -- nothing else of the machine (no shells, compilers or other Pythons)."""
+    with _runtime_lock:
+        if site_dirs in _runtime_cache:
+            return _runtime_cache[site_dirs]
+        exe = _python_executable()
+        binds = {os.path.realpath(d): os.path.realpath(d) for d in _stdlib_dirs()}  # dest -> source
+        binds[exe] = exe
+        objects = [exe]
+        stdlib = {os.path.realpath(d) for d in _stdlib_dirs()}
+        for folder in sorted(stdlib) + list(site_dirs):
+            for parent, _dirs, names in os.walk(folder):
+                below = os.path.relpath(parent, folder).split(os.sep)
+                if folder in stdlib and ("site-packages" in below or "dist-packages" in below):
+                    continue
+                for name in names:
+                    if ".so" in name and not name.startswith(_DENIED_EXTENSIONS):
+                        objects.append(os.path.join(parent, name))
+        inside = [os.path.realpath(d) + os.sep for d in list(binds) + list(site_dirs)]
+        for lib in sorted(_shared_libraries(objects)):
+            real = os.path.realpath(lib)
+            if any(real.startswith(d) for d in inside):
+                continue
+            # the name the loader asks for, in the real folder (/lib/x -> /usr/lib/x)
+            binds[os.path.join(os.path.realpath(os.path.dirname(lib)), os.path.basename(lib))] = real
+        result = sorted(((src, dest) for dest, src in binds.items()), key=lambda kv: kv[1])
+        _runtime_cache[site_dirs] = result
+        return result
+
+
 def _bwrap_argv(in_dir: str, site_dirs: list[str], tmp_bytes: int, job_bytes: int = 16 << 20) -> list[str]:
     """The bubblewrap command line (without the program to run)."""
     bwrap = shutil.which("bwrap")
@@ -235,46 +293,31 @@ def _bwrap_argv(in_dir: str, site_dirs: list[str], tmp_bytes: int, job_bytes: in
             "--die-with-parent", "--new-session"]
     if os.getuid() != 0:
         argv.append("--unshare-user")
-    argv += ["--ro-bind", "/usr", "/usr"]
-    for name in ("bin", "sbin", "lib", "lib32", "lib64", "libx32"):
+    for name in ("lib", "lib32", "lib64", "libx32"):   # the loader's paths, as on the host
         top = "/" + name
         if os.path.islink(top):
             argv += ["--symlink", os.readlink(top), top]
-        elif os.path.isdir(top):
-            argv += ["--ro-bind", top, top]
-    made = {"/", "/usr", "/opt"}
-    argv += ["--perms", "0755", "--dir", "/opt"]
-
-    def ensure_parents(path):
-        for anc in _ancestors(path):
-            if anc not in made and not anc.startswith("/usr/"):
-                argv.extend(["--perms", "0755", "--dir", anc])
+    made = {"/"}
+    for source, dest in _runtime_binds(tuple(site_dirs)):
+        for anc in _ancestors(dest):   # readable by the unprivileged user (bwrap would make them 0700)
+            if anc not in made:
+                argv += ["--perms", "0755", "--dir", anc]
                 made.add(anc)
-
-    prefix = os.path.realpath(sys.base_prefix)
-    if prefix != "/usr" and not prefix.startswith("/usr/"):
-        ensure_parents(prefix)
-        argv += ["--ro-bind", prefix, prefix]
-    # hide every installed library but the allowed ones
-    for hidden in {os.path.realpath(p) for p in (
-            sysconfig.get_paths(vars={"base": sys.base_prefix, "platbase": sys.base_prefix})["purelib"],
-            sysconfig.get_paths(vars={"base": sys.base_prefix, "platbase": sys.base_prefix})["platlib"],
-            "/usr/lib/python3/dist-packages",
-            f"/usr/local/lib/python{sys.version_info[0]}.{sys.version_info[1]}/dist-packages",
-            f"/usr/lib/python{sys.version_info[0]}.{sys.version_info[1]}/site-packages")}:
-        if os.path.isdir(hidden) and (hidden.startswith(prefix + os.sep) or hidden.startswith("/usr/")):
-            argv += ["--perms", "0755", "--tmpfs", hidden]
-    exe_dir = os.path.dirname(_python_executable())
-    if not (exe_dir.startswith(prefix + os.sep) or exe_dir.startswith("/usr/")):
-        ensure_parents(exe_dir)
-        argv += ["--ro-bind", exe_dir, exe_dir]
-    argv += ["--perms", "0755", "--dir", SANDBOX_SITE]
+        argv += ["--ro-bind", source, dest]
+        made.add(dest)
+    # the standard library's own site-packages stays empty
+    for stdlib in sorted(_stdlib_dirs()):
+        for name in ("site-packages", "dist-packages"):
+            if os.path.isdir(os.path.join(stdlib, name)):
+                argv += ["--perms", "0755", "--tmpfs", os.path.join(stdlib, name)]
+    argv += ["--perms", "0755", "--dir", "/opt", "--perms", "0755", "--dir", SANDBOX_SITE]
     for path in site_dirs:
         argv += ["--ro-bind", path, f"{SANDBOX_SITE}/{os.path.basename(path)}"]
     argv += ["--proc", "/proc", "--dev", "/dev",
              "--perms", "1777", "--size", str(int(tmp_bytes)), "--tmpfs", "/tmp",
              "--perms", "1777", "--size", str(int(job_bytes)), "--tmpfs", SANDBOX_JOB,
-             "--ro-bind", in_dir, SANDBOX_IN, "--chdir", SANDBOX_JOB, "--clearenv"]
+             # the learner's working folder is /tmp: what it writes cannot crowd out the replies in /job
+             "--ro-bind", in_dir, SANDBOX_IN, "--chdir", "/tmp", "--clearenv"]
     for key, value in _child_env().items():
         argv += ["--setenv", key, value]
     return argv

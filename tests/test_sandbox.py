@@ -17,6 +17,7 @@ import warnings
 import numpy as np
 import pytest
 
+
 import autograder.sandbox as sandbox
 from autograder.policy import ALLOWED_IMPORTS
 from autograder.sandbox import CallResult, Limits, LearnerProcess, Unreadable, isolation_mode
@@ -270,8 +271,37 @@ def test_infinite_loop_in_a_function_times_out():
         took = time.monotonic() - start
         assert res.status == "timeout"
         assert "0.50 s" in res.message and "spin" in res.message
-        assert 0.5 <= res.seconds and took < 0.5 + 1.5
+        if proc.cpu_accounting:
+            # CPU time of the learner's processes, whatever the machine's load
+            assert "CPU time" in res.message
+            assert 0.5 <= res.cpu_seconds < 0.5 + 0.3
+            assert took < sandbox.WALL_MIN_S + 2
+        else:
+            assert 0.5 <= res.seconds and took < 0.5 + 1.5
         assert proc.call("fine", (), {}, budget_s=5).value == 1
+
+
+def test_sleeping_function_meets_the_wall_clock_cap():
+    src = cells("import time\ndef nap():\n    time.sleep(600)\n")
+    with LearnerProcess(src, limits=FAST, allowed_imports=WIDE) as proc:
+        proc.setup()
+        start = time.monotonic()
+        res = proc.call("nap", (), {}, budget_s=0.5)
+        assert res.status == "timeout"
+        assert time.monotonic() - start < sandbox.WALL_MIN_S + 3
+
+
+def test_notebook_deadline_bounds_everything():
+    """Cells that wait and calls that end the process cannot hold a worker past the deadline."""
+    src = cells("import time\ntime.sleep(3)", "import time\ntime.sleep(3)",
+                "import os\ndef die():\n    os._exit(1)\n")
+    limits = Limits(cell_timeout=5.0, setup_timeout=30.0, notebook_timeout=8.0)
+    start = time.monotonic()
+    with LearnerProcess(src, limits=limits, allowed_imports=WIDE) as proc:
+        proc.setup()
+        results = [proc.call("die", (), {}, budget_s=1) for _ in range(10)]
+    assert time.monotonic() - start < 8.0 + 5
+    assert results[-1].status == "timeout" and "total time of 8 s" in results[-1].message
 
 
 def test_infinite_loop_in_a_cell_times_out_alone():
@@ -325,7 +355,7 @@ def test_fork_loop_is_stopped_and_dies_with_its_cell():
     sessions too) is gone before the next cell runs."""
     marker = f"{300 + uuid.uuid4().int % 1000}.{uuid.uuid4().int % 10**6:06d}"
     src = cells(f"""
-        import os
+        import os, sys
         started, refused = 0, None
         for _ in range(200):
             try:
@@ -335,18 +365,18 @@ def test_fork_loop_is_stopped_and_dies_with_its_cell():
                 break
             if pid == 0:
                 os.setsid()
-                os.execv("/usr/bin/sleep", ["sleep", "{marker}"])
+                os.execv(sys.executable, [sys.executable, "-c", "import time; time.sleep(60)", "{marker}"])
             started += 1
         def forks():
             return started, refused
         """, """
-        import os
+        import os, sys
         def alive():
             return sum(1 for p in os.listdir("/proc") if p.isdigit())
         def fork_again():
             if os.fork() == 0:
                 os.setsid()
-                os.execv("/usr/bin/sleep", ["sleep", "{marker}"])
+                os.execv(sys.executable, [sys.executable, "-c", "import time; time.sleep(60)", "{marker}"])
             return 1
         """)
     limits = Limits(cell_timeout=10.0, max_processes=16)
@@ -530,3 +560,50 @@ def test_rlimits_only_mode_still_limits():
         assert proc.call("quit_now", (), {}, budget_s=5).status == "killed"
         assert proc.call("spin", (), {}, budget_s=0.3).status == "timeout"
         assert proc.call("fine", (1,), {}, budget_s=5).status == "ok"
+
+
+@needs_bwrap
+def test_the_sandbox_holds_only_python_and_numpy():
+    """What learner code reaches through NumPy's own modules (importlib, then ctypes,
+    subprocess, socket) is either unimportable or harmless: no libffi for ctypes, no
+    shell or other program to run, no other Python installation, no network."""
+    src = cells('''
+        import numpy as np
+        _os = np.lib._datasource.os
+        _importlib = _os.sys.modules.get("importlib") or _os.sys.modules["importlib._bootstrap"]
+
+        def reach():
+            found = {}
+            try:
+                _importlib.import_module("ctypes")
+                found["ctypes"] = "imported"
+            except ImportError as exc:
+                found["ctypes"] = "refused: " + str(exc)[:80]
+            sub = _importlib.import_module("subprocess")
+            for program in ("/bin/sh", "/usr/bin/sh", "/usr/bin/env", "/usr/bin/python3", "/usr/bin/gcc"):
+                try:
+                    sub.run([program, "-c", "true"], timeout=5)
+                    found[program] = "ran"
+                except OSError as exc:
+                    found[program] = type(exc).__name__
+            found["python trees"] = sorted(p for p in ("/usr/lib/python3", "/usr/lib/python3.11",
+                                                       "/usr/local/lib", "/usr/bin", "/bin", "/etc")
+                                           if _os.path.exists(p))
+            sock = _importlib.import_module("socket")
+            try:
+                s = sock.create_connection(("1.1.1.1", 53), timeout=2)
+                found["network"] = "connected"
+            except OSError:
+                found["network"] = "unreachable"
+            return [k + "=" + (v if isinstance(v, str) else ",".join(v)) for k, v in found.items()]
+        ''')
+    with LearnerProcess(src, limits=FAST) as proc:
+        assert proc.setup().cells[0].status == "ok"
+        res = proc.call("reach", (), {}, budget_s=20)
+        assert res.status == "ok", res.message
+        got = dict(item.split("=", 1) for item in res.value)
+    assert got["ctypes"].startswith("refused") and "libffi" in got["ctypes"], got
+    for program in ("/bin/sh", "/usr/bin/sh", "/usr/bin/env", "/usr/bin/python3", "/usr/bin/gcc"):
+        assert got[program] in ("FileNotFoundError", "PermissionError"), got
+    assert got["python trees"] == "", got
+    assert got["network"] == "unreachable"

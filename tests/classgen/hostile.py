@@ -721,3 +721,265 @@ CASES = {
 def hostile_class(prefix: str = "h") -> list:
     """One student per case, ids ``<prefix>NN_<case>``."""
     return [make(f"{prefix}{k:02d}_{name}") for k, (name, make) in enumerate(CASES.items(), start=1)]
+
+
+# ---------------------------------------------------------------------------- attacks on classmates and on the run
+#
+# Each case below is graded beside honest classmates (tests/test_hostile_class.py):
+# it must not change a classmate's score, stop the run, or hold a worker past
+# the notebook deadline.  Cases that need files the builder cannot write
+# (links, FIFOs, odd folder names) are made by ``make_filesystem_attacks``.
+
+STARVE = GRAB_OS + '''
+
+_os = _grab_os()
+_kids = []
+for _ in range(60):
+    try:
+        _pid = _os.fork()
+    except OSError:
+        break
+    if _pid == 0:
+        _os.setsid()
+        _x = 0
+        while True:
+            _x += 1
+    _kids.append(_pid)
+_t0 = _os.times()[4]
+while _os.times()[4] - _t0 < 8.0:   # busy too, most of the cell's limit
+    pass
+'''
+
+
+def cpu_starvation(sid):
+    """A pooling cell forks 60 busy processes in sessions of their own and spins
+    for 8 s; every function is honest (full marks): the processes must die with
+    the cell and the CPU be shared fairly with the classmates graded meanwhile."""
+    s = _honest(sid, note="forks 60 busy setsid() processes in a pooling cell")
+    s.extra = {"pooling": _extra("pooling", STARVE), "convolution": _extra("convolution", STARVE)}
+    return s
+
+
+FORGE_FRAMES = GRAB_OS + '''
+
+def _frames_up(k):
+    """The local variables of the sandbox's own code, k frames up."""
+    return _grab_os().sys._getframe(k + 1).f_locals
+'''
+
+
+def forged_big_reply(sid):
+    """maxpool_backward writes one 16 MiB .npy file and forges a reply that names it
+    60 times (with the call's real nonce, found in the sandbox's frame): the grader
+    must not load it 60 times.  maxpool_backward scores 0."""
+    s = _honest(sid, note="forged reply naming one 16 MiB array 60 times")
+    s.sources = {"maxpool_backward": '''\
+def maxpool_backward(dout, cache):
+    f = _frames_up(1)
+    rn, chan, job = f["rn"], f["chan"], f["job"]
+    with open(job + "/out-" + rn + "-0.npy", "wb") as fh:
+        np.save(fh, np.ones(2 << 20))
+    chan.send({"nonce": rn, "status": "ok", "message": "", "value": {"l": [{"a": 0}] * 60}})
+    _grab_os()._exit(0)
+'''}
+    s.extra = {"pooling": _extra("pooling", FORGE_FRAMES)}
+    s.zero = {"maxpool_backward"}
+    return s
+
+
+def forged_setup(sid):
+    """A pooling cell forges the end of setup with ``names: 5``: the grader must not
+    raise; the pooling process then breaks the protocol, so pooling scores 0."""
+    s = _honest(sid, note="forged setup-done message with names: 5")
+    s.extra = {"pooling": _extra("pooling", FORGE_FRAMES + '''
+
+_m = _frames_up(1)
+_m["chan"].send({"nonce": _m["nonce"], "op": "setup-done", "names": 5, "functions": 5})
+''', before="maxpool_backward_solution")}
+    s.zero = {"maxpool_forward", "maxpool_backward"}
+    s.status = {g: ("killed", "timeout", "error") for g in B.grade_ids("pooling")}
+    return s
+
+
+def huge_literal(sid):
+    """A 7.7 MB list literal in a convolution cell: refused before it is parsed."""
+    def add(nb):
+        B.insert_cell(nb, "DATA = [" + "1.0, " * 1_540_000 + "]\n", before="zero_pad_solution", seed="huge")
+    s = _honest(sid, note="7.7 MB list literal in a code cell")
+    s.edits = {"convolution": [add]}
+    s.zero = {"zero_pad", "conv_forward", "conv_backward"}
+    s.status = {g: "ungradable" for g in B.grade_ids("convolution")}
+    return s
+
+
+def many_cells(sid):
+    """20,000 one-line cells in pooling.ipynb: refused before they are parsed."""
+    def add(nb):
+        k = B.find_cell(nb, "maxpool_forward_solution")
+        nb["cells"][k:k] = [B.new_code_cell(f"v{i} = {i}\n", seed=f"many{i}") for i in range(20_000)]
+    s = _honest(sid, note="20,000 one-line code cells")
+    s.edits = {"pooling": [add]}
+    s.zero = {"maxpool_forward", "maxpool_backward"}
+    s.status = {g: "ungradable" for g in B.grade_ids("pooling")}
+    return s
+
+
+WAIT = GRAB_OS + '''
+
+_os = _grab_os()
+_time = _os.sys.modules.get("time")
+_t0 = _os.times()[4]
+while _os.times()[4] - _t0 < 9.5:
+    if _time is not None:
+        _time.sleep(0.5)
+'''
+
+
+def stalls(sid):
+    """Eight convolution cells that wait 9.5 s each (76 s, past the 60 s for all
+    cells) and a conv_forward that ends its process: the notebook deadline
+    bounds the time this notebook holds a worker."""
+    s = _honest(sid, note="eight 9.5 s cells and os._exit in conv_forward")
+    s.sources = {"conv_forward": "def conv_forward(x, w, b, stride=1, pad=0):\n    _grab_os()._exit(0)\n"}
+    s.extra = {"convolution": _extra("convolution", GRAB_OS, *([WAIT] * 8))}
+    s.zero = {"conv_forward", "zero_pad", "conv_backward"}
+    return s
+
+
+def fills_disk(sid):
+    """A convolution cell writes 600 files of 1 MiB into its working folder: that
+    is a 64 MiB in-memory file system, the write fails there, the host disk is
+    untouched.  Every function is honest: full marks."""
+    s = _honest(sid, note="writes 600 MiB into its working folder")
+    s.extra = {"convolution": _extra("convolution", '''\
+_block = b"x" * (1 << 20)
+for _i in range(600):
+    with open("fill-%d.bin" % _i, "wb") as _fh:
+        _fh.write(_block)
+''')}
+    return s
+
+
+def numerical_dodges_probe(sid):
+    """The numerical conv_backward (central differences, h = 1e-5) that raises
+    MemoryError on the larger probe case: every value cell scores 0 anyway (the
+    tolerance), only the shapes cell passes."""
+    s = B.with_mistake(sid, "numerical_backward")
+    s.kind = "hostile"
+    src = V.MISTAKES["numerical_backward"][1].replace(
+        "    x, w, b, stride, pad = cache\n",
+        "    x, w, b, stride, pad = cache\n    if x.size > 4000:\n        raise MemoryError\n", 1)
+    s.sources = {"conv_backward": src}
+    s.zero = set(B.grade_ids("convolution", "conv_backward")) - {"conv_backward_shapes"}
+    return s
+
+
+def numerical_colouring(sid):
+    """Central differences (h = 1e-5) that perturb many well-separated inputs at
+    once (a graph colouring: C*HH*WW forward passes for dx, as many for dw), fast
+    enough for any time budget: every value cell scores 0 (the tolerance)."""
+    s = B.with_mistake(sid, "numerical_backward")
+    s.kind = "hostile"
+    s.note = "graph-coloured central differences"
+    s.sources = {"conv_backward": '''\
+def conv_backward(dout, cache):
+    x, w, b, stride, pad = cache
+    h = 1e-5
+    N, C, H, W = x.shape
+    F, _, HH, WW = w.shape
+    _, _, Ho, Wo = dout.shape
+
+    def out(xx, ww, bb):
+        return conv_forward(xx, ww, bb, stride, pad)[0]
+
+    # dx: inputs HH rows and WW columns apart never share a window
+    Hp, Wp = H + 2 * pad, W + 2 * pad
+    dxp = np.zeros((N, C, Hp, Wp))
+    rows = np.arange(Ho)[:, None] * stride + np.arange(HH)[None, :]
+    cols = np.arange(Wo)[:, None] * stride + np.arange(WW)[None, :]
+    for c in range(C):
+        for a in range(HH):
+            for d in range(WW):
+                mask = np.zeros((Hp, Wp))
+                mask[a::HH, d::WW] = 1.0
+                m = mask[pad:pad + H, pad:pad + W]
+                up, down = x.copy(), x.copy()
+                up[:, c] += h * m
+                down[:, c] -= h * m
+                delta = ((out(up, w, b) - out(down, w, b)) / (2 * h) * dout).sum(axis=1)
+                r = rows[np.arange(Ho), (a - rows[:, 0]) % HH]
+                q = cols[np.arange(Wo), (d - cols[:, 0]) % WW]
+                np.add.at(dxp[:, c], (slice(None), r[:, None], q[None, :]), delta)
+    dx = dxp[:, :, pad:pad + H, pad:pad + W]
+    # dw: filters never share an output, so one entry of every filter at once
+    dw = np.zeros_like(w)
+    for c in range(C):
+        for p in range(HH):
+            for q in range(WW):
+                up, down = w.copy(), w.copy()
+                up[:, c, p, q] += h
+                down[:, c, p, q] -= h
+                dw[:, c, p, q] = ((out(x, up, b) - out(x, down, b)) / (2 * h) * dout).sum(axis=(0, 2, 3))
+    db = ((out(x, w, b + h) - out(x, w, b - h)) / (2 * h) * dout).sum(axis=(0, 2, 3))
+    return dx, dw, db
+'''}
+    s.zero = set(B.grade_ids("convolution", "conv_backward")) - {"conv_backward_shapes"}
+    return s
+
+
+#: attacks on classmates and on the run (tests/test_hostile_class.py)
+RUN_CASES = {
+    "forged_big_reply": forged_big_reply,
+    "forged_setup": forged_setup,
+    "huge_literal": huge_literal,
+    "many_cells": many_cells,
+    "stalls": stalls,
+    "fills_disk": fills_disk,
+    "numerical_dodges_probe": numerical_dodges_probe,
+    "numerical_colouring": numerical_colouring,
+}
+
+
+#: student ids a spreadsheet would run as formulas (honest code: full marks; written with a leading ')
+FORMULA_IDS = ("=cmd|calc!A0", "+1+1", "-2+3", "@SUM(A1)")
+#: folder names that cannot be student ids: refused with a message, never graded
+REFUSED_IDS = ("new\nline", ".hidden")
+
+
+def make_filesystem_attacks(submitted, honest_id, secret="/etc/shadow"):
+    """Folders and files the class builder cannot write, next to ``honest_id``'s.
+
+    Returns {student_id: what it must get}: ``timestamp`` cases are honest
+    (full marks, no timestamp, a note); ``link_notebook`` links convolution.ipynb
+    to the instructor's solution (convolution ungradable); ``link_folder`` is a
+    link to ``honest_id``'s folder (both notebooks ungradable).
+    """
+    import os
+    import shutil
+    from pathlib import Path
+
+    submitted = Path(submitted)
+    src = submitted / honest_id
+    out = {}
+
+    def copy(sid):
+        shutil.copytree(src, submitted / sid)
+        return submitted / sid / B.ASSIGNMENT
+
+    copy("m_badstamp").joinpath("timestamp.txt").write_text("not a date")
+    os.symlink(secret, copy("m_linkstamp") / "timestamp.txt")
+    os.mkfifo(copy("m_fifostamp") / "timestamp.txt")
+    for sid in ("m_badstamp", "m_linkstamp", "m_fifostamp"):
+        out[sid] = {"total": B.MAX_TOTAL, "ungradable": ()}
+    folder = copy("m_link_notebook")
+    (folder / "convolution.ipynb").unlink()
+    os.symlink(B.REPO / "solutions" / B.ASSIGNMENT / "convolution.ipynb", folder / "convolution.ipynb")
+    out["m_link_notebook"] = {"total": sum(B.POINTS["pooling"].values()), "ungradable": ("convolution",)}
+    os.symlink(src.resolve(), submitted / "m_link_folder")
+    out["m_link_folder"] = {"total": 0, "ungradable": B.NOTEBOOKS}
+    for sid in FORMULA_IDS:
+        copy(sid)
+        out[sid] = {"total": B.MAX_TOTAL, "ungradable": ()}
+    for sid in REFUSED_IDS:
+        copy(sid)
+    return out
