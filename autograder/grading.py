@@ -389,12 +389,17 @@ def csv_text(value):
     return "'" + text if text.startswith(_FORMULA_START) else text
 
 
+def csv_rows(rows):
+    """Rows for a CSV file that a spreadsheet opens: text fields neutralised, numbers as they are."""
+    return [[v if _is_number(v) else csv_text(v) for v in row] for row in rows]
+
+
 def _write_csv(path, columns, rows):
     import io
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(columns)
-    writer.writerows([[v if _is_number(v) else csv_text(v) for v in row] for row in rows])
+    writer.writerows(csv_rows(rows))
     atomic_write(path, buf.getvalue())
 
 

@@ -46,7 +46,8 @@ def _run_json(out):
 
 
 def _gradebook_students(out):
-    con = sqlite3.connect(out / "gradebook.db")
+    """Student ids in nbgrader's gradebook, kept in the course folder (the one holding SUBMITTED)."""
+    con = sqlite3.connect(out.parent / "gradebook.db")
     try:
         return {r[0] for r in con.execute("SELECT id FROM student")}
     finally:
