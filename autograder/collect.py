@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 
 from . import checks, lms
 from .assignment import registered, unknown_message
+from .safeio import UnsafeFile, describe_mode, read_regular
 
 MAX_FILE_BYTES = 50 << 20
 MAX_SIDE_FILE_BYTES = 1 << 20
@@ -73,29 +74,15 @@ class _Item:
     notebook: str
 
 
-def _describe(mode):
-    if stat.S_ISLNK(mode):
-        return "a symbolic link"
-    if stat.S_ISFIFO(mode):
-        return "a FIFO (named pipe)"
-    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
-        return "a device"
-    if stat.S_ISSOCK(mode):
-        return "a socket"
-    return "not a regular file"
+_describe = describe_mode
 
 
 def _read_regular(path, limit):
-    """Bytes of a regular file, never through a link (O_NOFOLLOW), at most limit."""
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-    with os.fdopen(fd, "rb") as fh:
-        info = os.fstat(fh.fileno())
-        if not stat.S_ISREG(info.st_mode):
-            raise OSError(f"{path} is {_describe(info.st_mode)}")
-        data = fh.read(limit + 1)
-    if len(data) > limit:
-        raise OSError(f"{path} is larger than {limit >> 20} MiB")
-    return data
+    """Bytes of a regular file, never through a link, at most limit (OSError otherwise)."""
+    try:
+        return read_regular(path, limit)
+    except UnsafeFile as exc:
+        raise OSError(f"{path}: {exc}") from None
 
 
 def _folder_entries(source):

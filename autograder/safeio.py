@@ -19,14 +19,15 @@ import errno
 import os
 import stat
 
-__all__ = ["UnsafeFile", "open_regular", "read_regular", "check_inside"]
+__all__ = ["UnsafeFile", "open_regular", "read_regular", "check_inside", "describe_mode"]
 
 
 class UnsafeFile(ValueError):
     """The file is a link, not a regular file, or too large; the message says which."""
 
 
-def _describe(mode):
+def describe_mode(mode):
+    """What a file of this st_mode is, in words ('a symbolic link', 'a FIFO (named pipe)', ...)."""
     if stat.S_ISLNK(mode):
         return "a symbolic link"
     if stat.S_ISFIFO(mode):
@@ -51,7 +52,7 @@ def open_regular(path, max_bytes):
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
-            raise UnsafeFile(f"{os.path.basename(path)} is {_describe(st.st_mode)}; only regular files are read")
+            raise UnsafeFile(f"{os.path.basename(path)} is {describe_mode(st.st_mode)}; only regular files are read")
         if st.st_size > max_bytes:
             raise UnsafeFile(f"{os.path.basename(path)} is too large ({st.st_size} bytes; the limit is "
                              f"{max_bytes} bytes)")

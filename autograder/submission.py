@@ -25,7 +25,7 @@ import hashlib
 import json
 import os
 import re
-import stat
+import sys
 import warnings
 from dataclasses import dataclass, field
 
@@ -33,7 +33,7 @@ import nbformat
 
 from . import checks
 from .policy import ALLOWED_IMPORTS, parse_source, scan_imports
-from .safeio import UnsafeFile, read_regular
+from .safeio import UnsafeFile, open_regular, read_regular
 
 MAX_NOTEBOOK_BYTES = 50 << 20
 #: what the grader parses: a learner's code cell is at most this long, a notebook has at most this many
@@ -93,18 +93,17 @@ def content_sha256(path):
     from it, so an unchanged notebook gets the same inputs on every regrade.  Raises OSError
     when path is a link, not a regular file, or cannot be read.
     """
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
     try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise OSError(errno.EINVAL, "not a regular file", path)
+        fh = open_regular(path, sys.maxsize)
+    except UnsafeFile as exc:
+        raise OSError(errno.EINVAL, str(exc), path) from None
+    with fh:
         digest = hashlib.sha256()
         while True:
-            chunk = os.read(fd, 1 << 20)
+            chunk = fh.read(1 << 20)
             if not chunk:
                 return digest.hexdigest()
             digest.update(chunk)
-    finally:
-        os.close(fd)
 
 
 def load_source(path, notebook=None):
