@@ -17,7 +17,9 @@ output-size rule, the tie rule) is the one the exercises state:
 
 Two implementations of the convolution are kept: ``*_loops`` follow the
 definitions term by term (slow, easy to read, used to set time budgets), and
-the default ones use strided windows and einsum (fast).  Tests hold them equal.
+the default ones copy the windows into a matrix (im2col) and do one matrix
+product per pass (fast; chapter 9 of the book derives them piece by piece and
+times them against PyTorch).  Tests hold them equal.
 """
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
@@ -43,42 +45,71 @@ def _windows(xp, HH, WW, stride):
     return v[:, :, ::stride, ::stride]
 
 
+def _im2col(x, HH, WW, stride, pad, Ho, Wo):
+    """The windows of x (N, C, H, W), zero-padded, as the columns of a matrix.
+
+    Returns cols (C*HH*WW, N*Ho*Wo): row (c, u, v) is filter entry (c, u, v), column
+    (n, i, j) is the window of output (n, i, j). Built with HH*WW strided copies of whole
+    arrays, channels first, so that the rows come out in the order of w.reshape(F, -1).
+    """
+    N, C, H, W = x.shape
+    xp = np.zeros((C, N, H + 2 * pad, W + 2 * pad))
+    xp[:, :, pad:pad + H, pad:pad + W] = x.transpose(1, 0, 2, 3)
+    cols = np.empty((C, HH, WW, N, Ho, Wo))
+    for u in range(HH):
+        for v in range(WW):
+            cols[:, u, v] = xp[:, :, u:u + stride * Ho:stride, v:v + stride * Wo:stride]
+    return cols.reshape(C * HH * WW, N * Ho * Wo)
+
+
 def conv_forward(x, w, b, stride=1, pad=0):
-    """Cross-correlation layer; see the module docstring for shapes and cache."""
+    """Cross-correlation layer; see the module docstring for shapes and cache.
+
+    im2col, then one matrix product: out_mat (F, N*H'*W') = w_mat (F, C*HH*WW) @ cols.
+    """
     N, C, H, W = x.shape
     F, C2, HH, WW = w.shape
     if C != C2:
         raise ValueError(f"x has {C} channels but w expects {C2}")
     Ho, Wo = output_size(H, HH, stride, pad), output_size(W, WW, stride, pad)
-    win = _windows(zero_pad(x, pad), HH, WW, stride)[:, :, :Ho, :Wo]
-    out = np.einsum("nchwij,fcij->nfhw", win, w, optimize=True) + b[None, :, None, None]
+    out = w.reshape(F, -1) @ _im2col(x, HH, WW, stride, pad, Ho, Wo)
+    out += b[:, None]
+    out = np.ascontiguousarray(out.reshape(F, N, Ho, Wo).transpose(1, 0, 2, 3))
     return out, (x, w, b, stride, pad)
 
 
 def conv_transpose(dout, w, stride, pad, x_shape):
     """Adjoint of the x -> conv_forward(x, w, 0) map: the gradient dx (x_shape).
 
-    Every output position (n, f, i, j) scatters dout[n, f, i, j] * w[f] back
-    onto the window it was computed from; padding is cropped at the end.
+    One matrix product gives the gradient of every window, dcols = w_mat.T @ dout_mat;
+    col2im then adds each window's gradient back where the window was read from (HH*WW
+    strided additions: a pixel in several windows collects them all), and the padding
+    is cropped at the end.
     """
     N, C, H, W = x_shape
     F, _, HH, WW = w.shape
     _, _, Ho, Wo = dout.shape
-    dxp = np.zeros((N, C, H + 2 * pad, W + 2 * pad))
-    contrib = np.einsum("nfhw,fcij->nchwij", dout, w, optimize=True)
-    for i in range(HH):
-        for j in range(WW):
-            dxp[:, :, i:i + stride * Ho:stride, j:j + stride * Wo:stride] += contrib[..., i, j]
-    return dxp[:, :, pad:pad + H, pad:pad + W]
+    dout_mat = dout.transpose(1, 0, 2, 3).reshape(F, N * Ho * Wo)
+    dcols = (w.reshape(F, -1).T @ dout_mat).reshape(C, HH, WW, N, Ho, Wo)
+    dxp = np.zeros((C, N, H + 2 * pad, W + 2 * pad))
+    for u in range(HH):
+        for v in range(WW):
+            dxp[:, :, u:u + stride * Ho:stride, v:v + stride * Wo:stride] += dcols[:, u, v]
+    return np.ascontiguousarray(dxp[:, :, pad:pad + H, pad:pad + W].transpose(1, 0, 2, 3))
 
 
 def conv_backward(dout, cache):
-    """Gradients (dx, dw, db) of the cross-correlation layer, shaped like (x, w, b)."""
+    """Gradients (dx, dw, db) of the cross-correlation layer, shaped like (x, w, b).
+
+    dw_mat = dout_mat @ cols.T (one matrix product over every window of the batch),
+    db sums dout per filter, dx is conv_transpose (one product and col2im).
+    """
     x, w, b, stride, pad = cache
-    HH, WW = w.shape[2:]
+    F, _, HH, WW = w.shape
     Ho, Wo = dout.shape[2:]
-    win = _windows(zero_pad(x, pad), HH, WW, stride)[:, :, :Ho, :Wo]
-    dw = np.einsum("nchwij,nfhw->fcij", win, dout, optimize=True)
+    cols = _im2col(x, HH, WW, stride, pad, Ho, Wo)
+    dout_mat = dout.transpose(1, 0, 2, 3).reshape(F, -1)
+    dw = (dout_mat @ cols.T).reshape(w.shape)
     db = dout.sum(axis=(0, 2, 3))
     dx = conv_transpose(dout, w, stride, pad, x.shape)
     return dx, dw, db
