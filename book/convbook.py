@@ -1,5 +1,6 @@
 """Helpers shared by the pages of the book: rotating filters, drawing arrays as tables of
-numbers, animations that work offline.
+numbers, animations that work offline, the numerical gradient check, and the layers of
+chapter 8's network that the exercises do not grade (ReLU, affine, softmax loss).
 
 This module needs only NumPy and matplotlib (and IPython, which every Jupyter kernel has,
 for showing an animation), so a reader who downloads a page as a notebook can download
@@ -13,7 +14,8 @@ import matplotlib.pyplot as plt
 from matplotlib.patches import Rectangle
 
 __all__ = ["rot180", "dilate", "show_grid", "outline_windows", "animation_html",
-           "FONT", "SMALL"]
+           "FONT", "SMALL", "numerical_gradient", "rel_error", "relu_forward", "relu_backward",
+           "affine_forward", "affine_backward", "softmax_loss"]
 
 # Text sizes for figures drawn at about 8 inches wide and shown in a ~700 px column:
 # numbers in cells and titles stay readable at page scale.
@@ -120,3 +122,80 @@ def animation_html(anim, **kwargs):
     from IPython.display import HTML
 
     return HTML(_CDN_LINK.sub("", anim.to_jshtml(**kwargs)))
+
+# ----------------------------------------------------------------------------- checking
+# The gradient check of the course, the same code as the helper cell of the exercise
+# notebooks (and as the course's own package): a reader checks a layer with it.
+
+
+def numerical_gradient(f, x, dout=None, h=1e-5):
+    """Central-difference gradient of sum(f(x) * dout) with respect to x.
+
+    f maps the array x (any shape) to an array or a scalar; dout has the shape
+    of f(x) (ones when omitted).  x is perturbed in place and restored, so pass
+    an array you own.  Returns an array shaped like x.
+    """
+    x = np.asarray(x)
+    grad = np.zeros(x.shape, dtype=np.float64)
+    for i in np.ndindex(x.shape):
+        old = x[i]
+        x[i] = old + h
+        fp = np.asarray(f(x), dtype=np.float64)
+        x[i] = old - h
+        fm = np.asarray(f(x), dtype=np.float64)
+        x[i] = old
+        weight = 1.0 if dout is None else dout
+        grad[i] = np.sum((fp - fm) * weight) / (2 * h)
+    return grad
+
+
+def rel_error(a, b):
+    """max |a - b| scaled by the larger of max|a|, max|b| (0 when both are zero)."""
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    scale = max(np.max(np.abs(a), initial=0.0), np.max(np.abs(b), initial=0.0))
+    if scale == 0.0:
+        return 0.0
+    return float(np.max(np.abs(a - b), initial=0.0) / scale)
+
+
+# ----------------------------------------------------------------------------- layers
+# The layers of chapter 8's network that are not graded in the exercises (the graded
+# ones, conv_forward, conv_backward, maxpool_forward and maxpool_backward, are yours to
+# write). Same interface as the exercises: forward(...) -> (out, cache), backward(dout,
+# cache) -> gradients.
+
+
+def relu_forward(x):
+    """max(x, 0) elementwise; cache is x."""
+    return np.maximum(x, 0), x
+
+
+def relu_backward(dout, cache):
+    """Pass dout where the input was positive."""
+    return dout * (cache > 0)
+
+
+def affine_forward(x, w, b):
+    """x (N, ...) flattened to (N, D) times w (D, M) plus b (M,) -> (N, M)."""
+    out = x.reshape(x.shape[0], -1) @ w + b
+    return out, (x, w, b)
+
+
+def affine_backward(dout, cache):
+    """Gradients (dx, dw, db) of the affine layer, shaped like (x, w, b)."""
+    x, w, b = cache
+    dx = (dout @ w.T).reshape(x.shape)
+    dw = x.reshape(x.shape[0], -1).T @ dout
+    return dx, dw, dout.sum(axis=0)
+
+
+def softmax_loss(scores, y):
+    """Mean cross-entropy of softmax(scores (N, K)) for labels y (N,); returns (loss, dscores)."""
+    shifted = scores - scores.max(axis=1, keepdims=True)
+    logp = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+    N = scores.shape[0]
+    loss = -logp[np.arange(N), y].mean()
+    dscores = np.exp(logp)
+    dscores[np.arange(N), y] -= 1
+    return loss, dscores / N

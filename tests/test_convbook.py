@@ -103,3 +103,42 @@ def test_animation_html_drops_the_cdn_link(convbook):
     html = convbook.animation_html(anim).data
     plt.close(fig)
     assert "font-awesome" not in html.lower() and "<img" in html
+
+
+def _function_source(path, name):
+    source = Path(path).read_text(encoding="utf-8")
+    for node in ast.parse(source).body:
+        if isinstance(node, ast.FunctionDef) and node.name == name:
+            return ast.get_source_segment(source, node)
+    raise AssertionError(f"{path} defines no {name}()")
+
+
+@pytest.mark.parametrize("module, names", [
+    ("gradcheck.py", ["numerical_gradient", "rel_error"]),
+    ("reference.py", ["relu_forward", "relu_backward", "affine_forward", "affine_backward",
+                      "softmax_loss"]),
+])
+def test_public_copies_equal_the_course_package(module, names):
+    """Readers get these without the instructor's package; the copy must not drift."""
+    for name in names:
+        assert _function_source(CONVBOOK, name) == \
+            _function_source(ROOT / "autograder" / module, name), \
+            f"convbook.{name} differs from autograder/{module}; copy it again"
+
+
+def test_public_copies_compute_what_they_say(convbook):
+    rng = np.random.default_rng(3)
+    x, w, b = rng.normal(size=(4, 2, 3, 3)), rng.normal(size=(18, 5)), rng.normal(size=5)
+    out, cache = convbook.affine_forward(x, w, b)
+    dout = rng.normal(size=out.shape)
+    for k, g in enumerate(convbook.affine_backward(dout, cache)):
+        args = [x, w, b]
+        num = convbook.numerical_gradient(
+            lambda v: convbook.affine_forward(*(args[:k] + [v] + args[k + 1:]))[0],
+            args[k].copy(), dout)
+        assert convbook.rel_error(g, num) < 1e-8
+    z, y = rng.normal(size=(6, 4)), rng.integers(0, 4, size=6)
+    loss, dz = convbook.softmax_loss(z, y)
+    assert convbook.rel_error(dz, convbook.numerical_gradient(
+        lambda v: convbook.softmax_loss(v, y)[0], z.copy())) < 1e-7
+    assert convbook.rel_error(np.ones(3), np.ones(3) * (1 + 1e-3)) > 1e-4
