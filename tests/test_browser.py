@@ -352,7 +352,7 @@ def test_toc_pages_are_all_built(site):
     missing = [d for d in DOCNAMES if not (site / f"{d}.html").is_file()]
     assert not missing, f"pages of _toc.yml missing from the site: {missing}"
     chapters = [d for d in DOCNAMES if is_chapter(d)]
-    assert len(chapters) == 9, chapters
+    assert len(chapters) == 10, chapters
 
 
 def test_mathjax_is_served_locally(site):
