@@ -4,7 +4,8 @@
     python -m autograder [--assignment NAME] validate
     python -m autograder [--assignment NAME] collect SOURCE [--to submitted] [--lms NAME | --pattern REGEX] [--ids name|lms]
     python -m autograder [--assignment NAME] grade [SUBMITTED] [--out grading] [--student ID ...] [--regrade]
-                         [--course DIR] [--db URL] [--jobs N] [--lms-column NAME] [--no-progress]
+                         [--course DIR] [--db URL] [--jobs N] [--dask ADDRESS|local] [--lms-column NAME]
+                         [--no-progress]
     python -m autograder [--assignment NAME] export [--course DIR | --db URL] [--to FILE]
 
 Exit codes: 0 success; 1 the command ran and found a problem (stale release,
@@ -108,7 +109,7 @@ def cmd_grade(args):
         summary = grade_class(args.submitted, args.out, args.root, db_url=args.db, jobs=args.jobs,
                               regrade=args.regrade, progress=not args.no_progress, assignment=args.assignment,
                               students=args.student, course_dir=args.course, lms_column=args.lms_column,
-                              limits=limits)
+                              limits=limits, dask=args.dask)
     except GradingError as exc:
         return _fail(exc)
     why = summary["graded_why"]
@@ -237,6 +238,9 @@ def build_parser():
                         "holding SUBMITTED)")
     g.add_argument("--db", default=None, help="gradebook SQLAlchemy URL (default: sqlite:///COURSE/gradebook.db)")
     g.add_argument("--jobs", type=int, default=2, help="notebooks graded in parallel (default 2)")
+    g.add_argument("--dask", default=None, metavar="ADDRESS",
+                   help="grade each notebook as a task on the Dask scheduler at ADDRESS (tcp://host:8786), "
+                        "or 'local' for a local cluster of --jobs workers")
     g.add_argument("--lms-column", default=None, metavar="NAME",
                    help="the Canvas gradebook column of canvas_grades.csv, e.g. 'Homework 3 (123456)'")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")

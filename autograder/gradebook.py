@@ -110,6 +110,12 @@ def check_url(db_url):
     except ArgumentError as exc:
         raise GradebookUnavailable(f"'{db_url}' is not a database URL ({exc}); write it like "
                                    "sqlite:///path/gradebook.db or postgresql://user@host/database") from None
+    if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
+        folder = os.path.dirname(os.path.abspath(url.database))
+        try:
+            os.makedirs(folder, exist_ok=True)   # the course folder of a first run
+        except OSError as exc:
+            raise GradebookUnavailable(f"cannot create {folder} for the gradebook: {exc.strerror}") from None
     try:
         engine = create_engine(url)
     except NoSuchModuleError:

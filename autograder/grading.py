@@ -544,7 +544,7 @@ def _learners(submitted_dir, students, assignment):
 
 def grade_class(submitted_dir, out_dir, root, db_url=None, jobs=2, seed=None, regrade=False, progress=True,
                 limits=None, isolation=None, check_export=True, assignment=ASSIGNMENT, students=None,
-                course_dir=None, lms_column=None):
+                course_dir=None, lms_column=None, dask=None):
     """Grade the class's notebooks that need it; return a summary dict (also written to OUT/run.json).
 
     See the module docstring for the output files.  A notebook is graded when it has no
@@ -553,7 +553,9 @@ def grade_class(submitted_dir, out_dir, root, db_url=None, jobs=2, seed=None, re
     (those ids) asks for it.  nbgrader's files go to the course directory ``course_dir``
     (default: the folder that holds SUBMITTED, as in nbgrader's layout): the gradebook
     ``gradebook.db`` (unless ``db_url``) and ``autograded/``.  ``seed`` fixes the random
-    inputs (tests only); ``limits`` and ``isolation`` go to the sandbox.
+    inputs (tests only); ``limits`` and ``isolation`` go to the sandbox.  ``dask`` is the
+    address of a Dask scheduler, or ``"local"``, to grade each notebook as a task on its
+    workers (``autograder.cluster``); everything else stays in this process.
     """
     from tqdm import tqdm
     from . import autograded, gradebook
@@ -586,6 +588,13 @@ def grade_class(submitted_dir, out_dir, root, db_url=None, jobs=2, seed=None, re
         gradebook.check_url(db_url)
     except gradebook.GradebookUnavailable as exc:
         raise GradingError(str(exc)) from None
+    client = None
+    if dask:
+        from . import cluster
+        try:
+            client = cluster.connect(dask, jobs)
+        except cluster.ClusterError as exc:
+            raise GradingError(str(exc)) from None
 
     from . import sandbox
     mode = isolation or sandbox.isolation_mode()
@@ -605,9 +614,37 @@ def grade_class(submitted_dir, out_dir, root, db_url=None, jobs=2, seed=None, re
         return result
 
     failed = {}  # (student, notebook) -> what went wrong in the grader itself
+    digests = {}
+
+    def task(student, nb):
+        path = os.path.join(submitted_dir, student, assignment, nb + ".ipynb")
+        digests[(student, nb)] = current_hash(path)
+        return (student, nb), (os.path.abspath(path), nb, sources[nb], student_rng(seed_seq, student, nb),
+                               student, assignment, limits, isolation)
+
+    def arrived(key, result):
+        """Store a result that a worker sent back (or note why the cluster could not grade it)."""
+        if isinstance(result, BaseException):
+            failed[key] = f"the Dask cluster could not grade it: {type(result).__name__}: {checks._short(result)}"
+        else:
+            result["submission_sha256"] = digests[key]
+            try:
+                store_result(out_dir, result)
+                failed.pop(key, None)
+                if result["status"] == "error":
+                    failed[key] = result["reason"]
+            except OSError as exc:
+                failed[key] = f"could not store the result: {exc}"
+        bar.update(1)
+
     bar = tqdm(total=len(todo), disable=not progress, unit="notebook", desc="grading")
     try:
-        if jobs <= 1:
+        if client is not None:
+            cluster.grade_on_cluster(client, (task(s, nb) for s, nb, _why in todo), arrived)
+            if failed:  # once more, as a local run retries the grader's own failures
+                bar.total += len(failed)
+                cluster.grade_on_cluster(client, [task(s, nb) for s, nb in sorted(failed)], arrived)
+        elif jobs <= 1:
             for student, nb, _why in todo:
                 r = work(student, nb)
                 if r["status"] == "error":
@@ -627,7 +664,7 @@ def grade_class(submitted_dir, out_dir, root, db_url=None, jobs=2, seed=None, re
                     bar.update(1)
         # A failure of the grader itself (not of the learner's code) may be transient, such as
         # CPython 3.11's parser race between threads: retry those notebooks once, one at a time.
-        for s, nb in sorted(failed):
+        for s, nb in (sorted(failed) if client is None else ()):
             try:
                 r = work(s, nb)
             except Exception as exc:
@@ -639,6 +676,8 @@ def grade_class(submitted_dir, out_dir, root, db_url=None, jobs=2, seed=None, re
                 del failed[(s, nb)]
     finally:
         bar.close()
+        if client is not None:
+            cluster.close(client)
     errors = [f"{s}/{nb}: {reason}" for (s, nb), reason in sorted(failed.items())]
 
     results = _results_for(out_dir, found, spec.notebooks, assignment)
@@ -684,6 +723,7 @@ def grade_class(submitted_dir, out_dir, root, db_url=None, jobs=2, seed=None, re
         "limits": asdict(limits),
         "time_budget": {"factor": checks.BUDGET_FACTOR, "minimum_s": checks.MIN_BUDGET_S},
         "jobs": jobs,
+        "dask": dask,
         "regrade": bool(regrade),
         "course_dir": course_dir,
         "gradebook": _safe_url(db_url),
