@@ -55,11 +55,11 @@ def close(client):
         cluster.close()
 
 
-def grade_task(path, notebook, source, rng, student, assignment, limits, isolation):
+def grade_task(path, notebook, source, rng, student, assignment, limits, isolation, submitted_dir):
     """Runs on a worker: the result dict of one notebook (as grading.grade_notebook_file)."""
     from .grading import grade_notebook_file
     result = grade_notebook_file(path, notebook, source, rng, student, assignment, limits,
-                                 checks.DEFAULT_BUDGETS, isolation)
+                                 checks.DEFAULT_BUDGETS, isolation, submitted_dir=submitted_dir)
     try:
         from distributed import get_worker
         result["worker"] = str(get_worker().name)

@@ -620,7 +620,7 @@ def grade_class(submitted_dir, out_dir, root, db_url=None, jobs=2, seed=None, re
         path = os.path.join(submitted_dir, student, assignment, nb + ".ipynb")
         digests[(student, nb)] = current_hash(path)
         return (student, nb), (os.path.abspath(path), nb, sources[nb], student_rng(seed_seq, student, nb),
-                               student, assignment, limits, isolation)
+                               student, assignment, limits, isolation, os.path.abspath(submitted_dir))
 
     def arrived(key, result):
         """Store a result that a worker sent back (or note why the cluster could not grade it)."""
