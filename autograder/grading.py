@@ -468,10 +468,15 @@ def read_export(path, assignment=ASSIGNMENT):
 
 
 def verify_export(db_url, totals, out_dir, assignment=ASSIGNMENT):
-    """Export the gradebook with nbgrader and compare per-student scores with totals."""
+    """Export the gradebook with nbgrader's exporter and compare per-student scores with totals."""
+    from .gradebook import export_csv
     with tempfile.TemporaryDirectory(prefix="export-check-") as tmp:
         dest = os.path.join(tmp, "export.csv")
-        nbgrader_export(db_url, dest)
+        try:
+            export_csv(db_url, dest)
+        except Exception as exc:  # the gradebook's own failure, reported like nbgrader export's
+            raise GradingError(f"nbgrader's export of the gradebook failed: {type(exc).__name__}: "
+                               f"{checks._short(exc)}") from exc
         exported = read_export(dest, assignment)
     mismatched = sorted(s for s in totals if abs(exported.get(s, float("nan")) - totals[s]) > 1e-9
                         or s not in exported)
