@@ -1,6 +1,9 @@
 """The built book, driven in headless Chromium: every page of the table of contents loads
 cleanly, renders its math, shows its images and figures, and has working links and
-downloads. A full-page screenshot of each page goes to ci-artifacts/screenshots/.
+downloads. Every display equation fits the box it gets at 1280 and 1024 px (a wider one
+has a hidden right part), and at 390 px no page scrolls sideways. Full-page screenshots of
+each page (as loaded, and with every dropdown opened at each width) go to
+ci-artifacts/screenshots/.
 
 What CI needs (all from the project's own files):
 
@@ -123,6 +126,41 @@ class _Anchors(HTMLParser):
         for key, value in attrs:
             if key == "id" or (tag == "a" and key == "name"):
                 self.ids.add(value)
+
+
+class _HiddenInputCells(HTMLParser):
+    """Code cells whose source is folded away (tag hide-input), and whether each has an output."""
+
+    def __init__(self):
+        super().__init__()
+        self.stack = []          # for each open div: index into self.cells, or None
+        self.cells = []          # [has_output] per hide-input cell
+
+    def handle_starttag(self, tag, attrs):
+        if tag != "div":
+            return
+        classes = (dict(attrs).get("class") or "").split()
+        if "cell" in classes and "tag_hide-input" in classes:
+            self.cells.append(False)
+            self.stack.append(len(self.cells) - 1)
+            return
+        if "cell_output" in classes:
+            for idx in reversed(self.stack):
+                if idx is not None:
+                    self.cells[idx] = True
+                    break
+        self.stack.append(None)
+
+    def handle_endtag(self, tag):
+        if tag == "div" and self.stack:
+            self.stack.pop()
+
+
+def empty_code_bars(html_text):
+    """How many hide-input cells show nothing but a 'Show code cell source' bar."""
+    parser = _HiddenInputCells()
+    parser.feed(html_text)
+    return parser.cells.count(False)
 
 
 @functools.lru_cache(maxsize=None)
@@ -346,6 +384,182 @@ def test_page(docname, site, server, browser_context, shots):
         failures.append("a chapter needs at least one figure or animation")
 
     assert not failures, f"{docname}:\n" + "\n".join(failures)
+
+
+# --------------------------------------------------------------------------- widths
+
+# Window widths at which every display equation must fit its column whole, and the phone
+# width at which the page itself must not scroll sideways (a wide equation may scroll inside
+# its own box there, never the page).
+DESKTOP_WIDTHS = (1024, 1280)
+PHONE_WIDTH = 390
+SLACK_PX = 1.0          # sub-pixel rounding of layout boxes
+
+# Open every dropdown (practice answers) and every hidden input, so that what a reader can
+# open is measured too.
+OPEN_EVERYTHING = """
+() => {
+  for (const d of document.querySelectorAll('details')) d.open = true;
+  for (const e of document.querySelectorAll('.toggle-hidden')) e.classList.remove('toggle-hidden');
+  for (const b of document.querySelectorAll('button.toggle-button')) {
+    const target = b.closest('.admonition, .cell, .tag_hide-input, .tag_hide-output');
+    if (target) target.classList.remove('toggle-hidden');
+  }
+}
+"""
+
+# Every display equation: the width of the rendered formula against the width its own box
+# gets on the page. The theme lays out an equation and its number side by side (a flex row)
+# and lets the equation's box scroll, so a formula wider than that box has a hidden part.
+MEASURE_EQUATIONS = """
+() => {
+  const rows = [];
+  const containers = document.querySelectorAll('mjx-container[display="true"]');
+  for (const mjx of containers) {
+    const math = mjx.closest('div.math') || mjx.parentElement;
+    const formula = mjx.querySelector('svg') || mjx;
+    const fr = formula.getBoundingClientRect();
+    if (fr.width === 0 && fr.height === 0) continue;          // not laid out (display: none)
+    const st = getComputedStyle(mjx);
+    const available = mjx.clientWidth - parseFloat(st.paddingLeft) - parseFloat(st.paddingRight);
+    const eqno = math.querySelector('.eqno');
+    const label = eqno ? eqno.textContent.replace(/[^0-9.()]/g, '') : '';
+    const source = (mjx.getAttribute('aria-label') || math.getAttribute('id') || '')
+      || (math.textContent || '').trim();
+    rows.push({label, id: math.id || '', width: Math.round(fr.width),
+               available: Math.round(available), left: fr.left,
+               right: fr.right, box_right: math.getBoundingClientRect().right,
+               source: source.slice(0, 90)});
+  }
+  return rows;
+}
+"""
+
+PAGE_WIDTH = """
+() => ({inner: window.innerWidth,
+        doc: document.documentElement.scrollWidth,
+        body: document.body.scrollWidth,
+        wide: Array.from(document.querySelectorAll('main *')).filter(e => {
+                const r = e.getBoundingClientRect();
+                if (r.width === 0 || r.right <= window.innerWidth + 1) return false;
+                // an element inside a box that scrolls sideways does not widen the page
+                for (let a = e.parentElement; a; a = a.parentElement) {
+                  const ox = getComputedStyle(a).overflowX;
+                  if ((ox === 'auto' || ox === 'scroll' || ox === 'hidden') &&
+                      a.getBoundingClientRect().right <= window.innerWidth + 1) return false;
+                }
+                return true;
+              }).slice(0, 5).map(e => `${e.tagName.toLowerCase()}.${String(e.className).slice(0, 40)}`
+                                       + ` right=${Math.round(e.getBoundingClientRect().right)}`)})
+"""
+
+
+def too_wide(rows):
+    return [r for r in rows if r["width"] > r["available"] + SLACK_PX]
+
+
+def at_width(page, width):
+    """Resize the window and let the layout settle (MathJax's SVG needs no new typesetting)."""
+    page.set_viewport_size({"width": width, "height": 900})
+    page.evaluate("() => new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)))")
+
+
+@pytest.mark.parametrize("docname", DOCNAMES)
+def test_page_reads_at_every_width(docname, site, server, browser_context, shots):
+    """At 1280 and 1024 px no display equation is wider than the box it gets (its right part
+    would be hidden); at 390 px the page itself does not scroll sideways (an equation or a
+    code block may scroll inside its own box). One load per page, one full-page screenshot
+    per width, with every dropdown and folded cell opened so that they are measured too."""
+    page, facts, problems = visit(browser_context, server + f"{docname}.html", server)
+    failures = []
+    try:
+        page.evaluate(OPEN_EVERYTHING)
+        for width in DESKTOP_WIDTHS + (PHONE_WIDTH,):
+            at_width(page, width)
+            rows = page.evaluate(MEASURE_EQUATIONS)
+            if width in DESKTOP_WIDTHS:
+                bad = too_wide(rows)
+                if bad:
+                    failures.append(
+                        f"at {width} px, {len(bad)} of {len(rows)} display equations are wider "
+                        "than their box (split them into aligned lines, shorten names, or move "
+                        "conditions into the text):")
+                    failures += [f"  {r['label'] or r['id'] or '(unnumbered)'}: {r['width']} px"
+                                 f" > {r['available']} px  {r['source']}" for r in bad]
+            else:
+                widths = page.evaluate(PAGE_WIDTH)
+                scroll = max(widths["doc"], widths["body"])
+                if scroll > widths["inner"] + SLACK_PX:
+                    failures.append(f"at {width} px the page is {scroll} px wide and scrolls "
+                                    f"sideways; widest elements: {widths['wide']}")
+            page.screenshot(path=str(shots / f"{Path(docname).name}-{width}.png"), full_page=True)
+    finally:
+        page.close()
+    assert not failures, f"{docname}:\n" + "\n".join(failures)
+
+
+PLANTED = """<!doctype html><html><head><meta charset="utf-8">
+<script>window.MathJax = {{tex: {{inlineMath: [['$', '$']]}}}};</script>
+<script src="{base}_static/tex-svg-full.js"></script></head>
+<body><main><article style="width: 420px">
+<div class="math" id="equation-wide">\\[ {wide} \\]</div>
+<div class="math" id="equation-narrow">\\[ x \\star w \\]</div>
+</article>{extra}</main></body></html>"""
+WIDE_TEX = " + ".join(f"x_{{{i}}} w_{{{i}}}" for i in range(40))
+
+
+def planted_page(context, server, width, extra=""):
+    page = context.new_page()
+    page.set_viewport_size({"width": width, "height": 600})
+    page.set_content(PLANTED.format(base=server, wide=WIDE_TEX, extra=extra),
+                     wait_until="load", timeout=LOAD_TIMEOUT_MS)
+    assert page.evaluate(WAIT_FOR_MATHJAX), "MathJax did not start on the planted page"
+    return page
+
+
+def test_overflow_checks_catch_planted_problems(site, server, browser_context):
+    """The measurements can fail: a planted wide equation and a planted wide block are caught,
+    and the equation that fits is not flagged."""
+    page = planted_page(browser_context, server, 1280)
+    try:
+        rows = page.evaluate(MEASURE_EQUATIONS)
+    finally:
+        page.close()
+    by_id = {r["id"]: r for r in rows}
+    assert set(by_id) == {"equation-wide", "equation-narrow"}, rows
+    assert [r["id"] for r in too_wide(rows)] == ["equation-wide"], rows
+    assert by_id["equation-wide"]["width"] > 420 >= by_id["equation-narrow"]["available"]
+
+    page = planted_page(browser_context, server, PHONE_WIDTH,
+                        extra='<div style="width: 800px">a block wider than a phone</div>')
+    try:
+        widths = page.evaluate(PAGE_WIDTH)
+    finally:
+        page.close()
+    assert max(widths["doc"], widths["body"]) > widths["inner"], widths
+
+
+def test_no_empty_code_bars(site):
+    """A cell that only checks (asserts, prints nothing) is tagged remove-cell: tagged
+    hide-input, it leaves a 'Show code cell source' bar with nothing under it."""
+    bad = {}
+    for docname in DOCNAMES:
+        page = site / f"{docname}.html"
+        if page.is_file():
+            count = empty_code_bars(page.read_text(encoding="utf-8"))
+            if count:
+                bad[docname] = count
+    assert not bad, (f"hide-input cells without output (use remove-cell for checks): {bad}")
+
+
+def test_empty_code_bar_detection_can_fail():
+    cell = ('<div class="cell tag_hide-input docutils container">'
+            '<details class="hide above-input"><summary>Show code cell source</summary>'
+            '<div class="cell_input docutils container"><pre>assert 1</pre></div></details>%s</div>')
+    output = '<div class="cell_output docutils container"><div class="output">1</div></div>'
+    assert empty_code_bars(cell % "") == 1
+    assert empty_code_bars(cell % output) == 0
+    assert empty_code_bars('<div class="cell docutils container"></div>') == 0
 
 
 def test_toc_pages_are_all_built(site):
