@@ -59,7 +59,7 @@ from typing import Any
 import numpy as np
 from numpy.lib import format as npy_format
 
-from .policy import ALLOWED_IMPORTS, FORBIDDEN_HINTS, import_message
+from .policy import ALLOWED_IMPORTS, FORBIDDEN_HINTS, PARSE_LOCK, import_message
 from .proctree import LearnerGroup, cgroup_mode, remove_stale_groups
 from .safeio import open_regular
 
@@ -1055,7 +1055,8 @@ class LearnerProcess:
                     if budget["bytes"] + size > self.limits.job_bytes:
                         raise ValueError(f"the reply holds more than {self.limits.job_bytes >> 20} MiB of arrays")
                     budget["bytes"] += size
-                    arr = npy_format.read_array(fh, allow_pickle=False)
+                    with PARSE_LOCK:  # the .npy header is parsed by ast (not thread-safe on CPython 3.11)
+                        arr = npy_format.read_array(fh, allow_pickle=False)
             except (OSError, ValueError, EOFError) as exc:
                 return unreadable(f"an array the grader could not read ({exc})")
             if type(arr) is not np.ndarray or arr.dtype.kind not in "biufc" or arr.dtype.fields:
