@@ -195,13 +195,13 @@ def _make_group(kind, where, max_processes):
 
 
 def _pid_alive(pid):
+    """True while pid runs (a zombie, dead but not yet reaped, does not count)."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            state = fh.read().rpartition(b")")[2].split()[:1]
+    except OSError:
         return False
-    except PermissionError:
-        return True
-    return True
+    return state not in ([b"Z"], [b"X"])
 
 
 def _children(pid):
@@ -305,7 +305,8 @@ class LearnerGroup:
             todo.extend(_children(pid))
         if self._ns is not None:  # orphans re-parented inside the PID namespace stay in it
             for entry in os.listdir("/proc"):
-                if entry.isdigit() and int(entry) not in found and _ns_of(int(entry)) == self._ns:
+                if entry.isdigit() and int(entry) not in found and _ns_of(int(entry)) == self._ns \
+                        and _pid_alive(int(entry)):
                     found.add(int(entry))
         return sorted(found)
 

@@ -732,8 +732,9 @@ class LearnerProcess:
             "drop_uid": NOBODY if as_root else None,
             "limits": {"memory_bytes": int(lim.memory_bytes), "cpu_seconds": int(lim.cpu_seconds),
                        "output_bytes": int(lim.output_bytes), "open_files": int(lim.open_files),
-                       # the cgroup counts this learner's processes exactly; RLIMIT_NPROC counts the uid's
-                       "max_processes": int(lim.max_processes) + nproc_base},
+                       # RLIMIT_NPROC counts every process of the uid, other learners' too; where the
+                       # learner has a control group, its pids.max is the exact limit and this a backstop
+                       "max_processes": int(lim.max_processes) + nproc_base + (1024 if group.kind else 0)},
         }
         with open(os.path.join(job, "setup.json"), "w") as fh:
             json.dump(cfg, fh)

@@ -607,3 +607,34 @@ def test_the_sandbox_holds_only_python_and_numpy():
         assert got[program] in ("FileNotFoundError", "PermissionError"), got
     assert got["python trees"] == "", got
     assert got["network"] == "unreachable"
+
+
+def test_without_control_groups_strays_still_die(monkeypatch):
+    """Where no cgroup can be made, the learner's processes are found through the
+    sandbox's PID namespace (or as descendants) and killed after each call, and the
+    budgets are wall-clock times."""
+    from autograder import proctree
+    monkeypatch.setattr(proctree, "_LAYOUT", (None, None))
+    marker = f"{500 + uuid.uuid4().int % 1000}.{uuid.uuid4().int % 10**6:06d}"
+    src = cells(f"""
+        import os, sys
+        def fork_busy(x):
+            if os.fork() == 0:
+                os.setsid()
+                os.execv(sys.executable, [sys.executable, "-c", "while True: pass", "{marker}"])
+            return x * 2
+        def spin():
+            while True:
+                pass
+        """)
+    with LearnerProcess(src, limits=FAST, allowed_imports=WIDE) as proc:
+        assert not proc.cpu_accounting
+        proc.setup()
+        res = proc.call("fork_busy", (np.ones(2),), {}, budget_s=5)
+        assert res.status == "ok" and list(res.value) == [2.0, 2.0]
+        assert _processes_with(marker) == []
+        start = time.monotonic()
+        assert proc.call("spin", (), {}, budget_s=1).status == "timeout"
+        assert time.monotonic() - start < 1 + 3
+        assert proc.call("fork_busy", (np.ones(1),), {}, budget_s=5).status == "ok"
+    assert _processes_with(marker) == []
