@@ -174,7 +174,11 @@ def cmd_validate(args):
     found = _assignment_problems(args)
     for line in found:
         print(f"FAIL {line}")
-    code = 1 if found else 0
+    if found:
+        print(f"the notebooks of '{args.assignment}' disagree with its registered checks; fix the cells named "
+              "above (nbgrader's validation runs once they agree)", file=sys.stderr)
+        return 1
+    code = 0
     for folder, invert in ((SOURCE_DIRECTORY, False), (RELEASE_DIRECTORY, True)):
         paths = sorted(glob.glob(os.path.join(args.root, folder, args.assignment, "*.ipynb")))
         if not paths:

@@ -116,6 +116,8 @@ def render_student(spec, student, results, grades, learner=None):
     who = f"{_e(name)} (<code>{_e(student)}</code>)" if name else f"<code>{_e(student)}</code>"
     sections = "\n".join(_notebook_section(spec, results[nb], grades) for nb in spec.notebooks)
     late = _late_text(grades)
+    if not late and (learner or {}).get("late"):
+        late = f"Your {learner.get('lms', 'LMS').capitalize()} submission is marked late."
     late_html = f"<p class=\"late\">{_e(late)}</p>" if late else ""
     return f"""<!DOCTYPE html>
 <html lang="en">

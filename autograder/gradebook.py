@@ -246,7 +246,7 @@ def sync(db_url, spec, results, students=None, duedate=None, late=None, course_i
     """Write results ({student: {notebook: result}}) to the gradebook; return {student: StudentGrades}.
 
     students maps a student id to what collect recorded ({"first_name", "last_name",
-    "lms_user_id"}); duedate (str or datetime) sets the assignment's due date when
+    "lms_user_id", "timestamp": the submission time from timestamp.txt}); duedate (str or datetime) sets the assignment's due date when
     given; late is ``late_plugin(config)`` (default: nbgrader's default, no penalty).
     """
     students = students or {}
@@ -263,8 +263,8 @@ def sync(db_url, spec, results, students=None, duedate=None, late=None, course_i
             meta = {k: v for k, v in (students.get(student) or {}).items()
                     if k in ("first_name", "last_name", "lms_user_id", "email") and v}
             gb.update_or_create_student(student, **meta)
-            stamps = sorted(r.get("timestamp") for r in results[student].values() if r.get("timestamp"))
-            sub = gb.update_or_create_submission(spec.name, student, timestamp=stamps[-1] if stamps else None)
+            stamp = (students.get(student) or {}).get("timestamp")
+            sub = gb.update_or_create_submission(spec.name, student, timestamp=stamp or None)
             for notebook, result in sorted(results[student].items()):
                 scores = {c["grade_id"]: c for c in result.get("cells", [])}
                 for gid in spec.grade_ids(notebook):

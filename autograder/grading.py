@@ -75,7 +75,7 @@ GRADES_COLUMNS = ["student_id", "assignment", "notebook", "grade_id", "score", "
                   "auto_score", "manual_score"]
 # score: after the late penalty; raw_score: before it
 TOTALS_COLUMNS = ["student_id", "assignment", "score", "max_score", "raw_score", "late_penalty", "timestamp",
-                  "duedate", "seconds_late", "lms", "lms_user_id", "name"]
+                  "duedate", "seconds_late", "lms", "lms_user_id", "name", "lms_late"]
 
 
 class GradingError(Exception):
@@ -436,7 +436,8 @@ def write_reports(out_dir, spec, results, grades, learners=None, lms_column=None
         who = learners.get(student) or {}
         total_rows.append([student, spec.name, _fmt(g.score), _fmt(g.max_score), _fmt(g.raw_score),
                            _fmt(g.penalty), _iso(g.timestamp), _iso(g.duedate), _fmt(g.seconds_late),
-                           who.get("lms", ""), who.get("lms_user_id", ""), who.get("name", "")])
+                           who.get("lms", ""), who.get("lms_user_id", ""), who.get("name", ""),
+                           "yes" if who.get("late") else ""])
     _write_csv(os.path.join(out_dir, "grades.csv"), GRADES_COLUMNS, grade_rows)
     _write_csv(os.path.join(out_dir, "totals.csv"), TOTALS_COLUMNS, total_rows)
     lms.write_grade_files(out_dir, spec, grades, learners, lms_column)
@@ -542,9 +543,14 @@ def plan(spec, submitted_dir, out_dir, students, regrade=False, only=None):
 
 
 def _learners(submitted_dir, students, assignment):
-    """{student: what collect recorded next to the submission} (see autograder.collect.MANIFEST)."""
+    """{student: what collect recorded next to the submission (autograder.collect.MANIFEST), with the
+    submission time from nbgrader's timestamp.txt as it is now}."""
     from .collect import read_manifest
-    return {s: read_manifest(os.path.join(submitted_dir, s, assignment)) for s in students}
+    out = {}
+    for s in students:
+        folder = os.path.join(submitted_dir, s, assignment)
+        out[s] = dict(read_manifest(folder), timestamp=_read_timestamp(folder))
+    return out
 
 
 def grade_class(submitted_dir, out_dir, root, db_url=None, jobs=2, seed=None, regrade=False, progress=True,

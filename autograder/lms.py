@@ -158,15 +158,14 @@ class Blackboard(Preset):
     name = "blackboard"
     description = "<Assignment>_<username>_attempt_<YYYY-MM-DD-HH-MM-SS>_<file name> (Blackboard 'Assignment File Download')"
     _re = re.compile(r"^(?P<title>.+)_(?P<user>[^_/]+)_attempt_(?P<ts>\d{4}-\d\d-\d\d-\d\d-\d\d-\d\d)(?:_(?P<file>.+))?$")
+    _receipt = re.compile(r"^.+_[^_/]+_attempt_\d{4}-\d\d-\d\d-\d\d-\d\d-\d\d\.txt$")
 
     def __init__(self):
         self.names = {}
 
     def prepare(self, files):
         for path, read in files.items():
-            base = path.rsplit("/", 1)[-1]
-            m = self._re.match(base)
-            if not m or m.group("file") or not base.endswith(".txt"):
+            if not self._receipt.match(path.rsplit("/", 1)[-1]):
                 continue
             text = read().decode("utf-8", "replace")
             nm = re.search(r"^Name:\s*(?P<name>.+?)\s*\((?P<user>[^)]+)\)\s*$", text, re.MULTILINE)
@@ -292,11 +291,11 @@ def moodle_rows(spec, grades, learners):
         if who.get("lms") != "moodle" or not who.get("lms_user_id"):
             continue
         g = grades[student]
-        note = f"{_num(g.score)} / {_num(g.max_score)}"
+        note = f"{_num(g.score)} / {_num(spec.max_score())}"
         if g.penalty:
             note += f" after a late penalty of {_num(g.penalty)}"
         rows.append([f"Participant {who['lms_user_id']}", who.get("name") or student, _num(g.score),
-                     _num(g.max_score), note])
+                     _num(spec.max_score()), note])
     return rows
 
 
