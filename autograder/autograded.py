@@ -24,8 +24,8 @@ import os
 import nbformat
 
 from .nbgrader_config import AUTOGRADED_DIRECTORY, RELEASE_DIRECTORY
-
-MAX_NOTEBOOK_BYTES = 50 << 20
+from .safeio import read_regular
+from .submission import MAX_NOTEBOOK_BYTES
 
 STATUS_LINE = {"passed": "passed", "failed": "FAILED", "error": "ERROR", "timeout": "TIME LIMIT",
                "out-of-memory": "OUT OF MEMORY", "killed": "STOPPED", "ungradable": "NOT GRADED"}
@@ -67,21 +67,10 @@ def _learner_notebook(path):
     if not os.path.lexists(path):
         return None, "the notebook was not submitted"
     try:
-        data = _read_regular(path, MAX_NOTEBOOK_BYTES)
+        data = read_regular(path, MAX_NOTEBOOK_BYTES)
         return nbformat.reads(data.decode("utf-8"), as_version=4), None
     except Exception as exc:  # not readable as a notebook: show the release instead
         return None, f"the submitted notebook could not be read ({type(exc).__name__})"
-
-
-def _read_regular(path, max_bytes):
-    """The bytes of a regular file (never through a link), at most max_bytes."""
-    import stat
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-    with os.fdopen(fd, "rb") as fh:
-        info = os.fstat(fh.fileno())
-        if not stat.S_ISREG(info.st_mode) or info.st_size > max_bytes:
-            raise ValueError("not a regular file of a readable size")
-        return fh.read(max_bytes + 1)[:max_bytes]
 
 
 def build(spec, result, submitted_path, root):

@@ -549,7 +549,7 @@ def _learners(submitted_dir, students, assignment):
     out = {}
     for s in students:
         folder = os.path.join(submitted_dir, s, assignment)
-        out[s] = dict(read_manifest(folder), timestamp=_read_timestamp(folder))
+        out[s] = dict(read_manifest(folder), timestamp=read_timestamp(folder)[0])
     return out
 
 
