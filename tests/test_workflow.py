@@ -217,6 +217,7 @@ def test_release_and_validate_refuse_notebooks_that_disagree_with_the_checks(tmp
     assert "conv_forward_basic" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_an_assignment_is_graded_when_its_checks_are_registered(tmp_path):
     """A course adds an assignment without editing the grader: notebooks plus registered checks."""
     import numpy as np
@@ -308,6 +309,7 @@ def course(tmp_path_factory):
     return course
 
 
+@pytest.mark.slow
 def test_first_run_writes_nbgraders_files_in_the_course_folder(course):
     totals = _totals(course)
     assert float(totals["ngamy"]["score"]) == POOLING_MAX and float(totals["leebo"]["score"]) == 0.0
@@ -332,6 +334,7 @@ def test_first_run_writes_nbgraders_files_in_the_course_folder(course):
     assert "marked late" in page
 
 
+@pytest.mark.slow
 def test_a_resubmission_is_regraded_and_the_others_are_reused(course):
     keep = course / "grading" / "results" / "ngamy" / "cnn_layers" / "pooling.json"
     before = keep.stat().st_mtime_ns
@@ -347,6 +350,7 @@ def test_a_resubmission_is_regraded_and_the_others_are_reused(course):
     assert stored["submission_sha256"] == hashlib.sha256(SOLUTION["pooling"]).hexdigest()
 
 
+@pytest.mark.slow
 def test_one_student_is_regraded_on_request(course):
     proc = _grade(course, "--student", "ngamy")
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -355,6 +359,7 @@ def test_one_student_is_regraded_on_request(course):
     assert proc.returncode == 2 and "--student nobody" in proc.stderr and "ngamy" in proc.stderr
 
 
+@pytest.mark.slow
 def test_a_manual_score_survives_regrades_and_counts_everywhere(course):
     from nbgrader.api import Gradebook
     url = "sqlite:///" + str(course / "gradebook.db")
@@ -381,6 +386,7 @@ def test_a_manual_score_survives_regrades_and_counts_everywhere(course):
     assert exported["ngamy"] == POOLING_MAX - 1.5
 
 
+@pytest.mark.slow
 def test_nbgrader_generate_feedback_works_on_the_autograded_notebooks(course):
     proc = _nbgrader(course, "generate_feedback", "cnn_layers", "--force")
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
@@ -392,6 +398,7 @@ def test_nbgrader_generate_feedback_works_on_the_autograded_notebooks(course):
     assert "_maxpool_backward_case" not in text and "POOL_CASES" not in text
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method, extra", [
     ("none", 'c.LateSubmissionPlugin.penalty_method = "none"\n'),
     ("zero", 'c.LateSubmissionPlugin.penalty_method = "zero"\n'),
