@@ -6,6 +6,7 @@
     python -m autograder [--assignment NAME] grade [SUBMITTED] [--out grading] [--student ID ...] [--regrade]
                          [--course DIR] [--db URL] [--jobs N] [--dask ADDRESS|local] [--lms-column NAME]
                          [--no-progress]
+                         [--course-key FILE]
     python -m autograder [--assignment NAME] export [--course DIR | --db URL] [--to FILE]
 
 Exit codes: 0 success; 1 the command ran and found a problem (stale release,
@@ -109,7 +110,7 @@ def cmd_grade(args):
         summary = grade_class(args.submitted, args.out, args.root, db_url=args.db, jobs=args.jobs,
                               regrade=args.regrade, progress=not args.no_progress, assignment=args.assignment,
                               students=args.student, course_dir=args.course, lms_column=args.lms_column,
-                              limits=limits, dask=args.dask)
+                              limits=limits, dask=args.dask, course_key=args.course_key)
     except GradingError as exc:
         return _fail(exc)
     why = summary["graded_why"]
@@ -251,6 +252,9 @@ def build_parser():
     g.add_argument("--notebook-timeout", type=float, default=None, metavar="SECONDS",
                    help="wall-clock time one notebook may use in all, cells and calls together "
                         "(default 180)")
+    g.add_argument("--course-key", default=None, metavar="FILE",
+                   help="the secret course key the hidden inputs are derived from, made on first use "
+                        "(default: $AUTOGRADER_COURSE_KEY_FILE, else OUT/course.key)")
     g.set_defaults(func=cmd_grade)
 
     e = sub.add_parser("export", help="nbgrader export of the gradebook to CSV")

@@ -42,14 +42,21 @@ any point and started again finishes the class with nothing lost or counted
 twice.  The CSV files, feedback pages and gradebook are rebuilt from the
 stored results at the end of every run.
 
-The random inputs are drawn from a seed made from fresh entropy per run
-(``seed`` fixes it, for tests); it is written nowhere.
+Hidden inputs: each notebook's random inputs are drawn from a generator derived
+from the secret course key and the SHA-256 of the notebook's bytes
+(``notebook_rng``), so a regrade of an unchanged notebook reproduces every score
+and a changed notebook gets fresh inputs.  The key is a file made on first use
+with mode 0600: ``course_key`` (the CLI's ``--course-key``), else
+``$AUTOGRADER_COURSE_KEY_FILE``, else ``OUT/course.key``; it never reaches the
+learner's process.  ``seed`` replaces the key (tests only).
 """
 import csv
 import datetime as _dt
 import hashlib
 import json
 import os
+import secrets
+import stat
 import subprocess
 import sys
 import tempfile
@@ -211,15 +218,73 @@ def discover(submitted_dir, assignment=ASSIGNMENT, refused=None):
     return students
 
 
-def _student_key(student):
-    return int.from_bytes(hashlib.sha256(student.encode("utf-8")).digest()[:8], "little")
+COURSE_KEY_ENV = "AUTOGRADER_COURSE_KEY_FILE"
+COURSE_KEY_NAME = "course.key"
 
 
-def student_rng(seed_seq, student, notebook):
-    """A Generator for one student's notebook, derived from the run's seed."""
-    child = np.random.SeedSequence(entropy=seed_seq.entropy,
-                                   spawn_key=(_student_key(student), _student_key(notebook)))
-    return np.random.Generator(np.random.PCG64(child))
+def course_key_path(out_dir, path=None):
+    """Where the course key lives: path, else $AUTOGRADER_COURSE_KEY_FILE, else OUT/course.key."""
+    return path or os.environ.get(COURSE_KEY_ENV) or os.path.join(out_dir, COURSE_KEY_NAME)
+
+
+def load_course_key(path):
+    """The secret course key (bytes) stored at path, created (mode 0600) on first use.
+
+    The hidden inputs of a submission are derived from this key and the submission's
+    content, so they are secret (the key never reaches learner code, the repository or
+    the sandbox) and reproducible (same key, same notebook: same inputs, same score).
+    """
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0)
+    try:
+        fd = os.open(path, flags)
+    except FileNotFoundError:
+        folder = os.path.dirname(os.path.abspath(path))
+        os.makedirs(folder, exist_ok=True)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
+        except FileExistsError:  # another grader created it meanwhile: read theirs
+            return load_course_key(path)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(secrets.token_hex(32) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        return load_course_key(path)
+    except OSError as exc:
+        raise GradingError(f"{path}: the course key cannot be read ({exc.strerror}); it must be a regular file "
+                           f"(not a link) readable by the grader. Point {COURSE_KEY_ENV} or --course-key at the "
+                           "key file, or remove the path so that a new key is made (new hidden inputs)") from exc
+    try:
+        info = os.fstat(fd)
+        text = os.read(fd, 4096).decode("ascii", "replace").strip()
+    finally:
+        os.close(fd)
+    if not stat.S_ISREG(info.st_mode):
+        raise GradingError(f"{path}: the course key must be a regular file")
+    if info.st_mode & 0o077:
+        raise GradingError(f"{path}: the course key is readable by other users (mode {info.st_mode & 0o777:o}); "
+                           f"make it private with: chmod 600 {path}")
+    try:
+        key = bytes.fromhex(text)
+    except ValueError:
+        key = b""
+    if len(key) < 16:
+        raise GradingError(f"{path}: not a course key (expected at least 32 hexadecimal digits on one line). "
+                           "Restore the key from a backup, or delete the file so that a new key is made "
+                           "(new hidden inputs for every notebook)")
+    return key
+
+
+def notebook_rng(key, notebook, content_hash):
+    """The Generator of one submitted notebook's hidden inputs.
+
+    Derived from the secret course key and the hash of the notebook's bytes: an unchanged
+    notebook gets the same inputs (and so the same score) on every regrade, a changed one
+    gets fresh inputs, and nobody without the key can compute them.
+    """
+    material = hashlib.sha256(b"cnn-course-inputs\0" + key + b"\0" + notebook.encode("utf-8") + b"\0"
+                              + str(content_hash).encode("ascii", "replace")).digest()
+    entropy = int.from_bytes(material, "little")
+    return np.random.Generator(np.random.PCG64(np.random.SeedSequence(entropy)))
 
 
 # --------------------------------------------------------------------------- one notebook
@@ -334,9 +399,11 @@ def grade_notebook_file(path, notebook, source, rng, student="", assignment=ASSI
                 if cell.status != "ok":
                     result["setup"].append({"cell": cell.index, "status": cell.status,
                                             "message": checks._short(cell.message)})
+            labels = getattr(sub, "labels", None) or []
             for item in result["setup"][:10]:
-                result["notes"].append(f"code cell {item['cell'] + 1} (counting your code cells) did not run "
-                                       f"to the end ({item['status']}): {item['message']}")
+                where = (labels[item["cell"]] if 0 <= item["cell"] < len(labels)
+                         else f"code cell {item['cell'] + 1}")
+                result["notes"].append(f"{where} did not run to the end ({item['status']}): {item['message']}")
             verdicts = checks.grade_notebook(notebook, proc.call, rng, budgets, sub.ungradable)
         return _finish(result, verdicts)
     except Exception as exc:  # the grader failed on this notebook: record it, go on
@@ -555,7 +622,7 @@ def _learners(submitted_dir, students, assignment):
 
 def grade_class(submitted_dir, out_dir, root, db_url=None, jobs=2, seed=None, regrade=False, progress=True,
                 limits=None, isolation=None, check_export=True, assignment=ASSIGNMENT, students=None,
-                course_dir=None, lms_column=None, dask=None):
+                course_dir=None, lms_column=None, dask=None, course_key=None):
     """Grade the class's notebooks that need it; return a summary dict (also written to OUT/run.json).
 
     See the module docstring for the output files.  A notebook is graded when it has no
@@ -563,10 +630,11 @@ def grade_class(submitted_dir, out_dir, root, db_url=None, jobs=2, seed=None, re
     when the grader itself failed on it, or when ``regrade`` (everyone) or ``students``
     (those ids) asks for it.  nbgrader's files go to the course directory ``course_dir``
     (default: the folder that holds SUBMITTED, as in nbgrader's layout): the gradebook
-    ``gradebook.db`` (unless ``db_url``) and ``autograded/``.  ``seed`` fixes the random
-    inputs (tests only); ``limits`` and ``isolation`` go to the sandbox.  ``dask`` is the
-    address of a Dask scheduler, or ``"local"``, to grade each notebook as a task on its
-    workers (``autograder.cluster``); everything else stays in this process.
+    ``gradebook.db`` (unless ``db_url``) and ``autograded/``.  ``course_key`` is the path of
+    the course key file the hidden inputs are derived from (see ``course_key_path``);
+    ``seed`` replaces the key (tests only); ``limits`` and ``isolation`` go to the sandbox.
+    ``dask`` is the address of a Dask scheduler, or ``"local"``, to grade each notebook as a
+    task on its workers (``autograder.cluster``); everything else stays in this process.
     """
     from tqdm import tqdm
     from . import autograded, gradebook
@@ -610,7 +678,10 @@ def grade_class(submitted_dir, out_dir, root, db_url=None, jobs=2, seed=None, re
     from . import sandbox
     mode = isolation or sandbox.isolation_mode()
     limits = limits or sandbox.Limits()
-    seed_seq = np.random.SeedSequence(seed)
+    if seed is not None:
+        secret = f"seed:{seed}".encode("utf-8")
+    else:
+        secret = load_course_key(course_key_path(out_dir, course_key))
     budgets = checks.Budgets()
 
     todo, waiting = plan(spec, submitted_dir, out_dir, found, regrade, only)
@@ -618,7 +689,7 @@ def grade_class(submitted_dir, out_dir, root, db_url=None, jobs=2, seed=None, re
     def work(student, nb):
         path = os.path.join(submitted_dir, student, assignment, nb + ".ipynb")
         digest = current_hash(path)
-        result = grade_notebook_file(path, nb, sources[nb], student_rng(seed_seq, student, nb), student,
+        result = grade_notebook_file(path, nb, sources[nb], notebook_rng(secret, nb, digest), student,
                                      assignment, limits, budgets, isolation, submitted_dir=submitted_dir)
         result["submission_sha256"] = digest
         store_result(out_dir, result)
@@ -630,7 +701,8 @@ def grade_class(submitted_dir, out_dir, root, db_url=None, jobs=2, seed=None, re
     def task(student, nb):
         path = os.path.join(submitted_dir, student, assignment, nb + ".ipynb")
         digests[(student, nb)] = current_hash(path)
-        return (student, nb), (os.path.abspath(path), nb, sources[nb], student_rng(seed_seq, student, nb),
+        rng = notebook_rng(secret, nb, digests[(student, nb)])
+        return (student, nb), (os.path.abspath(path), nb, sources[nb], rng,
                                student, assignment, limits, isolation, os.path.abspath(submitted_dir))
 
     def arrived(key, result):

@@ -36,17 +36,43 @@ from dataclasses import dataclass
 
 __all__ = [
     "ALLOWED_IMPORTS",
+    "FROM_IMPORT_ONLY",
     "FORBIDDEN_HINTS",
     "Violation",
     "scan_imports",
     "import_message",
 ]
 
-#: Top-level modules learner code may import.
+#: Top-level modules that graded code (a graded function and the cells it depends on) may
+#: import.  Cells that no graded function depends on (scratch, plotting, timing) are not run
+#: for grading at all, so what they import does not matter.  Besides NumPy and the pure
+#: helpers of the standard library (math, itertools, functools, operator, collections,
+#: typing, numbers, dataclasses, string), these appear in real starter code and in honest
+#: learners' notebooks and compute none of the exercise's mathematics:
+#:
+#: ``builtins``
+#:     cs231n's ``layers.py`` starts with ``from builtins import range`` (and ``object``):
+#:     a Python 2 compatibility line that names the built-ins every cell already has.  Only
+#:     ``from builtins import NAME`` of public names is accepted; ``import builtins`` (the
+#:     module object, whose attributes can be replaced) stays refused.
+#: ``warnings``
+#:     ``warnings.filterwarnings`` / ``catch_warnings`` around a division or a cast.
+#: ``time``
+#:     timing a loop (``time.perf_counter()``); a slow function only costs its own budget.
+#: ``copy``
+#:     ``copy.deepcopy(cache)`` by learners careful not to modify their inputs.
+#: ``__future__`` (always)
+#:     a compiler directive (``from __future__ import annotations``), not a library.
+#:
+#: What computes the mathematics for the learner stays refused: see ``FORBIDDEN_HINTS``.
 ALLOWED_IMPORTS = frozenset({
     "numpy", "math", "itertools", "functools", "operator", "collections",
     "typing", "numbers", "dataclasses", "string",
+    "builtins", "warnings", "time", "copy",
 })
+
+#: Modules that may be imported only as ``from MODULE import NAME`` of public names.
+FROM_IMPORT_ONLY = frozenset({"builtins"})
 
 #: Always allowed: a compiler directive, not a library.
 _ALWAYS_ALLOWED = frozenset({"__future__"})
@@ -91,7 +117,6 @@ FORBIDDEN_HINTS = {
     "requests": "network access",
     "pickle": "a serializer that can run arbitrary code when loading",
     "marshal": "a serializer of code objects",
-    "builtins": "the interpreter's built-in namespace",
     "inspect": "introspection of the interpreter's frames",
     "gc": "introspection of the interpreter's objects",
     "code": "a way to run source code given as text",
@@ -193,11 +218,22 @@ def scan_imports(source: str, allowed=ALLOWED_IMPORTS) -> list[Violation]:
         line = getattr(node, "lineno", 0)
         if isinstance(node, ast.Import):
             for alias in node.names:
-                refuse_module(alias.name, line)
+                if alias.name.partition(".")[0] in FROM_IMPORT_ONLY:
+                    found.append(Violation(alias.name, line, (
+                        f"import {alias.name} is not allowed: graded code may only take names from it, "
+                        f"as in 'from {alias.name} import range'")))
+                else:
+                    refuse_module(alias.name, line)
         elif isinstance(node, ast.ImportFrom):
             if node.level:
                 found.append(Violation("." * node.level + (node.module or ""), line,
                                        "relative imports are not allowed in graded code"))
+            elif (node.module or "") in FROM_IMPORT_ONLY and node.module in allowed:
+                private = [a.name for a in node.names if a.name == "*" or a.name.startswith("_")]
+                if private:
+                    found.append(Violation(node.module, line, (
+                        f"from {node.module} import {private[0]} is not allowed: only public names "
+                        f"may be taken from {node.module}, as in 'from {node.module} import range'")))
             else:
                 refuse_module(node.module or "", line)
         elif isinstance(node, ast.Call):

@@ -1,30 +1,44 @@
-"""Read a submitted notebook into the learner's code cells, without running anything.
+"""Read a submitted notebook into the code the grader runs, without running anything.
 
 ``read_submission(path, source_notebook)`` returns a ``Submission``:
 
 ``cells``
-    the learner's code cells in notebook order: every code cell except the
-    graded test cells and the read-only ``helpers`` cell, recognised by the
-    SOURCE notebook's grade_ids, cell ids and contents.
+    the code the grader runs, in notebook order: the cells a graded function
+    depends on (below) and nothing else.  Graded test cells never run; the
+    read-only ``helpers`` cell runs as released, whatever the learner did to it.
+``labels``
+    one line per entry of ``cells`` naming where it came from in the learner's
+    notebook ("cell 7 (def conv_forward(x, w, b, stride=1, pad=0):)").
 ``notes``
     what the instructor (and the learner, in the feedback) should know: test
     cells edited or deleted (the originals stand: test cells are never run
     for grading), duplicated cell ids or grade_ids (every copy is kept, in
-    order), IPython magics skipped, forbidden imports.
+    order), IPython magics skipped, cells not run, forbidden imports.
 ``ungradable``
-    function name -> reason, for the graded functions whose cells will not be
-    run: no ``def NAME(`` anywhere ("function NAME is not defined"), or a
-    forbidden import (in the cell that defines it, or in any other cell,
-    which zeroes every function of the notebook).
+    function name -> reason, for the graded functions that cannot be graded:
+    never defined, or a forbidden import in code the function depends on (the
+    reason names the cell by its position and first line).
 ``reason``
     set when the whole notebook is ungradable (corrupt JSON, not a notebook,
     no cells); ``cells`` is then empty.
+
+What a graded function depends on.  A function needs the cell that defines it
+and, transitively, the cells that define the global names it reads (a helper,
+a constant, ``zero_pad``), in whatever order the learner ran them.  Only
+those cells run for grading, so a scratch, plotting or timing cell never costs
+a point, whatever it imports.  A name that a cell binds only by an import
+statement (``import numpy as np`` next to ``import matplotlib.pyplot as plt``
+in a setup cell) brings in that import statement alone, not the rest of the
+cell.  The import policy (``autograder.policy``) is applied to exactly what
+runs: a forbidden import zeroes the functions that depend on it, and only those.
 """
+import ast
 import errno
 import hashlib
 import json
 import os
 import re
+import symtable
 import sys
 import warnings
 from dataclasses import dataclass, field
@@ -32,7 +46,7 @@ from dataclasses import dataclass, field
 import nbformat
 
 from . import checks
-from .policy import ALLOWED_IMPORTS, parse_source, scan_imports
+from .policy import ALLOWED_IMPORTS, PARSE_LOCK, parse_source, scan_imports
 from .safeio import UnsafeFile, open_regular, read_regular
 
 MAX_NOTEBOOK_BYTES = 50 << 20
@@ -51,6 +65,7 @@ class Submission:
     ungradable: dict = field(default_factory=dict)
     reason: str = None
     functions: list = field(default_factory=list)
+    labels: list = field(default_factory=list)
 
     @property
     def gradable(self):
@@ -199,12 +214,12 @@ def read_submission(path, source, notebook=None, allowed=ALLOWED_IMPORTS):
 
     sub = Submission(notebook, functions=functions)
     seen_ids, seen_gids, seen_tests = {}, {}, set()
-    learner = []  # (index in notebook, source)
+    learner = []  # (position in the notebook, 1-based; source)
     for raw_cell in data.get("cells") or []:  # nbformat renames duplicated ids on reading
         cid = raw_cell.get("id") if isinstance(raw_cell, dict) else None
         if isinstance(cid, str):
             seen_ids[cid] = seen_ids.get(cid, 0) + 1
-    for cell in cells:
+    for position, cell in enumerate(cells, 1):
         cid, gid = cell.get("id"), _grade_id(cell)
         if gid:
             seen_gids[gid] = seen_gids.get(gid, 0) + 1
@@ -226,9 +241,9 @@ def read_submission(path, source, notebook=None, allowed=ALLOWED_IMPORTS):
                                  "for grading, the hidden checks are)")
             seen_tests.add(protected)
             if protected == HELPERS_ID:
-                learner.append(source.helpers)  # learner code may call the helpers; run the original
+                learner.append((position, source.helpers))  # learner code may call the helpers
             continue
-        learner.append(src)
+        learner.append((position, src))
 
     for gid in source.tests:
         if gid not in seen_tests:
@@ -240,37 +255,161 @@ def read_submission(path, source, notebook=None, allowed=ALLOWED_IMPORTS):
     if dup_gids:
         sub.notes.append("duplicated grade_ids: " + ", ".join(dup_gids[:10]) + "; every copy is kept, in order")
 
-    # the release imports numpy in a locked cell; a learner who deleted it is not punished
-    learner.insert(0, "import numpy as np")
     magic_cells = 0
-    for src in learner:
+    analysed = []
+    for position, src in learner:
         fixed, changed = _drop_magics(src)
         magic_cells += changed
-        sub.cells.append(fixed)
+        analysed.append(_analyse(position, fixed))
     if magic_cells:
         sub.notes.append(f"IPython magics or shell lines (% or !) were skipped in {magic_cells} cell(s)")
-
-    # graded functions that are never defined
-    for f in functions:
-        if not any(_def_pattern(f).search(src) for src in sub.cells):
-            sub.ungradable[f] = f"function {f} is not defined"
-
-    # forbidden imports: zero the functions of the cell, or of the notebook
-    kept = []
-    for k, src in enumerate(sub.cells):
-        found = [v for v in scan_imports(src, allowed) if getattr(v, "kind", "import") == "import"]
-        if not found:
-            kept.append(src)
-            continue
-        defines = [f for f in functions if _def_pattern(f).search(src)]
-        message = found[0].message
-        targets = defines or functions
-        where = (f"the cell defining {', '.join(defines)}" if defines else "a code cell")
-        sub.notes.append(f"forbidden import in {where}: {message}")
-        for f in targets:
-            sub.ungradable.setdefault(f, f"{message} (in {where})")
-        if defines:
-            continue  # the cell is not run; the other functions still are
-        kept.append(src)
-    sub.cells = kept
+    _select(sub, analysed, functions, allowed)
     return sub
+
+
+# --------------------------------------------------------------------------- what a function depends on
+
+#: Run before the learner's code: the release imports numpy in a locked cell, and a
+#: learner who deleted that cell is not punished for it.
+PRELUDE = "import numpy as np"
+PRELUDE_NAMES = frozenset({"np"})
+
+
+@dataclass
+class _Stmt:
+    binds: frozenset
+    reads: frozenset
+    source: str          # the statement alone (for an import statement taken without its cell)
+    is_import: bool
+
+
+@dataclass
+class _Cell:
+    position: int        # in the learner's notebook, 1-based, markdown cells included
+    source: str
+    stmts: list          # None when the cell does not parse
+    first_line: str
+
+    def label(self):
+        return f"cell {self.position} of the notebook ({self.first_line})"
+
+
+def _first_line(src):
+    for line in src.splitlines():
+        if line.strip():
+            text = line.strip()
+            return "`" + (text if len(text) <= 60 else text[:57] + "...") + "`"
+    return "empty"
+
+
+def _scope_names(src):
+    """(names bound, global names read) by the module-level code src, functions included."""
+    with PARSE_LOCK:  # symtable runs CPython's parser, which is not thread-safe on 3.11
+        top = symtable.symtable(src, "<cell>", "exec")
+    binds, reads = set(), set()
+    for sym in top.get_symbols():
+        if sym.is_assigned() or sym.is_imported():
+            binds.add(sym.get_name())
+        if sym.is_referenced():
+            reads.add(sym.get_name())
+    stack = list(top.get_children())
+    while stack:
+        table = stack.pop()
+        for sym in table.get_symbols():
+            if sym.is_global():
+                if sym.is_referenced():
+                    reads.add(sym.get_name())
+                if sym.is_declared_global() and sym.is_assigned():
+                    binds.add(sym.get_name())
+        stack.extend(table.get_children())
+    return frozenset(binds), frozenset(reads)
+
+
+def _analyse(position, src):
+    """Split a cell into its top-level statements, with the names each binds and reads."""
+    cell = _Cell(position, src, None, _first_line(src))
+    try:
+        tree = parse_source(src)
+        stmts = []
+        for node in tree.body:
+            text = ast.unparse(node)
+            binds, reads = _scope_names(text)
+            stmts.append(_Stmt(binds, reads, text, isinstance(node, (ast.Import, ast.ImportFrom))))
+        cell.stmts = stmts
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        cell.stmts = None
+    return cell
+
+
+def _closure(function, cells):
+    """(whole cells, {cell: import statements}) that function's definition reaches."""
+    binders = {}
+    for k, cell in enumerate(cells):
+        if cell.stmts is None:
+            # a cell that does not parse: it runs (and fails, which the feedback reports) only
+            # if it is where the function is written
+            if _def_pattern(function).search(cell.source):
+                binders.setdefault(function, []).append((k, None))
+            continue
+        for j, stmt in enumerate(cell.stmts):
+            for name in stmt.binds:
+                binders.setdefault(name, []).append((k, j))
+    whole, imports = set(), {}
+    seen, queue = set(), [function]
+    while queue:
+        name = queue.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        for k, j in binders.get(name, ()):
+            if j is None:
+                whole.add(k)
+                continue
+            stmt = cells[k].stmts[j]
+            if stmt.is_import:
+                imports.setdefault(k, set()).add(j)
+            else:
+                whole.add(k)
+                queue.extend(stmt.reads - seen)
+    return whole, imports, function in binders
+
+
+def _select(sub, cells, functions, allowed):
+    """Fill sub.cells, sub.labels and sub.ungradable from the analysed learner cells."""
+    needs = {}
+    for f in functions:
+        whole, imports, defined = _closure(f, cells)
+        if not defined:
+            sub.ungradable[f] = f"function {f} is not defined"
+            continue
+        refusal = None
+        for k in sorted(set(whole) | set(imports)):
+            code = cells[k].source if k in whole else "\n".join(cells[k].stmts[j].source
+                                                                 for j in sorted(imports[k]))
+            found = [v for v in scan_imports(code, allowed) if v.kind == "import"]
+            if found:
+                refusal = (f"{found[0].message} (in {cells[k].label()}, which {f} depends on)")
+                break
+        if refusal:
+            sub.ungradable[f] = refusal
+            sub.notes.append(f"{f} is not graded: {refusal}")
+            continue
+        needs[f] = (whole, imports)
+
+    sub.cells, sub.labels = [PRELUDE], ["the grader's own 'import numpy as np'"]
+    not_run = []
+    for k, cell in enumerate(cells):
+        if any(k in whole for whole, _ in needs.values()):
+            sub.cells.append(cell.source)
+            sub.labels.append(cell.label())
+            continue
+        wanted = sorted(set().union(*[imports.get(k, set()) for _, imports in needs.values()]))
+        if wanted:
+            sub.cells.append("\n".join(cell.stmts[j].source for j in wanted))
+            sub.labels.append(f"the import statements of {cell.label()}")
+        elif cell.source.strip():
+            not_run.append(cell.position)
+    if not_run:
+        listed = ", ".join(map(str, not_run[:20])) + (", ..." if len(not_run) > 20 else "")
+        sub.notes.append(f"not run for grading, since no graded function uses what they define (scratch, "
+                         f"plotting or timing cells; they cannot cost points): cell(s) {listed} of the notebook")

@@ -55,14 +55,29 @@ def test_corrupt_and_empty_notebooks_are_ungradable(tmp_path):
 def test_release_notebook_gives_learner_cells_without_tests():
     src = load_source(SOURCE["pooling"], "pooling")
     sub = read_submission(RELEASE["pooling"], src, "pooling")
-    assert sub.gradable and sub.notes == [] and sub.ungradable == {}
+    assert sub.gradable and sub.ungradable == {}
+    # the release's own "check your gradients" scratch cell is not run, and the feedback says so
+    (note,) = sub.notes
+    assert note.startswith("not run for grading, since no graded function uses what they define")
     joined = "\n".join(sub.cells)
     assert "def maxpool_forward(" in joined and "def maxpool_backward(" in joined
-    # the helper cell runs as released, whatever the learner did to it
-    assert joined.count("def numerical_gradient(") == 1 and src.helpers in sub.cells
+    assert "default_rng()" not in joined and "def numerical_gradient(" not in joined
     assert sub.cells[0] == "import numpy as np"  # numpy is there even if the import cell is deleted
+    assert len(sub.labels) == len(sub.cells) and sub.labels[-1].startswith("cell ")
     for test in src.tests.values():
         assert test.strip() not in joined
+
+
+@needs_notebooks
+def test_helper_cell_runs_as_released_when_a_function_uses_it(tmp_path):
+    nb = _nb("pooling", "release")
+    nb.cells[next(i for i, c in enumerate(nb.cells) if _gid(c) == "helpers")].source = "rel_error = None"
+    sol = next(c for c in nb.cells if _gid(c) == "maxpool_backward_solution")
+    sol.source = sol.source.replace('    """\n', '    """\n    assert rel_error(1.0, 1.0) == 0.0\n', 1)
+    sub = read_submission(_write(nb, str(tmp_path / "p.ipynb")), SOURCE["pooling"], "pooling")
+    src = load_source(SOURCE["pooling"], "pooling")
+    assert src.helpers in sub.cells and "rel_error = None" not in "\n".join(sub.cells)
+    assert any("the helper cell was edited" in n for n in sub.notes)
 
 
 @needs_notebooks
@@ -113,11 +128,25 @@ def test_missing_function_and_forbidden_imports(tmp_path):
     assert set(sub.ungradable) == {"conv_forward"} and "scipy" in sub.ungradable["conv_forward"]
     assert not any("def conv_forward(" in c for c in sub.cells)
 
+    # a scratch cell importing anything is not run and costs nothing
     nb = _nb("convolution")
-    nb.cells.append(nbformat.v4.new_code_cell("import torch"))
+    nb.cells.append(nbformat.v4.new_code_cell("import torch\nimport matplotlib.pyplot as plt\nplt.plot([1])"))
     sub = read_submission(_write(nb, str(tmp_path / "c.ipynb")), SOURCE["convolution"], "convolution")
-    assert set(sub.ungradable) == {"zero_pad", "conv_forward", "conv_backward"}
-    assert all("torch" in r for r in sub.ungradable.values())
+    assert sub.ungradable == {} and "import torch" not in "\n".join(sub.cells)
+    assert any(n.startswith("not run for grading") and f"{len(nb.cells)} of the notebook" in n
+               for n in sub.notes)
+
+    # ... unless a graded function uses what it defines: then that function only is refused,
+    # and the reason names the cell by its position and first line
+    nb = _nb("convolution")
+    nb.cells.append(nbformat.v4.new_code_cell("# my tools\nfrom scipy.signal import correlate\nk = 3"))
+    sol = next(c for c in nb.cells if _gid(c) == "conv_backward_solution")
+    sol.source = sol.source.replace('    """\n', '    """\n    _unused = (correlate, k)\n', 1)
+    sub = read_submission(_write(nb, str(tmp_path / "c.ipynb")), SOURCE["convolution"], "convolution")
+    assert set(sub.ungradable) == {"conv_backward"}
+    reason = sub.ungradable["conv_backward"]
+    assert "scipy" in reason and f"cell {len(nb.cells)} of the notebook (`# my tools`)" in reason
+    assert "correlate" not in "\n".join(sub.cells)
 
 
 @needs_notebooks
@@ -222,6 +251,9 @@ def graded_class(tmp_path_factory):
     (sub / "carol" / "cnn_layers" / "convolution.ipynb").write_text("{oops")
     pool = _nb("pooling")
     pool.cells.insert(0, nbformat.v4.new_code_cell("import torch"))
+    for c in pool.cells:  # both functions use it
+        if _gid(c) in ("maxpool_forward_solution", "maxpool_backward_solution"):
+            c.source = c.source.replace('    """\n', '    """\n    torch.set_grad_enabled(False)\n', 1)
     _write(pool, str(sub / "carol" / "cnn_layers" / "pooling.ipynb"))
     summary = grading.grade_class(str(sub), str(out), ROOT, jobs=2, seed=1, progress=False)
     return sub, out, summary

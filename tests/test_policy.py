@@ -34,12 +34,36 @@ HONEST = textwrap.dedent("""
 def test_allow_list_is_the_documented_one():
     assert ALLOWED_IMPORTS == frozenset({
         "numpy", "math", "itertools", "functools", "operator", "collections",
-        "typing", "numbers", "dataclasses", "string"})
+        "typing", "numbers", "dataclasses", "string",
+        "builtins", "warnings", "time", "copy"})
     assert not ALLOWED_IMPORTS & set(FORBIDDEN_HINTS)
     for name in ("torch", "jax", "jaxlib", "tensorflow", "autograd", "scipy", "sympy",
                  "theano", "mxnet", "paddle", "cupy", "numdifftools", "importlib",
-                 "ctypes", "subprocess", "os", "sys", "socket", "pickle", "builtins"):
+                 "ctypes", "subprocess", "os", "sys", "socket", "pickle"):
         assert FORBIDDEN_HINTS[name], name
+
+
+@pytest.mark.parametrize("source", [
+    "from builtins import range",                      # cs231n's layers.py, first line
+    "from builtins import range, object, zip",
+    "import warnings\nwarnings.filterwarnings('ignore')",
+    "import time\nt0 = time.perf_counter()",
+    "import copy\ncache = copy.deepcopy((1, 2))",
+    "from __future__ import print_function, division",
+    "from typing import Tuple",
+])
+def test_starter_code_and_honest_helpers_are_allowed(source):
+    assert scan_imports(source) == []
+
+
+@pytest.mark.parametrize("source, says", [
+    ("import builtins", "may only take names from it"),
+    ("from builtins import __import__", "only public names"),
+    ("from builtins import *", "only public names"),
+])
+def test_builtins_module_itself_stays_refused(source, says):
+    (v,) = scan_imports(source)
+    assert v.kind == "import" and says in v.message
 
 
 def test_honest_code_has_no_findings():
@@ -72,7 +96,7 @@ def test_other_refusals_name_the_library():
     (v,) = scan_imports("import os")
     assert v.hard and v.message.startswith("import os is not allowed: os is the operating-system")
     (v,) = scan_imports("import requests_cache")
-    assert v.hard and "only collections, dataclasses" in v.message and "numpy" in v.message
+    assert v.hard and "only builtins, collections, copy, dataclasses" in v.message and "numpy" in v.message
     (v,) = scan_imports("from . import helpers")
     assert v.hard and "relative" in v.message
     assert import_message("pickle").startswith("import pickle is not allowed: pickle is a serializer")

@@ -645,12 +645,14 @@ def maxpool_forward(x, pool=2, stride=2):
 
 
 def forbidden_import_cell(sid):
-    """``import scipy`` in a cell of its own: the notebook's functions are all
-    refused (the grader cannot tell which function uses it)."""
-    s = _honest(sid, note="import scipy in a cell of its own (pooling)")
+    """``import scipy`` in a cell of its own, which maxpool_forward uses: that
+    function is refused; maxpool_backward does not use it and is graded."""
+    s = _honest(sid, note="import scipy in a cell of its own, used by maxpool_forward (pooling)")
     s.extra = {"pooling": _extra("pooling", "import scipy\n")}
-    s.zero = {"maxpool_forward", "maxpool_backward"}
-    s.status = {g: "ungradable" for g in B.grade_ids("pooling")}
+    s.sources = {"maxpool_forward": V.correct_style("maxpool_forward", "vectorized").replace(
+        '"""\n', '"""\n    _library = scipy\n', 1)}
+    s.zero = {"maxpool_forward"}
+    s.status = {g: "ungradable" for g in B.grade_ids("pooling", "maxpool_forward")}
     return s
 
 
