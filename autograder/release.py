@@ -9,6 +9,7 @@ the source notebooks only, so releasing twice gives byte-identical files, and
 """
 import logging
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -89,13 +90,43 @@ def _read_tree(folder):
     return files
 
 
-def _normalise(data):
-    """Canonical bytes of a release notebook: no outputs, no execution counts."""
+#: A link to a page of the book in a source notebook: ``[text](book:03_backprop_2d)``, with an
+#: optional ``#anchor``.  The release turns it into the page's address on the published book.
+BOOK_LINK = re.compile(r"\]\(book:([A-Za-z0-9_\-]+)(#[A-Za-z0-9_\-]+)?\)")
+
+
+def book_url(root):
+    """The published book's base URL: ``html.baseurl`` of the book's _config.yml, ending in '/'."""
+    import yaml
+
+    path = os.path.join(root, "_config.yml")
+    try:
+        with open(path, encoding="utf-8") as fh:
+            config = yaml.safe_load(fh) or {}
+    except OSError as exc:
+        raise ReleaseError(f"{path}: cannot read the book's configuration ({exc.strerror})") from exc
+    url = ((config.get("html") or {}).get("baseurl") or "").strip()
+    if not re.match(r"^https?://[^/\s]+(/\S*)?$", url):
+        raise ReleaseError(f"{path}: html.baseurl is {url!r}; set it to the address where the book is "
+                           "published (e.g. https://your-course.example.org/cnn-book/): the exercise "
+                           "notebooks link the book's pages there")
+    return url if url.endswith("/") else url + "/"
+
+
+def link_book(text, base):
+    """text with every ``(book:PAGE#anchor)`` link turned into the page's published URL."""
+    return BOOK_LINK.sub(lambda m: f"]({base}book/{m.group(1)}.html{m.group(2) or ''})", text)
+
+
+def _normalise(data, base):
+    """Canonical bytes of a release notebook: no outputs, no execution counts, book links by URL."""
     nb = nbformat.reads(data.decode("utf-8"), as_version=4)
     for cell in nb.cells:
         if cell.cell_type == "code":
             cell.outputs = []
             cell.execution_count = None
+        elif cell.cell_type == "markdown":
+            cell.source = link_book(cell.source, base)
     text = nbformat.writes(nb)
     for marker in FORBIDDEN:
         if marker in text:
@@ -115,7 +146,8 @@ def generate(root, assignment=ASSIGNMENT):
         files = _read_tree(os.path.join(scratch, RELEASE_DIRECTORY, assignment))
     if not any(rel.endswith(".ipynb") for rel in files):
         raise ReleaseError(f"nbgrader produced no notebook for '{assignment}'")
-    return {rel: (_normalise(data) if rel.endswith(".ipynb") else data)
+    base = book_url(root)
+    return {rel: (_normalise(data, base) if rel.endswith(".ipynb") else data)
             for rel, data in files.items()}
 
 

@@ -352,7 +352,7 @@ MUTANTS = {
             return np.pad(x, pad)
     """),
     "conv_forward_flips_kernel": ("convolution.ipynb", "conv_forward", "conv_forward_basic",
-                                  "no kernel flip", """
+                                  "the kernel is flipped", """
         def conv_forward(x, w, b, stride=1, pad=0):
             N, C, H, W = x.shape
             F, _, HH, WW = w.shape
@@ -494,7 +494,7 @@ MUTANTS.update({
             return out, (x, pool, stride)
     """),
     "maxpool_backward_ties_to_all": ("pooling.ipynb", "maxpool_backward", "maxpool_backward_ties",
-                                     "sends it to every maximum",
+                                     "not to every maximum",
                                      pool_backward("dx[n, c, r:r + pool, s:s + pool] += "
                                                    "(win == win.max()) * dout[n, c, i, j]")),
     "maxpool_backward_ties_split": ("pooling.ipynb", "maxpool_backward", "maxpool_backward_ties",
@@ -506,7 +506,7 @@ MUTANTS.update({
                                   pool_backward("k = win.size - 1 - np.argmax(win.ravel()[::-1]); "
                                                 "p, q = divmod(k, pool); dx[n, c, r + p, s + q] += dout[n, c, i, j]")),
     "maxpool_backward_overwrites": ("pooling.ipynb", "maxpool_backward", "maxpool_backward_overlap",
-                                    "overlapping windows add up",
+                                    "use +=, not =",
                                     pool_backward("p, q = np.unravel_index(np.argmax(win), win.shape); "
                                                   "dx[n, c, r + p, s + q] = dout[n, c, i, j]")),
     "maxpool_backward_modifies_x": ("pooling.ipynb", "maxpool_backward",
