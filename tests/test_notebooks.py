@@ -169,6 +169,7 @@ def _course_copy(tmp_path):
     import shutil
     shutil.copytree(SOURCE, tmp_path / "solutions" / ASSIGNMENT)
     shutil.copytree(RELEASE, tmp_path / "exercises" / ASSIGNMENT)
+    shutil.copy(os.path.join(ROOT, "_config.yml"), tmp_path / "_config.yml")  # the book's address
     return tmp_path
 
 
