@@ -429,8 +429,10 @@ def os_exit_after_def(sid):
     """os._exit at the end of conv_forward's own cell: the process ends, the
     cell is skipped when it restarts, so conv_forward is never defined."""
     s = _honest(sid, note="os._exit in the cell that defines conv_forward")
-    s.sources = {"conv_forward": V.correct_style("conv_forward", "vectorized") + "\n\n_grab_os()._exit(3)\n"}
-    s.extra = {"convolution": _extra("convolution", GRAB_OS)}
+    # the exit is written in the cell itself: the grader runs the whole cell that defines a
+    # graded function, but not a cell the function does not use (where _grab_os would be)
+    s.sources = {"conv_forward": V.correct_style("conv_forward", "vectorized") + "\n\n" + GRAB_OS
+                 + "\n\n_grab_os()._exit(3)\n"}
     s.zero = {"conv_forward"}
     return s
 
