@@ -795,11 +795,12 @@ def forged_setup(sid):
     """A pooling cell forges the end of setup with ``names: 5``: the grader must not
     raise; the pooling process then breaks the protocol, so pooling scores 0."""
     s = _honest(sid, note="forged setup-done message with names: 5")
-    s.extra = {"pooling": _extra("pooling", FORGE_FRAMES + '''
+    # written in maxpool_forward's own cell: the grader runs the cells graded functions use
+    s.sources = {"maxpool_forward": V.correct_style("maxpool_forward", "vectorized") + "\n\n" + FORGE_FRAMES + '''
 
 _m = _frames_up(1)
 _m["chan"].send({"nonce": _m["nonce"], "op": "setup-done", "names": 5, "functions": 5})
-''', before="maxpool_backward_solution")}
+'''}
     s.zero = {"maxpool_forward", "maxpool_backward"}
     s.status = {g: ("killed", "timeout", "error") for g in B.grade_ids("pooling")}
     return s
