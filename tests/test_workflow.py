@@ -436,6 +436,30 @@ def test_late_work_under_each_penalty_method(course, method, extra):
     assert float(row["late_submission_penalty"]) == penalty and float(row["score"]) == raw - penalty
 
 
+@pytest.mark.slow
+def test_nbgrader_autograde_is_refused_and_our_scores_stay(course):
+    """The course's own nbgrader_config.py stops nbgrader autograde before it stores a score."""
+    from nbgrader.api import Gradebook
+    shutil.copy(REPO / "nbgrader_config.py", course / "nbgrader_config.py")
+    url = "sqlite:///" + str(course / "gradebook.db")
+
+    def auto_scores():
+        with Gradebook(url, course_id="cnn_backprop") as gb:
+            return {(s.student.id, g.name): g.auto_score for s in gb.assignment_submissions("cnn_layers")
+                    for nb in s.notebooks for g in nb.grades}
+    before = auto_scores()
+    proc = _nbgrader(course, "autograde", "cnn_layers", "--force")
+    assert proc.returncode != 0
+    assert "python -m autograder grade" in proc.stdout + proc.stderr
+    assert auto_scores() == before
+    # grade puts back the autograded/ notebooks nbgrader removed
+    proc = _grade(course)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "graded 0 notebook(s)" in proc.stdout
+    assert (course / "autograded" / "ngamy" / "cnn_layers" / "pooling.ipynb").is_file()
+    assert auto_scores() == before
+
+
 def test_moodle_grade_file_is_keyed_by_participant():
     from autograder.assignment import load
     from autograder.gradebook import CellGrade, StudentGrades
