@@ -1,12 +1,16 @@
 """Helpers shared by the pages of the book: rotating filters, drawing arrays as tables of
-numbers, animations that work offline, the numerical gradient check, and the layers of
-chapter 8's network that the exercises do not grade (ReLU, affine, softmax loss).
+numbers, animations that work offline, the numerical gradient check, the output-size rule,
+the layers that the exercises do not grade (ReLU, affine, softmax loss, average pooling),
+and `load_layers`, which hands a page the graded layers.
 
 This module needs only NumPy and matplotlib (and IPython, which every Jupyter kernel has,
 for showing an animation), so a reader who downloads a page as a notebook can download
 this file next to it and run the page. It holds no layer of the exercises: the graded
-functions are yours to write.
+functions (zero_pad, conv_forward, conv_backward, maxpool_forward, maxpool_backward) are
+yours to write. Put them in a file my_layers.py next to the page, and `load_layers` gives
+the page your functions.
 """
+import importlib
 import re
 
 import numpy as np
@@ -14,8 +18,9 @@ import matplotlib.pyplot as plt
 from matplotlib.patches import Rectangle
 
 __all__ = ["rot180", "dilate", "show_grid", "outline_windows", "animation_html",
-           "FONT", "SMALL", "numerical_gradient", "rel_error", "relu_forward", "relu_backward",
-           "affine_forward", "affine_backward", "softmax_loss"]
+           "FONT", "SMALL", "numerical_gradient", "rel_error", "output_size", "relu_forward",
+           "relu_backward", "affine_forward", "affine_backward", "softmax_loss",
+           "avgpool_forward", "avgpool_backward", "load_layers", "layers_used"]
 
 # Text sizes for figures drawn at about 8 inches wide and shown in a ~700 px column:
 # numbers in cells and titles stay readable at page scale.
@@ -159,11 +164,23 @@ def rel_error(a, b):
     return float(np.max(np.abs(a - b), initial=0.0) / scale)
 
 
+# The output-size rule of the exercise contract, the same code as the course's package
+# (tests hold the two equal): a reader needs it without that package.
+def output_size(size, k, stride=1, pad=0):
+    """Number of windows of width k that fit in size + 2*pad with the given stride."""
+    if stride < 1:
+        raise ValueError(f"stride must be a positive integer, got {stride}")
+    if size + 2 * pad < k:
+        raise ValueError(f"a window of {k} does not fit in {size} + 2*{pad}")
+    return (size + 2 * pad - k) // stride + 1
+
+
 # ----------------------------------------------------------------------------- layers
-# The layers of chapter 8's network that are not graded in the exercises (the graded
-# ones, conv_forward, conv_backward, maxpool_forward and maxpool_backward, are yours to
-# write). Same interface as the exercises: forward(...) -> (out, cache), backward(dout,
-# cache) -> gradients.
+# The layers that are not graded in the exercises: those of chapter 8's network and the
+# average pooling of chapter 7 (the graded ones, conv_forward, conv_backward,
+# maxpool_forward and maxpool_backward, are yours to write). They compute what the
+# course's own layers do, and tests hold them to it. Same interface as the exercises:
+# forward(...) -> (out, cache), backward(dout, cache) -> gradients.
 
 
 def relu_forward(x):
@@ -199,3 +216,80 @@ def softmax_loss(scores, y):
     dscores = np.exp(logp)
     dscores[np.arange(N), y] -= 1
     return loss, dscores / N
+
+
+def avgpool_forward(x, pool=2, stride=2):
+    """Mean over pool x pool windows: x (N, C, H, W) -> out (N, C, H', W'); cache (x, pool, stride)."""
+    rows = output_size(x.shape[2], pool, stride)
+    cols = output_size(x.shape[3], pool, stride)
+    total = np.zeros(x.shape[:2] + (rows, cols))
+    for a in range(pool):            # entry (a, c) of every window at once
+        for c in range(pool):
+            total += x[:, :, a:a + stride * rows:stride, c:c + stride * cols:stride]
+    return total / (pool * pool), (x, pool, stride)
+
+
+def avgpool_backward(dout, cache):
+    """Spread each dout entry evenly over its window: dx like x."""
+    x, pool, stride = cache
+    rows, cols = dout.shape[2:]
+    dx = np.zeros(x.shape)
+    for a in range(pool):            # entry (a, c) of every window gets dout / pool^2
+        for c in range(pool):
+            dx[:, :, a:a + stride * rows:stride, c:c + stride * cols:stride] += dout / (pool * pool)
+    return dx
+
+
+# ----------------------------------------------------------------------------- your layers
+# The pages call the graded layers through load_layers: yours, from my_layers.py next to
+# the page, when you run a page; the course's reference layers when the book is built.
+
+YOURS = "yours, from my_layers.py"
+REFERENCE = "the course's reference layers"
+_used = None
+
+
+def load_layers(*names):
+    """The functions `names` (e.g. "conv_forward", "conv_backward") for a page to call.
+
+    Taken from my_layers.py next to the page (the folder the notebook runs in) when there
+    is one; else from the course's reference layers, which only the book's build has.
+    All come from the same place: a my_layers.py that lacks one of them is an error, not
+    a silent mix. Returns the function for one name, a tuple in the order asked for more.
+    `layers_used()` says afterwards which place they came from.
+    """
+    global _used
+    if not names or not all(isinstance(n, str) and n.isidentifier() for n in names):
+        raise TypeError(f"load_layers takes function names as strings, e.g. "
+                        f"load_layers('conv_forward', 'conv_backward'); got {names!r}")
+    wanted = ", ".join(names)
+    try:
+        module = importlib.import_module("my_layers")
+        used = YOURS
+    except ModuleNotFoundError as missing:
+        if missing.name != "my_layers":
+            raise                   # my_layers.py exists but imports something missing
+        try:
+            module = importlib.import_module("autograder.reference")
+            used = REFERENCE
+        except ModuleNotFoundError:
+            raise ModuleNotFoundError(
+                f"this page runs on your own {wanted} from the exercises: save them in a "
+                f"file my_layers.py next to this notebook (with the imports they need, such "
+                f"as 'import numpy as np') and run the page again; chapter 8, 'Try it with "
+                f"your own layers', shows how", name="my_layers") from None
+    lacking = [n for n in names if not callable(getattr(module, n, None))]
+    if lacking:
+        raise ImportError(
+            f"{module.__file__} defines no function {', '.join(lacking)}; this page needs "
+            f"{wanted} from it: add {'it' if len(lacking) == 1 else 'them'} and run the page "
+            f"again", name=module.__name__)
+    _used = used
+    functions = tuple(getattr(module, n) for n in names)
+    return functions[0] if len(functions) == 1 else functions
+
+
+def layers_used():
+    """Where the last `load_layers` call took the layers from: "yours, from my_layers.py"
+    or "the course's reference layers" (None before any call)."""
+    return _used

@@ -384,6 +384,11 @@ def run_page(name, cells):
     import matplotlib.pyplot as plt
     saved_path = list(sys.path)
     sys.path.insert(0, str(BOOK))
+    # Pages take the graded layers through convbook.load_layers, which imports the
+    # instructor's package itself: the same refusing stand-ins answer it there.
+    instructor = ("autograder", "autograder.reference", "my_layers")
+    saved_modules = {m: sys.modules.pop(m) for m in instructor if m in sys.modules}
+    sys.modules.update({m: _InstructorOnly(m) for m in instructor[:2]})
     try:
         for k, cell in enumerate(cells):
             try:
@@ -403,6 +408,9 @@ def run_page(name, cells):
             plt.close("all")
     finally:
         sys.path[:] = saved_path
+        for m in instructor:
+            sys.modules.pop(m, None)
+        sys.modules.update(saved_modules)
     functions = {}
     for key, value in list(namespace.items()):
         if isinstance(value, types.FunctionType) and value.__code__.co_filename == filename:
@@ -765,7 +773,8 @@ def _route(g, img, k, s):
 }
 
 # What the pages may keep: the same ideas narrowed to one image and one channel, a layer
-# that calls the instructor's reference, and pieces without the padded, batched assembly.
+# that calls the instructor's reference (imported, or handed over by convbook.load_layers),
+# and pieces without the padded, batched assembly.
 PLANTED_NARROW = '''
 ```{code-cell} ipython3
 import numpy as np
@@ -777,6 +786,17 @@ def one_image(x2d, w2d, b0, stride=1):
 
 def calls_the_reference(x, w, b, stride, pad):
     return conv_forward(x, w, b, stride, pad)
+```
+
+```{code-cell} ipython3
+from convbook import load_layers
+conv_backward = load_layers("conv_backward")
+
+def dx_through_load_layers(dout, cache):
+    return conv_backward(dout, cache)[0]
+```
+
+```{code-cell} ipython3
 
 def im2col(xp, HH, WW, stride):
     C, Hp, Wp = xp.shape
@@ -803,7 +823,8 @@ def test_planted_functional_leak_is_caught(graded, contract_cases):
 def test_narrow_code_is_not_a_functional_leak(contract_cases):
     cells = code_cells(PLANTED_NARROW)
     functions, unparsed = run_page("narrow.md", cells)
-    assert not unparsed and set(functions) >= {"one_image", "calls_the_reference", "im2col"}
+    assert not unparsed and set(functions) >= {"one_image", "calls_the_reference", "im2col",
+                                               "dx_through_load_layers"}
     findings, _ = functional_leaks([("narrow.md", cells)], contract_cases)
     assert findings == [], findings
 

@@ -1,7 +1,8 @@
-"""Chapter 8 invites readers to run the page on their own layers. They have the page, the
-book's public helpers (book/convbook.py), NumPy, matplotlib and scikit-learn, and the four
-functions they wrote in the exercises, but not the instructor's package. These tests hold
-the page to that: its imports, and a run of the page on a learner's layers."""
+"""Readers run the book's pages on their own layers (chapter 8 says how). They have the
+page, the book's public helpers (book/convbook.py), NumPy, matplotlib and scikit-learn, and
+the functions they wrote in the exercises, but not the instructor's package. These tests
+hold the pages to that: no page imports the instructor's package, every page that calls a
+graded layer gets it from convbook.load_layers, and chapter 8 runs on a learner's layers."""
 import ast
 import json
 import re
@@ -16,6 +17,10 @@ BOOK = ROOT / "book"
 PAGE = BOOK / "08_small_cnn.md"
 SOLUTIONS = ROOT / "solutions" / "cnn_layers"
 GRADED = ("conv_forward", "conv_backward", "maxpool_forward", "maxpool_backward")
+# What the pages may only get through load_layers: the graded functions (zero_pad too) and
+# the loop versions of the convolution, which compute the same answers.
+YOURS = GRADED + ("zero_pad", "conv_forward_loops", "conv_backward_loops")
+PAGES = sorted(BOOK.glob("*.md"))
 READER_HAS = {"numpy", "matplotlib", "sklearn", "scipy", "IPython", "time", "convbook",
               "my_layers"}   # scipy comes with scikit-learn
 
@@ -48,11 +53,64 @@ def page_imports(markdown):
     return found
 
 
+def loaded_and_used(markdown):
+    """(names bound from a load_layers(...) call, names bound otherwise, names read) over
+    the code cells of a page."""
+    loaded, bound, used = set(), set(), set()
+    for cell in code_cells(markdown):
+        tree = ast.parse(cell)
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Assign):
+                targets = {t.id for tgt in node.targets for t in ast.walk(tgt)
+                           if isinstance(t, ast.Name)}
+                call = node.value
+                if (isinstance(call, ast.Call) and isinstance(call.func, ast.Name)
+                        and call.func.id == "load_layers"):
+                    loaded |= targets
+                else:
+                    bound |= targets
+            elif isinstance(node, (ast.FunctionDef, ast.ImportFrom, ast.Import)):
+                bound |= ({node.name} if isinstance(node, ast.FunctionDef)
+                          else {a.asname or a.name for a in node.names})
+            elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load):
+                used.add(node.id)
+    return loaded, bound, used
+
+
 def test_chapter_8_imports_only_what_a_reader_has():
     found = page_imports(PAGE.read_text(encoding="utf-8"))
     outside = {m for m, fallback in found if not fallback} - READER_HAS
     assert not outside, f"chapter 8 needs {sorted(outside)}, which a reader does not have"
-    assert ("my_layers", False) in found, "chapter 8 does not take the reader's layers"
+    loaded, _, _ = loaded_and_used(PAGE.read_text(encoding="utf-8"))
+    assert set(GRADED) <= loaded, "chapter 8 does not take the graded layers from load_layers"
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
+def test_no_page_imports_the_instructors_package(page):
+    """Every code cell counts, hidden or not: a reader who downloads the page gets them all.
+    The one fallback to the course's layers lives in convbook.load_layers."""
+    found = page_imports(page.read_text(encoding="utf-8"))
+    assert not [m for m, _ in found if m == "autograder"], \
+        f"{page.name} imports from autograder; take the layers with convbook.load_layers"
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
+def test_pages_take_the_graded_layers_from_load_layers(page):
+    loaded, bound, used = loaded_and_used(page.read_text(encoding="utf-8"))
+    needed = (used & set(YOURS)) - loaded
+    assert not needed, f"{page.name} calls {sorted(needed)} without load_layers"
+    assert not (bound & set(YOURS)), \
+        f"{page.name} defines or imports {sorted(bound & set(YOURS))} itself"
+
+
+def test_page_scans_can_fail():
+    page = ("```{code-cell} ipython3\nfrom convbook import load_layers\n"
+            "conv_forward = load_layers('conv_forward')\n"
+            "def zero_pad(x, p):\n    return x\n"
+            "out = conv_backward(conv_forward(1, 2, 3), zero_pad(1, 2))\n```\n")
+    loaded, bound, used = loaded_and_used(page)
+    assert loaded == {"conv_forward"} and "zero_pad" in bound
+    assert (used & set(YOURS)) - loaded == {"conv_backward", "zero_pad"}
 
 
 def test_import_scan_can_fail():
@@ -78,18 +136,41 @@ def _learner_layers():
     return "\n\n".join(parts)
 
 
-@pytest.mark.slow
-def test_chapter_8_runs_on_a_learners_layers(tmp_path):
-    """Download the page and convbook.py, add my_layers.py, run: every cell, every assert."""
+def _run_as_reader(page, folder):
+    """Run a downloaded page the way a reader does: the page, convbook.py and a my_layers.py
+    with the learner's layers in one folder, and no course package (a first cell makes any
+    import of it fail). Returns the executed notebook, with a last cell that printed where
+    load_layers took the layers from."""
     import jupytext
     from nbclient import NotebookClient
 
-    shutil.copy(PAGE, tmp_path / PAGE.name)
-    shutil.copy(BOOK / "convbook.py", tmp_path / "convbook.py")
-    (tmp_path / "my_layers.py").write_text(_learner_layers(), encoding="utf-8")
-    nb = jupytext.read(tmp_path / PAGE.name)
+    shutil.copy(page, folder / page.name)
+    shutil.copy(BOOK / "convbook.py", folder / "convbook.py")
+    (folder / "my_layers.py").write_text(_learner_layers(), encoding="utf-8")
+    nb = jupytext.read(folder / page.name)
+    cell = lambda source: jupytext.reads(source, fmt="py:percent").cells[0]  # noqa: E731
+    nb.cells.insert(0, cell("import sys\nsys.modules['autograder'] = None   # a reader has no course package\n"))
+    nb.cells.append(cell("from convbook import layers_used\nprint(layers_used())\n"))
     NotebookClient(nb, timeout=600, kernel_name="python3",
-                   resources={"metadata": {"path": str(tmp_path)}}).execute()
-    first = next(c for c in nb.cells if c.cell_type == "code" and "my_layers" in c.source)
-    said = "".join(o.get("text", "") for o in first.outputs)
-    assert "yours, from my_layers.py" in said, said
+                   resources={"metadata": {"path": str(folder)}}).execute()
+    return nb
+
+
+def _said(cell):
+    return "".join(o.get("text", "") for o in cell.outputs)
+
+
+@pytest.mark.slow
+def test_chapter_8_runs_on_a_learners_layers(tmp_path):
+    """Download the page and convbook.py, add my_layers.py, run: every cell, every assert."""
+    nb = _run_as_reader(PAGE, tmp_path)
+    first = next(c for c in nb.cells if c.cell_type == "code" and "load_layers(" in c.source)
+    assert "yours, from my_layers.py" in _said(first), _said(first)
+    assert "yours, from my_layers.py" in _said(nb.cells[-1]), _said(nb.cells[-1])
+
+
+@pytest.mark.slow
+def test_the_notation_checks_run_on_a_learners_layers(tmp_path):
+    """Another page the same way: the notation page's checks, zero_pad included."""
+    nb = _run_as_reader(BOOK / "notation.md", tmp_path)
+    assert "yours, from my_layers.py" in _said(nb.cells[-1]), _said(nb.cells[-1])

@@ -15,7 +15,9 @@ import pytest  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 CONVBOOK = ROOT / "book" / "convbook.py"
 # What a reader's Jupyter environment has; IPython only for showing an animation.
-ALLOWED_TOP_LEVEL = {"numpy", "matplotlib", "sklearn", "re", "IPython"}
+ALLOWED_TOP_LEVEL = {"numpy", "matplotlib", "sklearn", "re", "IPython", "importlib"}
+# The modules load_layers looks up by name: the reader's file, then the course's layers.
+LOOKED_UP = ["my_layers", "autograder.reference"]
 
 
 @pytest.fixture(scope="module")
@@ -41,6 +43,20 @@ def test_imports_only_what_readers_have():
     names = imported_modules(CONVBOOK)
     assert names <= ALLOWED_TOP_LEVEL, f"convbook imports {sorted(names - ALLOWED_TOP_LEVEL)}"
     assert "autograder" not in names and "scipy" not in names
+
+
+def test_only_load_layers_imports_by_name():
+    """importlib is allowed for one purpose: load_layers' look-up of my_layers.py and of the
+    course's layers. Nothing else in convbook may import by name."""
+    tree = ast.parse(CONVBOOK.read_text(encoding="utf-8"))
+    found = {}
+    for fn in ast.walk(tree):
+        if isinstance(fn, ast.FunctionDef):
+            for node in ast.walk(fn):
+                if isinstance(node, ast.Call) and ast.unparse(node.func) in (
+                        "importlib.import_module", "__import__", "importlib.__import__"):
+                    found.setdefault(fn.name, []).append(ast.literal_eval(node.args[0]))
+    assert found == {"load_layers": LOOKED_UP}, found
 
 
 def test_import_scan_can_fail(tmp_path):
@@ -116,7 +132,7 @@ def _function_source(path, name):
 @pytest.mark.parametrize("module, names", [
     ("gradcheck.py", ["numerical_gradient", "rel_error"]),
     ("reference.py", ["relu_forward", "relu_backward", "affine_forward", "affine_backward",
-                      "softmax_loss"]),
+                      "softmax_loss", "output_size"]),
 ])
 def test_public_copies_equal_the_course_package(module, names):
     """Readers get these without the instructor's package; the copy must not drift."""
@@ -142,3 +158,85 @@ def test_public_copies_compute_what_they_say(convbook):
     assert convbook.rel_error(dz, convbook.numerical_gradient(
         lambda v: convbook.softmax_loss(v, y)[0], z.copy())) < 1e-7
     assert convbook.rel_error(np.ones(3), np.ones(3) * (1 + 1e-3)) > 1e-4
+
+
+def test_avgpool_computes_what_the_course_package_does(convbook):
+    """Average pooling is written apart from the course package's (whose lines the leak scan
+    keeps out of the book), so it is held to the same numbers instead of the same source."""
+    from autograder import reference as R
+    rng = np.random.default_rng(7)
+    for shape, k, s in [((2, 3, 7, 6), 2, 2), ((1, 2, 9, 8), 3, 2), ((2, 1, 5, 6), 2, 1),
+                        ((1, 1, 10, 10), 5, 5)]:
+        x = rng.normal(size=shape)
+        out, cache = convbook.avgpool_forward(x, pool=k, stride=s)
+        out_ref, cache_ref = R.avgpool_forward(x, pool=k, stride=s)
+        np.testing.assert_allclose(out, out_ref, rtol=1e-12, atol=1e-12)
+        dout = rng.normal(size=out.shape)
+        np.testing.assert_allclose(convbook.avgpool_backward(dout, cache),
+                                   R.avgpool_backward(dout, cache_ref), rtol=1e-12, atol=1e-12)
+    with pytest.raises(ValueError, match="does not fit"):
+        convbook.output_size(2, 3)
+
+
+# ----------------------------------------------------------------------------- load_layers
+
+MINE = """import numpy as np
+
+def conv_forward(x, w, b, stride=1, pad=0):
+    return "mine", None
+
+def conv_backward(dout, cache):
+    return "mine backward"
+"""
+
+
+@pytest.fixture
+def reader(tmp_path, monkeypatch):
+    """A folder on the import path, as the folder a downloaded page runs in; my_layers and
+    the course's package are forgotten before and after."""
+    import sys
+    for name in ("my_layers", "autograder.reference"):
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    yield tmp_path
+    sys.modules.pop("my_layers", None)
+
+
+def test_load_layers_takes_the_readers_layers(convbook, reader):
+    (reader / "my_layers.py").write_text(MINE, encoding="utf-8")
+    conv_forward, conv_backward = convbook.load_layers("conv_forward", "conv_backward")
+    assert conv_forward(None, None, None) == ("mine", None)
+    assert conv_backward(None, None) == "mine backward"
+    assert convbook.layers_used() == "yours, from my_layers.py"
+    assert convbook.load_layers("conv_forward") is conv_forward       # one name: no tuple
+
+
+def test_load_layers_names_what_my_layers_lacks(convbook, reader):
+    (reader / "my_layers.py").write_text(MINE, encoding="utf-8")
+    with pytest.raises(ImportError, match=r"defines no function maxpool_forward, maxpool_backward"):
+        convbook.load_layers("conv_forward", "maxpool_forward", "maxpool_backward")
+
+
+def test_load_layers_does_not_hide_an_import_error_inside_my_layers(convbook, reader):
+    (reader / "my_layers.py").write_text("import no_such_module_here\n", encoding="utf-8")
+    with pytest.raises(ModuleNotFoundError) as caught:
+        convbook.load_layers("conv_forward")
+    assert caught.value.name == "no_such_module_here"
+
+
+def test_load_layers_falls_back_to_the_course_layers_in_the_build(convbook, reader):
+    got = convbook.load_layers("conv_forward", "maxpool_backward")
+    assert [(f.__module__, f.__name__) for f in got] == \
+        [("autograder.reference", "conv_forward"), ("autograder.reference", "maxpool_backward")]
+    assert convbook.layers_used() == "the course's reference layers"
+
+
+def test_load_layers_tells_a_reader_what_to_write(convbook, reader, monkeypatch):
+    import sys
+    monkeypatch.setitem(sys.modules, "autograder", None)     # a reader has no course package
+    with pytest.raises(ModuleNotFoundError, match=r"your own conv_forward, conv_backward .*"
+                       r"save them in a file my_layers\.py next to this notebook") as caught:
+        convbook.load_layers("conv_forward", "conv_backward")
+    assert caught.value.name == "my_layers"
+    with pytest.raises(TypeError, match="function names as strings"):
+        convbook.load_layers(convbook.rel_error)
