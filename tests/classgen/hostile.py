@@ -856,12 +856,14 @@ def fills_disk(sid):
     is a 64 MiB in-memory file system, the write fails there, the host disk is
     untouched.  Every function is honest: full marks."""
     s = _honest(sid, note="writes 600 MiB into its working folder")
-    s.extra = {"convolution": _extra("convolution", '''\
+    # written in zero_pad's own cell, after the def: the grader runs the cells graded functions use
+    s.sources = {"zero_pad": V.correct_style("zero_pad", "vectorized") + '''
+
 _block = b"x" * (1 << 20)
 for _i in range(600):
     with open("fill-%d.bin" % _i, "wb") as _fh:
         _fh.write(_block)
-''')}
+'''}
     return s
 
 
