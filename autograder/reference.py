@@ -222,38 +222,3 @@ def avgpool_backward(dout, cache):
         for c in range(pool):
             dx[:, :, a:a + stride * Ho:stride, c:c + stride * Wo:stride] += share
     return dx
-
-
-def relu_forward(x):
-    """max(x, 0) elementwise; cache is x."""
-    return np.maximum(x, 0), x
-
-
-def relu_backward(dout, cache):
-    """Pass dout where the input was positive."""
-    return dout * (cache > 0)
-
-
-def affine_forward(x, w, b):
-    """x (N, ...) flattened to (N, D) times w (D, M) plus b (M,) -> (N, M)."""
-    out = x.reshape(x.shape[0], -1) @ w + b
-    return out, (x, w, b)
-
-
-def affine_backward(dout, cache):
-    """Gradients (dx, dw, db) of the affine layer, shaped like (x, w, b)."""
-    x, w, b = cache
-    dx = (dout @ w.T).reshape(x.shape)
-    dw = x.reshape(x.shape[0], -1).T @ dout
-    return dx, dw, dout.sum(axis=0)
-
-
-def softmax_loss(scores, y):
-    """Mean cross-entropy of softmax(scores (N, K)) for labels y (N,); returns (loss, dscores)."""
-    shifted = scores - scores.max(axis=1, keepdims=True)
-    logp = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
-    N = scores.shape[0]
-    loss = -logp[np.arange(N), y].mean()
-    dscores = np.exp(logp)
-    dscores[np.arange(N), y] -= 1
-    return loss, dscores / N
