@@ -4,9 +4,10 @@
 ``GradedCell(function, notebook, points, description)``.  Every grade_id has
 one check, ``CHECKS[grade_id](call, rng, budgets=None) -> Verdict``:
 
-* ``call(func, args, kwargs, budget_s) -> CallResult`` runs one learner
-  function (the sandbox's ``LearnerProcess.call``); only its ``status``,
-  ``value``, ``args_after`` and ``message`` are read, and ``value`` is
+* ``call(func, args, kwargs, budget_s, return_args=False) -> CallResult`` runs
+  one learner function (the sandbox's ``LearnerProcess.call``; ``budget_s`` is a
+  number or a ``LazyBudget``); only its ``status``, ``value``, ``args_after``
+  (asked for by the cases that judge the arguments) and ``message`` are read, and ``value`` is
   validated here (container, exact shape, real dtype cast to float64, finite)
   before it is compared with the reference (``rel_error <= TOL``, 1e-12).
 * ``rng`` is a ``numpy.random.Generator``; the shapes of the cases are fixed,
@@ -25,7 +26,8 @@ status ``timeout``.
 
 Time budget of a call: ``max(1.0 s, 20 x`` the time of the loop reference on
 the same inputs), measured once per shape and cached in a ``Budgets`` object
-(one per grading run; ``DEFAULT_BUDGETS`` is shared by the process).
+(one per grading run; ``DEFAULT_BUDGETS`` is shared by the process), and only
+for calls that run past the 1 s minimum (``LazyBudget``).
 """
 import math
 import threading
@@ -177,14 +179,42 @@ def _signature(obj):
     return obj
 
 
+class LazyBudget:
+    """A call's time budget, measured only when the call needs more than the minimum.
+
+    Every budget is at least ``floor`` (``MIN_BUDGET_S``), so a call that finishes within
+    the floor is within its budget whatever the loop reference would take, and most calls
+    do: the loop reference is timed (``float(budget)``) only for a call that runs past the
+    floor, by the sandbox while the call goes on (``LearnerProcess.call``), or when a
+    message quotes the budget.
+    """
+
+    def __init__(self, budgets, func, args):
+        self.floor = budgets.minimum
+        self._budgets, self._func, self._args = budgets, func, args
+
+    def __float__(self):
+        return float(self._budgets(self._func, self._args))
+
+    def __format__(self, spec):
+        return format(float(self), spec)
+
+    def __repr__(self):
+        return f"LazyBudget({self._func})"
+
+
 class Budgets:
     """Per-call time budgets: max(1 s, 20 x the loop reference), cached per shape.
 
     The reference's time is the CPU time of the measuring thread
     (``time.thread_time``), so a budget does not depend on how busy the machine
     is; the sandbox holds a call to it in CPU time of the learner's whole
-    process tree (see ``autograder.sandbox.LearnerProcess.call``).
+    process tree (see ``autograder.sandbox.LearnerProcess.call``).  ``lazy``
+    gives a budget that is measured only when a call runs past the minimum.
     """
+
+    def lazy(self, func, args):
+        return LazyBudget(self, func, args)
 
     def __init__(self, factor=BUDGET_FACTOR, minimum=MIN_BUDGET_S):
         self.factor, self.minimum = factor, minimum
@@ -220,7 +250,7 @@ class _Grader:
         self.call, self.rng = call, rng
         self.budgets = budgets or DEFAULT_BUDGETS
 
-    def invoke(self, func, args, label, usable=None):
+    def invoke(self, func, args, label, usable=None, return_args=False):
         """Call the learner's func on args; return the CallResult when it ran.
 
         usable(value) says whether a value that could not be read back whole
@@ -228,8 +258,10 @@ class _Grader:
         pass is judged on ``out``, so a cache with an extra entry the grader cannot
         read (a dict, a string) does not matter to it.
         """
-        budget = self.budgets(func, args)
-        res = self.call(func, args, {}, budget)
+        lazy = getattr(self.budgets, "lazy", None)
+        budget = lazy(func, args) if lazy is not None else self.budgets(func, args)
+        # the arguments come back (for the grader to compare) only where a case judges them
+        res = self.call(func, args, {}, budget, return_args=return_args)
         status = getattr(res, "status", "error")
         if status == "ok":
             return res
@@ -519,7 +551,7 @@ def _conv_forward_shape_case(g, c):
 def _inputs_case(g, func, args, label, validate):
     def run():
         originals = _copy(args)
-        res = g.invoke(func, args, label, _out_usable if func.endswith("_forward") else None)
+        res = g.invoke(func, args, label, _out_usable if func.endswith("_forward") else None, return_args=True)
         validate(res.value)
         after = getattr(res, "args_after", None)
         if after is None:

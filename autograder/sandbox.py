@@ -41,6 +41,7 @@ import importlib.util
 import json
 import logging
 import os
+import re
 import secrets
 import select
 import shutil
@@ -504,6 +505,71 @@ _WALL_OUT = "the time budget ran out"
 _NOTEBOOK_OUT = "the notebook's deadline passed"
 
 
+def _wait(proc: subprocess.Popen, timeout: float) -> int:
+    """proc.wait(timeout), woken by the kernel when the process ends (a pidfd) instead of polling.
+
+    Popen.wait with a timeout sleeps in growing steps of up to 50 ms; a learner process
+    ends within a millisecond of its request pipe closing, and those sleeps were most of
+    the time spent closing one.  Raises subprocess.TimeoutExpired as Popen.wait does.
+    """
+    if proc.returncode is not None or not hasattr(os, "pidfd_open"):
+        return proc.wait(timeout=timeout)
+    try:
+        fd = os.pidfd_open(proc.pid)
+    except OSError:   # already reaped, or no pidfd on this kernel
+        return proc.wait(timeout=timeout)
+    try:
+        ended = select.select([fd], [], [], timeout)[0]
+    finally:
+        os.close(fd)
+    return proc.wait(timeout=1.0 if ended else 0)
+
+
+#: the header numpy.lib.format.write_array writes (what the child writes), and nothing else
+_NPY_HEADER = re.compile(r"\{'descr': '([<>|=]?[biufc]\d{1,2})', 'fortran_order': (False|True), "
+                         r"'shape': \(((?:\d{1,18}, )*(?:\d{1,18},?)?)\), \} *\n")
+
+
+def _read_npy(fh) -> np.ndarray:
+    """An array from an open .npy file written by the child, without pickles or parsing by ast.
+
+    The header must be exactly what ``numpy.lib.format.write_array`` writes for a plain
+    numeric array (checked with a regular expression, not evaluated), and the file must hold
+    exactly the values the header announces.  Anything else falls back to NumPy's own
+    reader (``allow_pickle=False``).  Raises ValueError for a file that is not a readable
+    array.
+    """
+    head = fh.read(10)
+    match = None
+    if head[:6] == b"\x93NUMPY" and head[6:8] in (b"\x01\x00", b"\x02\x00", b"\x03\x00"):
+        if head[6] == 1:
+            size, start = int.from_bytes(head[8:10], "little"), 10
+        else:
+            head += fh.read(2)
+            size, start = int.from_bytes(head[8:12], "little"), 12
+        if size <= 65536:
+            text = fh.read(size)
+            if len(text) == size:
+                match = _NPY_HEADER.fullmatch(text.decode("latin-1"))
+    if match is None:
+        fh.seek(0)
+        with PARSE_LOCK:  # NumPy parses the header with ast (not thread-safe on CPython 3.11)
+            return npy_format.read_array(fh, allow_pickle=False)
+    dtype = np.dtype(match.group(1))
+    shape = tuple(int(n) for n in match.group(3).replace(",", " ").split())
+    count = 1
+    for n in shape:
+        count *= n
+    expected = count * dtype.itemsize
+    data = fh.read(expected + 1)
+    if len(data) != expected:
+        raise ValueError(f"the file holds {len(data)} bytes of values, the header announces {expected}")
+    arr = np.frombuffer(data, dtype=dtype).copy()
+    if match.group(2) == "True":
+        return arr.reshape(shape[::-1]).transpose()
+    return arr.reshape(shape)
+
+
 class _Dead(Exception):
     """The child ended or stopped answering."""
 
@@ -597,13 +663,19 @@ class LearnerProcess:
         return (f"the notebook used up its total time of {self.limits.notebook_timeout:g} s "
                 "(all cells and calls together)")
 
-    def call(self, func: str, args=(), kwargs=None, budget_s: float = 1.0) -> CallResult:
+    def call(self, func: str, args=(), kwargs=None, budget_s: float = 1.0,
+             return_args: bool = True) -> CallResult:
         """Call ``func(*args, **kwargs)`` in the child within a budget of ``budget_s`` seconds.
 
         The budget is CPU time of the learner's whole process tree where the
         machine accounts it (``cpu_accounting``), with a wall-clock cap of
         ``max(WALL_MIN_S, WALL_FACTOR x budget_s)``; elsewhere it is wall-clock
-        time.  Processes the call leaves behind are killed when it returns.
+        time.  ``budget_s`` may be lazy (an object with a ``floor`` in seconds
+        that ``float()`` turns into the budget, ``checks.LazyBudget``): the call
+        is held to the floor first, and the budget is computed only when the
+        call runs past it.  Processes the call leaves behind are killed when
+        it returns.  ``return_args``: also bring back the arguments as the call
+        left them (``CallResult.args_after``).
         """
         kwargs = dict(kwargs or {})
         if not self._expired and (self._proc is None or self._proc.poll() is not None):
@@ -616,30 +688,49 @@ class LearnerProcess:
             files = [0]
             request = {"op": "call", "nonce": nonce, "func": str(func),
                        "args": self._encode(tuple(args), nonce, files),
-                       "kwargs": self._encode(kwargs, nonce, files)}
+                       "kwargs": self._encode(kwargs, nonce, files),
+                       "return_args": bool(return_args)}
         except OSError as exc:
             raise SandboxError(f"could not write the inputs: {exc}") from exc
         group = self._group
         cpu = group is not None and group.accounts_cpu
-        wall = max(WALL_MIN_S, WALL_FACTOR * budget_s) if cpu else budget_s
         start = time.monotonic()
         cpu0 = group.cpu_seconds() if cpu else None
+        lazy = hasattr(budget_s, "floor") and not isinstance(budget_s, (int, float))
+        budget = [None if lazy else float(budget_s)]
+
+        def limits(b):
+            """(wall-clock deadline, CPU-time limit) of a budget of b seconds."""
+            if cpu:
+                return start + max(WALL_MIN_S, WALL_FACTOR * b), cpu0 + b
+            return start + b, None
+
+        def extend():
+            """The limits of the measured budget, when the floor was all that was known yet."""
+            if budget[0] is not None:
+                return None
+            budget[0] = float(budget_s)
+            return limits(budget[0])
+
+        deadline, cpu_limit = limits(float(budget_s.floor) if lazy else budget[0])
         try:
             self._send(request)
-            reply = self._receive(nonce, start + wall, accept=None,
-                                  cpu_limit=(cpu0 + budget_s) if cpu else None)
+            reply = self._receive(nonce, deadline, accept=None, cpu_limit=cpu_limit, extend=extend)
         except _Dead as dead:
             seconds = time.monotonic() - start
             used = (group.cpu_seconds() - cpu0) if cpu else None
             self._kill()
             self._cleanup_files(nonce)
+            if dead.status == "timeout" and dead.message in (_CPU_OUT, _WALL_OUT) and budget[0] is None:
+                budget[0] = float(budget_s)
             if dead.status == "timeout" and dead.message == _CPU_OUT:
-                msg = f"{func} used {used:.2f} s of CPU time, over its budget of {budget_s:.2f} s"
+                msg = f"{func} used {used:.2f} s of CPU time, over its budget of {budget[0]:.2f} s"
             elif dead.status == "timeout" and dead.message == _WALL_OUT and cpu:
+                wall = max(WALL_MIN_S, WALL_FACTOR * budget[0])
                 msg = (f"{func} did not return within {wall:.1f} s (it used {used:.2f} s of CPU time; "
                        "it was waiting or sleeping)")
             elif dead.status == "timeout" and dead.message == _WALL_OUT:
-                msg = f"{func} did not finish within its time budget of {budget_s:.2f} s"
+                msg = f"{func} did not finish within its time budget of {budget[0]:.2f} s"
             elif dead.status == "timeout" and dead.message == _NOTEBOOK_OUT:
                 self._expired = True
                 msg = f"{func} was stopped: {self._deadline_text()}"
@@ -813,7 +904,7 @@ class LearnerProcess:
         if self._group is not None:
             self._group.kill_all()
         try:
-            proc.wait(timeout=10)
+            _wait(proc, 10)
         except subprocess.TimeoutExpired:  # pragma: no cover
             log.error("learner process %s did not die", proc.pid)
 
@@ -825,10 +916,9 @@ class LearnerProcess:
                 pass
             self._req_w = None
         if self._proc is not None:
-            try:
-                self._proc.wait(timeout=0.5)
-            except subprocess.TimeoutExpired:
-                pass
+            # no graceful exit to wait for: the child holds nothing the grader still needs
+            # (its output file is written as it goes), and tearing down an interpreter with
+            # NumPy loaded takes tens of milliseconds per notebook
             self._kill()   # also ends anything the learner's code forked
             self._proc = None
         if self._group is not None:
@@ -854,16 +944,32 @@ class LearnerProcess:
         except OSError as exc:
             raise _Dead(*_describe_exit(self._proc.poll(), self.isolation == "bubblewrap")) from exc
 
-    def _receive(self, nonce: str, deadline: float, accept, cpu_limit: float | None = None) -> dict:
+    def _receive(self, nonce: str, deadline: float, accept, cpu_limit: float | None = None,
+                 extend=None) -> dict:
         """Next well-formed line with this nonce (others are ignored).
 
         Raises _Dead when the process ends, when ``deadline`` (wall clock) or
         the notebook's deadline passes, or when the group's CPU time passes
-        ``cpu_limit``.
+        ``cpu_limit``.  When a limit is reached, ``extend()`` (if given) may
+        return new (deadline, cpu_limit) to go on with instead (a lazy budget
+        measured now), or None.
         """
         reason = _WALL_OUT
         if self._deadline is not None and self._deadline < deadline:
             deadline, reason = self._deadline, _NOTEBOOK_OUT
+
+        def extended():
+            nonlocal deadline, cpu_limit, reason, extend
+            new = extend() if extend is not None else None
+            extend = None
+            if new is None:
+                return False
+            deadline, cpu_limit = new
+            reason = _WALL_OUT
+            if self._deadline is not None and self._deadline < deadline:
+                deadline, reason = self._deadline, _NOTEBOOK_OUT
+            return True
+
         while True:
             while b"\n" in self._buf:
                 line, _, self._buf = self._buf.partition(b"\n")
@@ -880,10 +986,14 @@ class LearnerProcess:
                 self._buf = b""
             now = time.monotonic()
             if now >= deadline:
+                if reason == _WALL_OUT and extended():
+                    continue
                 raise _Dead("timeout", reason)
             if cpu_limit is not None:
                 used = self._group.cpu_seconds()
                 if used is not None and used > cpu_limit:
+                    if extended():
+                        continue
                     raise _Dead("timeout", _CPU_OUT)
             readable = select.select([self._rep_r], [], [], min(deadline - now, 0.02))[0]
             if readable:
@@ -908,7 +1018,7 @@ class LearnerProcess:
 
     def _exit_status(self) -> tuple[str, str]:
         try:
-            rc = self._proc.wait(timeout=1.0)
+            rc = _wait(self._proc, 1.0)
         except subprocess.TimeoutExpired:
             rc = None
         return _describe_exit(rc, self.isolation == "bubblewrap")
@@ -1011,8 +1121,9 @@ class LearnerProcess:
             path = os.path.join(self._job, f"in-{nonce}-{k}.npy")
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o444)
             with os.fdopen(fd, "wb") as fh:
-                npy_format.write_array(fh, arr, allow_pickle=False)
-            node = {"a": k}
+                # the raw values in C order; their dtype and shape travel in the request
+                fh.write(arr.tobytes(order="C"))
+            node = {"a": k, "dtype": arr.dtype.str, "shape": list(arr.shape)}
             if isinstance(obj, np.generic):
                 node["scalar"] = True
             return node
@@ -1056,8 +1167,7 @@ class LearnerProcess:
                     if budget["bytes"] + size > self.limits.job_bytes:
                         raise ValueError(f"the reply holds more than {self.limits.job_bytes >> 20} MiB of arrays")
                     budget["bytes"] += size
-                    with PARSE_LOCK:  # the .npy header is parsed by ast (not thread-safe on CPython 3.11)
-                        arr = npy_format.read_array(fh, allow_pickle=False)
+                    arr = _read_npy(fh)
             except (OSError, ValueError, EOFError) as exc:
                 return unreadable(f"an array the grader could not read ({exc})")
             if type(arr) is not np.ndarray or arr.dtype.kind not in "biufc" or arr.dtype.fields:

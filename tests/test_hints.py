@@ -83,7 +83,7 @@ def test_no_visible_test_fails_a_correct_answer(visible, case):
 
 def _call(funcs):
     """LearnerProcess.call's contract, in this process (the check logic is under test here)."""
-    def call(func, args, kwargs, budget_s):
+    def call(func, args, kwargs, budget_s, **_options):
         args = copy.deepcopy(args)
         start = time.perf_counter()
         try:
