@@ -20,8 +20,6 @@ for the machine that runs the learner's code.
 """
 import os
 
-from . import checks
-
 
 class ClusterError(Exception):
     """The Dask cluster cannot be reached or used; the message says what to do."""
@@ -55,11 +53,10 @@ def close(client):
         cluster.close()
 
 
-def grade_task(path, notebook, source, rng, student, assignment, limits, isolation, submitted_dir):
-    """Runs on a worker: the result dict of one notebook (as grading.grade_notebook_file)."""
-    from .grading import grade_notebook_file
-    result = grade_notebook_file(path, notebook, source, rng, student, assignment, limits,
-                                 checks.DEFAULT_BUDGETS, isolation, submitted_dir=submitted_dir)
+def grade_task(*args):
+    """Runs on a worker: grading.grade_task's result dict, with the worker's name."""
+    from .grading import grade_task as grade
+    result = grade(*args)
     try:
         from distributed import get_worker
         result["worker"] = str(get_worker().name)

@@ -63,7 +63,6 @@ import tempfile
 import time
 import traceback
 import unicodedata
-from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict
 
 import numpy as np
@@ -580,6 +579,55 @@ def _longest(results):
     return best
 
 
+def grade_task(path, notebook, source, rng, student, assignment, limits, isolation, submitted_dir):
+    """One notebook's result dict, graded in the process that calls it (a worker of a pool or cluster).
+
+    The time budgets are those of this process (``checks.DEFAULT_BUDGETS``), measured on the
+    machine that runs the learner's code.
+    """
+    return grade_notebook_file(path, notebook, source, rng, student, assignment, limits,
+                               checks.DEFAULT_BUDGETS, isolation, submitted_dir=submitted_dir)
+
+
+def _worker_init():
+    """A grading worker ends with the process that started it (Linux), never grading on alone."""
+    import signal
+    try:
+        import ctypes
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)   # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() == 1:
+        os._exit(1)
+
+
+def _grade_in_processes(jobs, items, on_result):
+    """Grade every (key, grade_task args) of items in ``jobs`` worker processes; on_result(key, result
+    or exception) in this process as each ends.
+
+    Worker processes, not threads: the hidden checks are Python code, and in threads of one
+    process they would take turns on the interpreter lock.  Workers come from a fork server
+    that has the grader's modules loaded, so a worker starts in milliseconds.  When a worker
+    dies (the grader's own failure: learner code runs in the sandbox), the notebooks it had
+    are passed on as exceptions, and the run retries them one at a time.
+    """
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(["autograder.grading", "autograder.sandbox", "autograder.checks",
+                                "autograder.submission", "dateutil.parser"])
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_worker_init) as pool:
+        futures = {pool.submit(grade_task, *args): key for key, args in items}
+        for fut in as_completed(futures):
+            key = futures.pop(fut)
+            try:
+                result = fut.result()
+            except Exception as exc:  # a worker died (BrokenProcessPool) or could not send the result
+                result = exc
+            on_result(key, result)
+
+
 def plan(spec, submitted_dir, out_dir, students, regrade=False, only=None):
     """[(student, notebook, why)] to grade: why is new, changed, requested or retry.
 
@@ -708,7 +756,8 @@ def grade_class(submitted_dir, out_dir, root, db_url=None, jobs=2, seed=None, re
     def arrived(key, result):
         """Store a result that a worker sent back (or note why the cluster could not grade it)."""
         if isinstance(result, BaseException):
-            failed[key] = f"the Dask cluster could not grade it: {type(result).__name__}: {checks._short(result)}"
+            where = "the Dask cluster" if client is not None else "a grading worker process"
+            failed[key] = f"{where} could not grade it: {type(result).__name__}: {checks._short(result)}"
         else:
             result["submission_sha256"] = digests[key]
             try:
@@ -734,17 +783,7 @@ def grade_class(submitted_dir, out_dir, root, db_url=None, jobs=2, seed=None, re
                     failed[(student, nb)] = r["reason"]
                 bar.update(1)
         else:
-            with ThreadPoolExecutor(max_workers=jobs) as pool:
-                futures = {pool.submit(work, s, nb): (s, nb) for s, nb, _why in todo}
-                for fut in as_completed(futures):
-                    s, nb = futures[fut]
-                    try:
-                        r = fut.result()
-                        if r["status"] == "error":
-                            failed[(s, nb)] = r["reason"]
-                    except Exception as exc:  # storing failed (disk full, permissions)
-                        failed[(s, nb)] = f"could not store the result: {exc}"
-                    bar.update(1)
+            _grade_in_processes(min(jobs, len(todo)), (task(s, nb) for s, nb, _why in todo), arrived)
         # A failure of the grader itself (not of the learner's code) may be transient, such as
         # CPython 3.11's parser race between threads: retry those notebooks once, one at a time.
         for s, nb in (sorted(failed) if client is None else ()):
