@@ -28,19 +28,61 @@ other, and the student id columns are widened to 255 characters (nbgrader
 declares 128; a student id is a folder name, so 255 bytes fit any legal one).
 """
 import contextlib
+import importlib
+import importlib.util
 import os
 import shutil
 import sys
 import warnings
 from dataclasses import dataclass, field
 
-import nbformat
-from sqlalchemy.exc import SAWarning
-from nbgrader import api as nbgrader_api
-from nbgrader.api import Comment, Grade, Gradebook, MissingEntry
-from nbgrader.utils import compute_checksum, is_grade, is_locked, is_solution
 
-from .nbgrader_config import COURSE_ID
+def _import_nbgrader_without_server_extensions():
+    """Make ``import nbgrader.api`` load only what the gradebook needs.
+
+    nbgrader's package ``__init__`` imports its Jupyter server extensions (formgrader,
+    the exchange, every converter and preprocessor, hence nbconvert and jupyter_server),
+    about a second of every command, none of which the gradebook uses.  The package is
+    registered here with its ``__path__`` and ``__version__`` but without running that
+    ``__init__``; its submodules (``nbgrader.api``, ``nbgrader.plugins``, ...) import as
+    usual.  Asking the package for anything else its ``__init__`` defines (what Jupyter
+    server does to load the extensions) runs the ``__init__`` then, once, so nothing of
+    the package is missing.
+    """
+    if "nbgrader" in sys.modules:
+        return
+    spec = importlib.util.find_spec("nbgrader")
+    if spec is None or spec.loader is None or not spec.submodule_search_locations:
+        return                      # the import below then fails as usual: no nbgrader installed
+    package = importlib.util.module_from_spec(spec)
+
+    def complete(name):
+        if name.startswith("__") and name.endswith("__"):
+            raise AttributeError(f"module 'nbgrader' has no attribute '{name}'")
+        if importlib.util.find_spec(f"nbgrader.{name}") is not None:
+            return importlib.import_module(f"nbgrader.{name}")      # a submodule: only that
+        del package.__getattr__
+        spec.loader.exec_module(package)                            # the whole __init__, once
+        return getattr(package, name)
+
+    package.__getattr__ = complete
+    sys.modules["nbgrader"] = package
+    try:
+        package.__version__ = importlib.import_module("nbgrader._version").__version__
+    except BaseException:
+        del sys.modules["nbgrader"]
+        raise
+
+
+_import_nbgrader_without_server_extensions()
+
+import nbformat  # noqa: E402
+from sqlalchemy.exc import SAWarning  # noqa: E402
+from nbgrader import api as nbgrader_api  # noqa: E402
+from nbgrader.api import Comment, Grade, Gradebook, MissingEntry  # noqa: E402
+from nbgrader.utils import compute_checksum, is_grade, is_locked, is_solution  # noqa: E402
+
+from .nbgrader_config import COURSE_ID  # noqa: E402
 
 
 @dataclass
@@ -226,12 +268,67 @@ def register_assignment(gb, spec, duedate=None):
                                             checksum=compute_checksum(cell))
 
 
+#: the configuration sections an ``AssignLatePenalties`` and its default plugin read (their classes
+#: and base classes); a course configuration that sets none of them has nbgrader's default policy
+LATE_SECTIONS = frozenset({"AssignLatePenalties", "NbGraderPreprocessor", "Preprocessor", "NbConvertBase",
+                           "LateSubmissionPlugin", "BasePlugin", "LoggingConfigurable", "Configurable"})
+
+
+class LatePolicy:
+    """nbgrader's late-submission policy as the course configures it: its ``AssignLatePenalties``.
+
+    The preprocessor is nbconvert's (importing it costs about half a second), and only a
+    late submission needs it: it is built on first use, or at once when the configuration
+    sets any of ``LATE_SECTIONS`` (a custom ``plugin_class``, a ``penalty_method``), so that
+    a mistake there is reported in every run, whether or not anyone is late.
+    """
+
+    def __init__(self, config=None):
+        self.config = config
+        self._preprocessor = None
+        if config is not None and LATE_SECTIONS.intersection(config):
+            self.preprocessor  # noqa: B018  (built now: a configuration error shows in this run)
+
+    @property
+    def preprocessor(self):
+        if self._preprocessor is None:
+            from nbgrader.preprocessors import AssignLatePenalties
+            pre = AssignLatePenalties(config=self.config) if self.config is not None else AssignLatePenalties()
+            pre.init_plugin()
+            self._preprocessor = pre
+        return self._preprocessor
+
+    @property
+    def built(self):
+        return self._preprocessor is not None
+
+    def penalty(self, student, notebook, seconds_late):
+        """The penalty of a submitted notebook, or None: the plugin's, bounded as AssignLatePenalties bounds it."""
+        pre = self.preprocessor
+        penalty = pre.plugin_inst.late_submission_penalty(student, notebook.score, seconds_late)
+        return None if penalty is None else pre._check_late_penalty(notebook, penalty)
+
+
 def late_plugin(config):
-    """nbgrader's late-submission plugin as the course configures it (an ``AssignLatePenalties``)."""
-    from nbgrader.preprocessors import AssignLatePenalties
-    pre = AssignLatePenalties(config=config)
-    pre.init_plugin()
-    return pre
+    """nbgrader's late-submission policy as the course configures it (a ``LatePolicy``)."""
+    return LatePolicy(config)
+
+
+@contextlib.contextmanager
+def _one_transaction(gb):
+    """nbgrader's ``update_or_create_*`` and ``add_*`` commit after every row (a disk sync each
+    on SQLite); inside this block they only flush, and the block commits once at its end (or
+    rolls back on an error), so the rows are those nbgrader writes, in one transaction."""
+    session = gb.db
+    session.commit = session.flush        # shadows the scoped session's commit for nbgrader's calls
+    try:
+        yield
+    except BaseException:
+        del session.commit
+        session.rollback()
+        raise
+    del session.commit
+    session.commit()
 
 
 def _auto_comment(result, function):
@@ -250,7 +347,7 @@ def sync(db_url, spec, results, students=None, duedate=None, late=None, course_i
     given; late is ``late_plugin(config)`` (default: nbgrader's default, no penalty).
     """
     students = students or {}
-    late = late or late_plugin(None)
+    late = late or LatePolicy()
     out = {}
     with _one_writer(db_url) as lock_conn, warnings.catch_warnings(), open_gradebook(db_url, course_id) as gb:
         # nbgrader's add_submission trips SQLAlchemy 2's autoflush warnings; they are harmless
@@ -258,32 +355,33 @@ def sync(db_url, spec, results, students=None, duedate=None, late=None, course_i
         if lock_conn is not None:
             gb.db.commit()        # end the session's first transaction before altering tables
             _widen_student_ids(lock_conn)
-        register_assignment(gb, spec, duedate)
+        with _one_transaction(gb):
+            register_assignment(gb, spec, duedate)
         for student in sorted(results):
-            meta = {k: v for k, v in (students.get(student) or {}).items()
-                    if k in ("first_name", "last_name", "lms_user_id", "email") and v}
-            gb.update_or_create_student(student, **meta)
-            stamp = (students.get(student) or {}).get("timestamp")
-            sub = gb.update_or_create_submission(spec.name, student, timestamp=stamp or None)
-            for notebook, result in sorted(results[student].items()):
-                scores = {c["grade_id"]: c for c in result.get("cells", [])}
-                for gid in spec.grade_ids(notebook):
-                    try:
-                        grade = gb.find_grade(gid, notebook, spec.name, student)
-                    except MissingEntry:  # a submission recorded before this cell existed
-                        grade = Grade(cell_id=gb.find_grade_cell(gid, notebook, spec.name).id,
-                                      notebook=gb.find_submission_notebook(notebook, spec.name, student))
-                        gb.db.add(grade)
-                    cell = scores.get(gid, {})
-                    grade.auto_score = float(cell.get("score", 0.0))
-                    grade.needs_manual_grade = False
-                for function in dict.fromkeys(c.function for c in spec.cells_of(notebook)):
-                    try:
-                        comment = gb.find_comment(f"{function}_solution", notebook, spec.name, student)
-                    except MissingEntry:
-                        continue
-                    comment.auto_comment = _auto_comment(result, function)
-            gb.db.commit()
+            with _one_transaction(gb):   # one commit per student: the grades are then read back
+                meta = {k: v for k, v in (students.get(student) or {}).items()
+                        if k in ("first_name", "last_name", "lms_user_id", "email") and v}
+                gb.update_or_create_student(student, **meta)
+                stamp = (students.get(student) or {}).get("timestamp")
+                sub = gb.update_or_create_submission(spec.name, student, timestamp=stamp or None)
+                for notebook, result in sorted(results[student].items()):
+                    scores = {c["grade_id"]: c for c in result.get("cells", [])}
+                    for gid in spec.grade_ids(notebook):
+                        try:
+                            grade = gb.find_grade(gid, notebook, spec.name, student)
+                        except MissingEntry:  # a submission recorded before this cell existed
+                            grade = Grade(cell_id=gb.find_grade_cell(gid, notebook, spec.name).id,
+                                          notebook=gb.find_submission_notebook(notebook, spec.name, student))
+                            gb.db.add(grade)
+                        cell = scores.get(gid, {})
+                        grade.auto_score = float(cell.get("score", 0.0))
+                        grade.needs_manual_grade = False
+                    for function in dict.fromkeys(c.function for c in spec.cells_of(notebook)):
+                        try:
+                            comment = gb.find_comment(f"{function}_solution", notebook, spec.name, student)
+                        except MissingEntry:
+                            continue
+                        comment.auto_comment = _auto_comment(result, function)
             out[student] = _read_back(gb, spec, student, sub, late)
         gb.db.commit()
     return out
@@ -301,9 +399,9 @@ def _read_back(gb, spec, student, sub, late):
         # nbgrader's own late-submission policy, as AssignLatePenalties applies it
         snb.late_submission_penalty = None
         if grades.seconds_late > 0:
-            penalty = late.plugin_inst.late_submission_penalty(student, snb.score, grades.seconds_late)
+            penalty = late.penalty(student, snb, grades.seconds_late)
             if penalty is not None:
-                snb.late_submission_penalty = late._check_late_penalty(snb, penalty)
+                snb.late_submission_penalty = penalty
         grades.penalties[name] = float(snb.late_submission_penalty or 0.0)
         per = {}
         for g in snb.grades:

@@ -5,6 +5,7 @@ command, the export check runs nbgrader's CSV exporter in-process instead of
 ``nbgrader export``, and jsonschema is imported without the IRI grammars; each must
 give what the slow way gives.
 """
+import contextlib
 import csv
 import os
 import subprocess
@@ -59,3 +60,160 @@ def test_jsonschema_without_iri_grammars_still_validates_notebooks():
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     proc = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+def test_gradebook_loads_nbgrader_without_its_server_extensions():
+    """The gradebook needs nbgrader's API only; the rest of the package is there when asked for."""
+    code = (
+        "import sys; import autograder.gradebook\n"
+        "loaded = [m for m in ('nbgrader.server_extensions', 'nbgrader.apps', 'nbgrader.exchange', 'nbconvert',"
+        " 'jupyter_server', 'nbgrader.preprocessors') if m in sys.modules]\n"
+        "assert not loaded, loaded\n"
+        "import nbgrader, nbgrader.api\n"
+        "from nbgrader._version import __version__\n"
+        "assert nbgrader.__version__ == __version__ and nbgrader.api.Gradebook\n"
+        "from nbgrader import plugins\n"
+        "assert 'nbgrader.server_extensions' not in sys.modules, 'a submodule import ran the __init__'\n"
+        "assert nbgrader._jupyter_server_extension_points() == [{'module': 'nbgrader'}]\n"
+        "assert 'nbgrader.server_extensions.formgrader' in sys.modules\n"
+        "print(sorted(n for n in dir(nbgrader) if not n.startswith('__')))\n")
+    full = "import nbgrader; print(sorted(n for n in dir(nbgrader) if not n.startswith('__')))\n"
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    lazy = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True)
+    assert lazy.returncode == 0, lazy.stderr[-2000:]
+    eager = subprocess.run([sys.executable, "-c", full], cwd=root, capture_output=True, text=True, check=True)
+    # once completed, the package has every name that a plain `import nbgrader` gives
+    assert set(eval(eager.stdout)) <= set(eval(lazy.stdout))
+
+
+def _canonical_rows(db_url):
+    """Every row of every table of the gradebook, with each generated id replaced by what it identifies
+    (its table and its other columns, foreign keys resolved the same way): equal for equal gradebooks."""
+    from sqlalchemy import MetaData, create_engine, select
+    engine = create_engine(db_url)
+    meta = MetaData()
+    meta.reflect(engine)
+    with engine.connect() as conn:
+        rows = {t.name: [dict(r._mapping) for r in conn.execute(select(t))] for t in meta.sorted_tables}
+    engine.dispose()
+    fks = {t.name: {fk.parent.name: fk.column.table.name for fk in t.foreign_keys} for t in meta.sorted_tables}
+    by_id = {(t, r["id"]): r for t in rows for r in rows[t] if "id" in r}
+
+    def canon(table, row):
+        return (table,) + tuple(sorted(
+            (k, canon(fks[table][k], by_id[(fks[table][k], v)]) if k in fks[table] and v is not None else repr(v))
+            for k, v in row.items() if k != "id"))
+    return {t: sorted(repr(canon(t, r)) for r in rows[t]) for t in rows}
+
+
+def _results(spec, scores):
+    """Stored-result dicts for students {id: fraction of cells passed}."""
+    out = {}
+    for student, fraction in scores.items():
+        per = {}
+        for nb in spec.notebooks:
+            cells = []
+            for k, cell in enumerate(spec.cells_of(nb)):
+                ok = k < fraction * len(spec.cells_of(nb))
+                cells.append({"grade_id": cell.grade_id, "function": cell.function,
+                              "status": "passed" if ok else "failed", "score": cell.points if ok else 0.0,
+                              "max_score": cell.points, "reason": "" if ok else f"{cell.grade_id} is wrong"})
+            per[nb] = {"notebook": nb, "cells": cells}
+        out[student] = per
+    return out
+
+
+def test_sync_in_one_transaction_writes_the_rows_of_per_row_commits(tmp_path, monkeypatch):
+    """sync commits once per phase instead of after every row; the gradebook it leaves is the same."""
+    from traitlets.config import Config
+    from autograder import gradebook
+    from autograder.assignment import load
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    spec = load(root, "cnn_layers")
+    config = Config()
+    config.LateSubmissionPlugin.penalty_method = "zero"
+    learners = {"ann": {"first_name": "Ann", "timestamp": "2026-03-06 11:00:00 UTC"},
+                "bo": {"lms_user_id": "77", "timestamp": "2026-03-07 13:00:00 UTC"},
+                "Zoë_李": {}}
+
+    def run(db_url):
+        first = gradebook.sync(db_url, spec, _results(spec, {"ann": 1.0, "bo": 0.5, "Zoë_李": 0.0}), learners,
+                               duedate="2026-03-06 12:00:00 UTC", late=gradebook.late_plugin(config))
+        with gradebook.open_gradebook(db_url) as gb:   # an instructor's manual score in formgrader
+            grade = gb.find_grade("conv_forward_basic", "convolution", "cnn_layers", "Zoë_李")
+            grade.manual_score = 1.5
+            gb.db.commit()
+        again = gradebook.sync(db_url, spec, _results(spec, {"ann": 0.5, "bo": 1.0, "Zoë_李": 0.25, "cy": 1.0}),
+                               learners, duedate="2026-03-06 12:00:00 UTC", late=gradebook.late_plugin(config))
+        return first, again, _canonical_rows(db_url)
+
+    fast = run("sqlite:///" + str(tmp_path / "one_transaction.db"))
+    monkeypatch.setattr(gradebook, "_one_transaction", lambda gb: contextlib.nullcontext())
+    slow = run("sqlite:///" + str(tmp_path / "per_row.db"))
+    assert fast == slow
+    first, again, rows = fast
+    assert again["bo"].penalty == again["bo"].raw_score > 0 and again["ann"].penalty == 0
+    assert again["Zoë_李"].cells["convolution"]["conv_forward_basic"].score == 1.5
+    assert len(rows["grade"]) == 4 * sum(len(spec.grade_ids(nb)) for nb in spec.notebooks)
+
+
+def test_one_transaction_rolls_back_on_an_error(tmp_path):
+    from autograder import gradebook
+    db_url = "sqlite:///" + str(tmp_path / "gradebook.db")
+    with gradebook.open_gradebook(db_url) as gb:
+        with pytest.raises(RuntimeError):
+            with gradebook._one_transaction(gb):
+                gb.add_student("ann")
+                gb.update_or_create_assignment("cnn_layers")
+                raise RuntimeError("stop")
+        assert gb.students == [] and gb.assignments == []
+        assert "commit" not in vars(gb.db)   # nbgrader commits for real again
+
+
+def test_late_policy_reads_every_section_nbgrader_reads():
+    """The late-penalty preprocessor is built lazily only when the configuration sets none of the
+    sections its classes (and their plugin's) read; LATE_SECTIONS must name them all."""
+    from traitlets.config import Configurable
+    from nbgrader.plugins import LateSubmissionPlugin
+    from nbgrader.preprocessors import AssignLatePenalties
+    from autograder.gradebook import LATE_SECTIONS
+    read = {c.__name__ for cls in (AssignLatePenalties, LateSubmissionPlugin) for c in cls.mro()
+            if isinstance(c, type) and issubclass(c, Configurable)}
+    assert read <= LATE_SECTIONS
+
+
+def test_late_policy_is_nbgraders_and_a_bad_one_is_reported_at_once(tmp_path):
+    from traitlets import TraitError
+    from traitlets.config import Config
+    from nbgrader.api import Gradebook
+    from nbgrader.preprocessors import AssignLatePenalties
+    from autograder import gradebook
+    db_url = "sqlite:///" + str(tmp_path / "gradebook.db")
+    with gradebook.open_gradebook(db_url) as gb:
+        gb.add_assignment("a", duedate="2026-03-06 12:00:00 UTC")
+        gb.add_notebook("n", "a")
+        gb.add_grade_cell("c", "n", "a", max_score=4, cell_type="code")
+        gb.add_student("s")
+        gb.add_submission("a", "s", timestamp="2026-03-06 14:00:00 UTC")
+        grade = gb.find_grade("c", "n", "a", "s")
+        grade.auto_score = 3.0
+        gb.db.commit()
+        snb = gb.find_submission_notebook("n", "a", "s")
+        for method in ("none", "zero"):
+            config = Config()
+            config.LateSubmissionPlugin.penalty_method = method
+            pre = AssignLatePenalties(config=config)
+            pre.init_plugin()
+            expected = pre.plugin_inst.late_submission_penalty("s", snb.score, 7200.0)
+            expected = None if expected is None else pre._check_late_penalty(snb, expected)
+            policy = gradebook.late_plugin(config)
+            assert policy.built                      # configured: built at once
+            assert policy.penalty("s", snb, 7200.0) == expected
+        lazy = gradebook.late_plugin(Config())
+        assert not lazy.built                         # nbgrader's default policy: built only when needed
+        assert lazy.penalty("s", snb, 7200.0) is None and lazy.built
+    bad = Config()
+    bad.AssignLatePenalties.plugin_class = "no_such_module.Policy"
+    with pytest.raises((TraitError, ImportError)):
+        gradebook.late_plugin(bad)
+    assert Gradebook   # nbgrader's own class, as the gradebook module uses it
