@@ -285,13 +285,37 @@ def _import_jsonschema_without_iri_grammars():
             del sys.modules["rfc3987_syntax"]
 
 
+def _start_sandbox_self_test():
+    """Start the sandbox's self-test now, in a thread, and return the thread.
+
+    ``grade`` asks ``sandbox.isolation_mode()`` whether bubblewrap works before it grades;
+    the answer costs about a second, most of it spent waiting for other programs (``ldd`` on
+    the interpreter's libraries, one ``bwrap`` run).  Asked here, it runs while this process
+    loads the grader's modules, and ``grade_class`` finds it ready (or waits for the rest).
+    Should it fail here, ``grade_class`` asks again and reports the failure itself.
+    """
+    import threading
+    from . import sandbox
+
+    def self_test():
+        try:
+            sandbox.isolation_mode()
+        except Exception:  # noqa: BLE001  (asked again, and reported, by grade_class)
+            pass
+    thread = threading.Thread(target=self_test, name="sandbox-self-test")
+    thread.start()
+    return thread
+
+
 def main(argv=None):
-    _import_jsonschema_without_iri_grammars()
     args = build_parser().parse_args(argv)
     args.root = os.path.abspath(args.root or default_root())
     if getattr(args, "jobs", 1) < 1:
         return _fail("--jobs must be at least 1")
     try:
+        if args.command == "grade" and os.path.exists(args.submitted):
+            _start_sandbox_self_test()
+        _import_jsonschema_without_iri_grammars()
         from .assignment import registered, unknown_message
         if args.assignment not in registered():
             return _fail(unknown_message(args.assignment))
@@ -302,3 +326,27 @@ def main(argv=None):
         print("interrupted; results stored so far are kept, run the same command again to finish",
               file=sys.stderr)
         return 130
+
+
+def run(argv=None):
+    """``python -m autograder``: main(), then the process ends without tearing down every module.
+
+    The interpreter's own shutdown frees the grader's modules one by one (SQLAlchemy's,
+    nbgrader's, NumPy's), about half a second at the end of every command that none of
+    them needs: every file a command writes is closed (results, CSVs and the gradebook
+    also synced to disk) before main returns.  What that shutdown must do is done here:
+    wait for the threads that are not daemons, run the ``atexit`` handlers (temporary
+    folders, logging, this run's control groups, a Dask client), flush standard output
+    and error, in the interpreter's order; then the process exits with main's code.
+    """
+    import atexit
+    import threading
+    code = main(argv)
+    threading._shutdown()      # what the interpreter's shutdown runs first: threading's exit hooks, joins
+    atexit._run_exitfuncs()    # then the atexit handlers, in the same order
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):   # a closed pipe: what could not be written is lost either way
+            pass
+    os._exit(int(code or 0))

@@ -24,6 +24,68 @@ def test_alembic_head_equals_the_alembic_command():
     assert alembic_head() == out.split()[0]
 
 
+def _script(folder, name, revision, down, extra=""):
+    (folder / f"{name}.py").write_text(f'"""{name}"""\nrevision = {revision!r}\ndown_revision = {down!r}\n'
+                                       f"branch_labels = None\ndepends_on = None\n{extra}")
+
+
+def test_alembic_head_is_read_without_alembic_only_from_a_plain_chain(tmp_path):
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+    from autograder.gradebook import _linear_head
+
+    def alembic_heads(folder):
+        (folder.parent / "script.py.mako").write_text("")
+        cfg = Config()
+        cfg.set_main_option("script_location", str(folder.parent))
+        return ScriptDirectory.from_config(cfg).get_heads()
+
+    chain = tmp_path / "chain" / "versions"
+    chain.mkdir(parents=True)
+    _script(chain, "a", "aaa", None)
+    _script(chain, "b", "bbb", "aaa")
+    _script(chain, "c", "ccc", "bbb", "def upgrade():\n    pass\n")
+    assert alembic_heads(chain) == ["ccc"] and _linear_head(str(chain)) == "ccc"
+    # two heads, a merge, a computed revision: not a plain chain, alembic decides
+    _script(chain, "d", "ddd", "bbb")
+    assert sorted(alembic_heads(chain)) == ["ccc", "ddd"] and _linear_head(str(chain)) is None
+    _script(chain, "e", "eee", ("ccc", "ddd"))
+    assert alembic_heads(chain) == ["eee"] and _linear_head(str(chain)) is None
+    odd = tmp_path / "odd" / "versions"
+    odd.mkdir(parents=True)
+    (odd / "a.py").write_text("revision = 'a' + 'b'\ndown_revision = None\n")
+    assert _linear_head(str(odd)) is None
+    assert _linear_head(str(tmp_path / "missing")) is None
+
+
+def test_nbgraders_schema_head_is_read_without_importing_alembic():
+    code = ("import sys; from autograder.gradebook import alembic_head; print(alembic_head()); "
+            "assert 'alembic' not in sys.modules, 'the chain was not read from its text'")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    proc = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+def test_sandbox_self_test_started_early_gives_the_same_mode(monkeypatch):
+    """grade starts the sandbox's self-test in a thread at once; the mode is the one a direct call finds,
+    and a self-test that raises leaves the question open for grade_class to ask (and report) again."""
+    from autograder import cli, sandbox
+    from autograder.sandbox import SandboxError
+    ok, _why = sandbox._self_test()
+    monkeypatch.setattr(sandbox, "_mode", None)
+    cli._start_sandbox_self_test().join(120)
+    assert sandbox._mode == ("bubblewrap" if ok else "rlimits-only")
+
+    def broken():
+        raise SandboxError("ldd is missing")
+    monkeypatch.setattr(sandbox, "_mode", None)
+    monkeypatch.setattr(sandbox, "_self_test", broken)
+    cli._start_sandbox_self_test().join(120)
+    assert sandbox._mode is None
+    with pytest.raises(SandboxError):
+        sandbox.isolation_mode()
+
+
 def test_in_process_export_equals_nbgrader_export(tmp_path):
     from autograder.gradebook import export_csv, open_gradebook
     db = "sqlite:///" + str(tmp_path / "gradebook.db")
@@ -217,3 +279,28 @@ def test_late_policy_is_nbgraders_and_a_bad_one_is_reported_at_once(tmp_path):
     with pytest.raises((TraitError, ImportError)):
         gradebook.late_plugin(bad)
     assert Gradebook   # nbgrader's own class, as the gradebook module uses it
+
+
+def test_the_command_ends_without_module_teardown_but_with_everything_shutdown_does(tmp_path):
+    """``python -m autograder`` skips the interpreter's teardown of its modules; it still waits for
+    running threads, runs the atexit handlers, delivers all of its output and keeps main's exit code."""
+    marker = str(tmp_path / "m")
+    code = ("import atexit, sys, threading, time\n"
+            "marker = sys.argv[1]\n"
+            "atexit.register(lambda: open(marker + '.atexit', 'w').write(str(thread_done)))\n"
+            "thread_done = False\n"
+            "def late():\n"
+            "    global thread_done\n"
+            "    time.sleep(3); thread_done = True\n"
+            "threading.Thread(target=late).start()\n"
+            "sys.stdout.write('x' * 100000 + '\\n')\n"
+            "from autograder.cli import run\n"
+            "run(['grade', marker + '-missing'])\n"
+            "raise SystemExit('not reached')\n")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    proc = subprocess.run([sys.executable, "-c", code, marker], cwd=root, capture_output=True, text=True)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert proc.stdout == "x" * 100000 + "\n"
+    assert "does not exist" in proc.stderr and "not reached" not in proc.stderr
+    with open(marker + ".atexit") as fh:
+        assert fh.read() == "True"       # the thread ended before the atexit handlers ran
