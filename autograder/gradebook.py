@@ -285,15 +285,47 @@ def open_gradebook(db_url, course_id=COURSE_ID):
     return Gradebook(db_url, course_id=course_id)
 
 
+def _registered(gb, assignment):
+    """{(kind, notebook, cell name): {column: value}} of the assignment's grade, solution and source
+    cells as the gradebook holds them, read in three queries."""
+    from nbgrader.api import Assignment, GradeCell, Notebook, SolutionCell, SourceCell
+    found = {}
+    for kind, model, columns in (("grade", GradeCell, _GRADE_COLUMNS), ("solution", SolutionCell, ()),
+                                 ("source", SourceCell, _SOURCE_COLUMNS)):
+        rows = gb.db.query(model, Notebook.name).join(Notebook, Notebook.id == model.notebook_id) \
+            .join(Assignment, Assignment.id == Notebook.assignment_id).filter(Assignment.name == assignment)
+        for cell, notebook in rows:
+            found[(kind, notebook, cell.name)] = {c: getattr(cell, c) for c in columns}
+    return found
+
+
+_GRADE_COLUMNS = ("max_score", "cell_type")
+_SOURCE_COLUMNS = ("cell_type", "locked", "source", "checksum")
+
+
 def register_assignment(gb, spec, duedate=None):
-    """Assignment, notebooks and cells, from the assignment's source notebooks."""
+    """Assignment, notebooks and cells, from the assignment's source notebooks.
+
+    Each cell goes through nbgrader's ``update_or_create_*`` unless the gradebook already
+    holds it with exactly these values (what that call would leave unchanged): a run
+    after the first reads the cells in three queries instead of one or two per cell.
+    """
     kwargs = {"duedate": duedate} if duedate is not None else {}
     gb.update_or_create_assignment(spec.name, **kwargs)
+    have = _registered(gb, spec.name)
+
+    def needed(kind, notebook, name, values):
+        if have.get((kind, notebook, name)) == values:
+            return False
+        have[(kind, notebook, name)] = values       # a cell named twice: the last one wins, as before
+        return True
+
     for notebook in spec.notebooks:
         gb.update_or_create_notebook(notebook, spec.name)
         for cell in spec.cells_of(notebook):
-            gb.update_or_create_grade_cell(cell.grade_id, notebook, spec.name, max_score=cell.points,
-                                           cell_type="code")
+            values = dict(zip(_GRADE_COLUMNS, (cell.points, "code")))
+            if needed("grade", notebook, cell.grade_id, values):
+                gb.update_or_create_grade_cell(cell.grade_id, notebook, spec.name, **values)
         path = spec.source_path(notebook)
         graded = set(spec.grade_ids(notebook))
         nb = nbformat.read(path, as_version=4)
@@ -302,13 +334,14 @@ def register_assignment(gb, spec, duedate=None):
             if not nbg or not nbg.get("grade_id"):
                 continue
             name = nbg["grade_id"]
-            if is_solution(cell):
+            if is_solution(cell) and needed("solution", notebook, name, {}):
                 gb.update_or_create_solution_cell(name, notebook, spec.name)
             if is_grade(cell) and name not in graded:
                 continue
-            gb.update_or_create_source_cell(name, notebook, spec.name, cell_type=cell.cell_type,
-                                            locked=is_locked(cell), source=cell.source,
-                                            checksum=compute_checksum(cell))
+            values = dict(zip(_SOURCE_COLUMNS, (cell.cell_type, is_locked(cell), cell.source,
+                                                compute_checksum(cell))))
+            if needed("source", notebook, name, values):
+                gb.update_or_create_source_cell(name, notebook, spec.name, **values)
 
 
 #: the configuration sections an ``AssignLatePenalties`` and its default plugin read (their classes

@@ -304,3 +304,36 @@ def test_the_command_ends_without_module_teardown_but_with_everything_shutdown_d
     assert "does not exist" in proc.stderr and "not reached" not in proc.stderr
     with open(marker + ".atexit") as fh:
         assert fh.read() == "True"       # the thread ended before the atexit handlers ran
+
+
+def test_registration_skips_only_cells_the_gradebook_already_holds(tmp_path, monkeypatch):
+    """register_assignment calls nbgrader's update_or_create_* only for cells that differ from the
+    gradebook; the rows it leaves (first run, unchanged run, a gradebook edited by hand) are the
+    rows that calling it for every cell leaves."""
+    from autograder import gradebook
+    from autograder.assignment import load
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    spec = load(root, "cnn_layers")
+
+    def run(db_url):
+        with gradebook.open_gradebook(db_url) as gb:
+            gradebook.register_assignment(gb, spec, "2026-03-06 12:00:00 UTC")
+            gb.db.commit()
+            first = _canonical_rows(db_url)
+            gradebook.register_assignment(gb, spec, "2026-03-06 12:00:00 UTC")
+            gb.db.commit()
+            assert _canonical_rows(db_url) == first
+            gb.find_grade_cell("conv_forward_basic", "convolution", "cnn_layers").max_score = 99
+            helper = gb.find_source_cell("helpers", "convolution", "cnn_layers")
+            helper.source, helper.locked = "tampered", not helper.locked
+            gb.db.delete(gb.find_source_cell("maxpool_forward_solution", "pooling", "cnn_layers"))
+            gb.db.commit()
+            assert _canonical_rows(db_url) != first
+            gradebook.register_assignment(gb, spec, "2026-03-06 12:00:00 UTC")
+            gb.db.commit()
+        return first, _canonical_rows(db_url)
+
+    fast = run("sqlite:///" + str(tmp_path / "skip.db"))
+    assert fast[1] == fast[0]              # the edits were put back
+    monkeypatch.setattr(gradebook, "_registered", lambda gb, assignment: {})
+    assert run("sqlite:///" + str(tmp_path / "every_cell.db")) == fast
