@@ -10,11 +10,17 @@ verdict itself.
 
 Order of events: read ``setup.json`` from the input folder (read-only under
 bubblewrap; arrays written back go to the output folder); set resource limits;
-import NumPy and the allowed modules; drop root privileges (to uid/gid 65534)
-so that the process limit applies; install the import guard; read the setup nonce from the request pipe;
-run the cells one by one in one namespace, reporting each one and waiting for
-the parent's ``continue`` (it kills what the cell left running first); then
-serve call requests until the pipe closes.
+read the setup nonce from the request pipe; import NumPy and the allowed
+modules; drop root privileges (to uid/gid 65534) so that the process limit
+applies; install the import guard.  This process is then the *template*: it
+never runs learner code.  For each ``fork`` request (one per notebook, and one
+per restart after a cell that ended or hung its process) it empties the
+sandbox's ``/tmp`` and ``/job``, forks a *learner process* and waits for it to
+end, then says so (``ended``, with the exit code).  The learner process runs
+the request's cells one by one in a fresh namespace, reporting each one and
+waiting for the parent's ``continue`` (the parent kills what the cell left
+running first); then it serves call requests until the pipe closes or the
+parent kills it.
 
 Messages are JSON lines on two dedicated pipes (requests in, replies out).  A
 reply carries the nonce of the request it answers; the parent ignores any
@@ -100,6 +106,16 @@ class _Channel:
         line, _, self.buf = self.buf.partition(b"\n")
         return json.loads(line)
 
+    def receive_fork(self):
+        """The next fork request, skipping what an ended learner process left unread (None at the end)."""
+        while True:
+            try:
+                msg = self.receive()
+            except ValueError:     # a part of a request line
+                continue
+            if msg is None or (isinstance(msg, dict) and msg.get("op") == "fork"):
+                return msg
+
 
 def _install_import_guard(allowed, refusals, default_refusal):
     """Refuse imports written in learner code (code compiled from text, e.g.
@@ -135,6 +151,28 @@ def _reaper():
             if pid == 0:
                 return
     return reap
+
+
+def _empty(folder):
+    """Remove everything in folder (what a learner process left in /tmp or /job)."""
+    for top, dirs, files in os.walk(folder, topdown=False):
+        for name in files:
+            os.unlink(os.path.join(top, name))
+        for name in dirs:
+            path = os.path.join(top, name)
+            if os.path.islink(path):
+                os.unlink(path)
+            else:
+                os.rmdir(path)
+
+
+def _make_writable(folder):
+    """Give the owner back the right to enter and empty every folder below folder."""
+    for top, dirs, _files in os.walk(folder, onerror=None):
+        for name in dirs:
+            path = os.path.join(top, name)
+            if not os.path.islink(path):
+                os.chmod(path, 0o700)
 
 
 def main():
@@ -262,92 +300,149 @@ def main():
     def quiet_print(*args, **kwargs):
         return None
 
-    ns = {"__name__": "__main__", "__builtins__": builtins}
-    skip = set(cfg["skip"])
-    chan.send({"nonce": nonce, "op": "ready"})
-    for index, source in enumerate(cfg["cells"]):
-        if index in skip:
-            continue
-        chan.send({"nonce": nonce, "op": "cell-start", "index": index})
-        before = {k: id(v) for k, v in ns.items()}
-        status, message = "ok", ""
+    def learner(chan, req, reap, quiet_print):
+        """The learner process: run the request's cells in a fresh namespace, then answer calls."""
+        nonce = req["nonce"]
+        ns = {"__name__": "__main__", "__builtins__": builtins}
+        skip = set(req.get("skip") or ())
+        chan.send({"nonce": nonce, "op": "ready"})
+        # no learner code before the parent has noted this process (it keeps it when it kills
+        # what a cell left running)
         try:
-            code = compile(source, f"<cell {index}>", "exec", dont_inherit=True)
-            exec(code, ns)
-        except MemoryError as exc:
-            status, message = "out-of-memory", _one_line(exc)
-        except BaseException as exc:  # SystemExit, KeyboardInterrupt and the like too
-            status, message = "error", _one_line(exc)
-        try:
-            defined = [k for k, v in list(ns.items())
-                       if type(k) is str and not k.startswith("__") and before.get(k) != id(v)]
-        except BaseException:
-            defined = []
-        chan.send({"nonce": nonce, "op": "cell-done", "index": index,
-                   "status": status, "message": message, "defined": defined[:200]})
-        try:
-            ack = chan.receive()
+            go = chan.receive()
         except BaseException:
             return
-        if not ack or ack.get("op") != "continue":
+        if not go or go.get("op") != "continue":
             return
-        reap()
-    try:
-        names = sorted(k for k in ns if type(k) is str and not k.startswith("__"))[:1000]
-        functions = [k for k in names if callable(ns[k])]
-    except BaseException:
-        names, functions = [], []
-    chan.send({"nonce": nonce, "op": "setup-done", "names": names, "functions": functions})
-
-    while True:
-        try:
-            req = chan.receive()
-        except BaseException:
-            return
-        if req is None or req.get("op") != "call":
-            return
-        reap()  # what the previous call started was killed after its reply
-        rn = req["nonce"]
-        reply = {"nonce": rn, "status": "ok", "message": ""}
-        try:
-            args = load(req["args"], rn)
-            kwargs = load(req["kwargs"], rn)
-        except BaseException as exc:
-            reply.update(status="bad-input", message=_one_line(exc))
-            chan.send(reply)
-            continue
-        func = ns.get(req["func"])
-        if func is None or not callable(func):
-            what = "is not defined" if func is None else f"is a {type(func).__name__}, not a function"
-            reply.update(status="missing", message=f"{req['func']} {what}")
-            chan.send(reply)
-            continue
-        # printed output never counts: while a graded call runs, print does nothing, so
-        # that a print left in an inner loop costs no time (formatting arrays is slow)
-        saved_print = builtins.print
-        builtins.print = quiet_print
-        try:
-            result = func(*args, **kwargs)
-        except MemoryError as exc:
-            reply.update(status="out-of-memory", message=_one_line(exc))
-            result = None
-        except BaseException as exc:
-            reply.update(status="error", message=_one_line(exc))
-            result = None
-        finally:
-            builtins.print = saved_print
-        returned = [("value", "out", result)]
-        if req.get("return_args", True):
-            returned.append(("args_after", "arg", list(args)))
-        for key, prefix, obj in returned:
+        for index, source in enumerate(req.get("cells") or ()):
+            if index in skip:
+                continue
+            chan.send({"nonce": nonce, "op": "cell-start", "index": index})
+            before = {k: id(v) for k, v in ns.items()}
+            status, message = "ok", ""
             try:
-                reply[key] = Dumper(prefix, rn)(obj)
+                code = compile(source, f"<cell {index}>", "exec", dont_inherit=True)
+                exec(code, ns)
+            except MemoryError as exc:
+                status, message = "out-of-memory", _one_line(exc)
+            except BaseException as exc:  # SystemExit, KeyboardInterrupt and the like too
+                status, message = "error", _one_line(exc)
+            try:
+                defined = [k for k, v in list(ns.items())
+                           if type(k) is str and not k.startswith("__") and before.get(k) != id(v)]
+            except BaseException:
+                defined = []
+            chan.send({"nonce": nonce, "op": "cell-done", "index": index,
+                       "status": status, "message": message, "defined": defined[:200]})
+            try:
+                ack = chan.receive()
+            except BaseException:
+                return
+            if not ack or ack.get("op") != "continue":
+                return
+            reap()
+        try:
+            names = sorted(k for k in ns if type(k) is str and not k.startswith("__"))[:1000]
+            functions = [k for k in names if callable(ns[k])]
+        except BaseException:
+            names, functions = [], []
+        chan.send({"nonce": nonce, "op": "setup-done", "names": names, "functions": functions})
+
+        while True:
+            try:
+                req = chan.receive()
+            except BaseException:
+                return
+            if req is None or req.get("op") != "call":
+                return
+            reap()  # what the previous call started was killed after its reply
+            rn = req["nonce"]
+            reply = {"nonce": rn, "status": "ok", "message": ""}
+            try:
+                args = load(req["args"], rn)
+                kwargs = load(req["kwargs"], rn)
+            except BaseException as exc:
+                reply.update(status="bad-input", message=_one_line(exc))
+                chan.send(reply)
+                continue
+            func = ns.get(req["func"])
+            if func is None or not callable(func):
+                what = "is not defined" if func is None else f"is a {type(func).__name__}, not a function"
+                reply.update(status="missing", message=f"{req['func']} {what}")
+                chan.send(reply)
+                continue
+            # printed output never counts: while a graded call runs, print does nothing, so
+            # that a print left in an inner loop costs no time (formatting arrays is slow)
+            saved_print = builtins.print
+            builtins.print = quiet_print
+            try:
+                result = func(*args, **kwargs)
             except MemoryError as exc:
                 reply.update(status="out-of-memory", message=_one_line(exc))
-                reply[key] = {"x": "a value that could not be written (out of memory)"}
+                result = None
             except BaseException as exc:
-                reply[key] = {"x": f"a value that could not be written ({_one_line(exc)})"}
-        chan.send(reply)
+                reply.update(status="error", message=_one_line(exc))
+                result = None
+            finally:
+                builtins.print = saved_print
+            returned = [("value", "out", result)]
+            if req.get("return_args", True):
+                returned.append(("args_after", "arg", list(args)))
+            for key, prefix, obj in returned:
+                try:
+                    reply[key] = Dumper(prefix, rn)(obj)
+                except MemoryError as exc:
+                    reply.update(status="out-of-memory", message=_one_line(exc))
+                    reply[key] = {"x": "a value that could not be written (out of memory)"}
+                except BaseException as exc:
+                    reply[key] = {"x": f"a value that could not be written ({_one_line(exc)})"}
+            chan.send(reply)
+
+    chan.send({"nonce": nonce, "op": "ready"})
+    private = job != job_in   # under bubblewrap /tmp and /job are the sandbox's own, in memory
+    while True:
+        req = chan.receive_fork()
+        if req is None:
+            return
+        if private:
+            try:
+                for folder in ("/tmp", job):
+                    _make_writable(folder)
+                    _empty(folder)
+            except OSError as exc:   # cannot start clean: end, and the grader starts a new sandbox
+                sys.stderr.write(f"the sandbox could not be emptied: {exc}\n")
+                return
+        try:
+            pid = os.fork()
+        except OSError as exc:
+            chan.send({"nonce": req.get("nonce"), "op": "ended", "code": 1, "message": str(exc)[:200]})
+            continue
+        if pid == 0:
+            code = 0
+            try:
+                learner(chan, req, reap, quiet_print)
+            except BaseException:
+                code = 1
+            finally:
+                for stream in (sys.stdout, sys.stderr):
+                    try:
+                        stream.flush()
+                    except BaseException:
+                        pass
+                os._exit(code)
+        while True:
+            try:
+                _pid, status = os.waitpid(pid, 0)
+                break
+            except InterruptedError:
+                continue
+            except ChildProcessError:
+                status = 0
+                break
+        code = -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
+        chan.buf = b""
+        reap()
+        chan.send({"nonce": req.get("nonce"), "op": "ended", "code": code})
 
 
 if __name__ == "__main__":

@@ -1,16 +1,16 @@
-"""Grade on a Dask distributed cluster: one task per notebook, results back to the grading process.
+"""Grade on a Dask distributed cluster: one task per learner, results back to the grading process.
 
-``python -m autograder grade SUBMITTED --out OUT --dask ADDRESS`` sends every
-notebook to grade as a task to the scheduler at ADDRESS
-(``tcp://host:8786``); ``--dask local`` starts a cluster of ``--jobs`` worker
-processes on this machine.  A task runs ``grading.grade_notebook_file`` on a
-worker, where the learner's code runs in the same sandbox as in a local run
-(bubblewrap on that worker), and returns the result; only the process that
-ran ``grade`` stores results, writes the CSV files and the gradebook, so
-resume and regrade-on-change behave as in a local run.  When a worker dies
-during a task, the scheduler runs the task again on another worker (up to
-``distributed.scheduler.allowed-failures`` times); a result is stored only
-when it arrives, once.
+``python -m autograder grade SUBMITTED --out OUT --dask ADDRESS`` sends the
+notebooks to grade to the scheduler at ADDRESS (``tcp://host:8786``), one task
+per learner; ``--dask local`` starts a cluster of ``--jobs`` worker processes
+on this machine.  A task grades one learner's notebooks
+(``grading.grade_learner``) on a worker, where the learner's code runs in the
+same sandbox as in a local run (bubblewrap on that worker), and returns the
+results; only the process that ran ``grade`` stores results, writes the CSV
+files and the gradebook, so resume and regrade-on-change behave as in a local
+run.  When a worker dies during a task, the scheduler runs the task again on
+another worker (up to ``distributed.scheduler.allowed-failures`` times); a
+result is stored only when it arrives, once.
 
 Workers read the submitted notebooks at the path the grading process sees
 (a shared filesystem, as on a cluster's shared home or scratch space, or the
@@ -53,35 +53,41 @@ def close(client):
         cluster.close()
 
 
-def grade_task(*args):
-    """Runs on a worker: grading.grade_task's result dict, with the worker's name."""
-    from .grading import grade_task as grade
-    result = grade(*args)
+def grade_task(tasks):
+    """Runs on a worker: grading.grade_learner's result dicts (one learner's notebooks), with the
+    worker's name in each."""
+    from .grading import grade_learner
+    results = grade_learner(tasks)
     try:
         from distributed import get_worker
-        result["worker"] = str(get_worker().name)
+        name = str(get_worker().name)
     except (ImportError, ValueError):   # called outside a worker
-        result["worker"] = os.uname().nodename
-    return result
+        name = os.uname().nodename
+    for result in results:
+        result["worker"] = name
+    return results
 
 
 def grade_on_cluster(client, items, on_result):
-    """Submit every (key, args) of items as a task; call on_result(key, result or exception) as each ends.
+    """Submit every (keys, tasks) of items (one learner's notebooks) as a task; call on_result(key,
+    result or exception) for each notebook as its task ends.
 
-    ``args`` are grade_task's arguments.  A task whose worker died is rerun by
-    the scheduler elsewhere; one that could not finish at all (every try lost
-    its worker) is passed to on_result as the exception.
+    ``tasks`` are grading.grade_task's argument tuples.  A task whose worker died is rerun by
+    the scheduler elsewhere; one that could not finish at all (every try lost its worker) is
+    passed to on_result as the exception, for each of its notebooks.
     """
     from distributed import as_completed
     futures = {}
-    for key, args in items:
-        fut = client.submit(grade_task, *args, pure=False)
-        futures[fut] = key
+    for keys, tasks in items:
+        fut = client.submit(grade_task, tasks, pure=False)
+        futures[fut] = keys
     for fut in as_completed(futures):
-        key = futures[fut]
+        keys = futures[fut]
         try:
-            on_result(key, fut.result())
+            results = fut.result()
         except Exception as exc:  # KilledWorker, a worker's environment failing: the grader's fault
-            on_result(key, exc)
+            results = [exc] * len(keys)
         finally:
             fut.release()
+        for key, result in zip(keys, results):
+            on_result(key, result)

@@ -29,6 +29,7 @@ Result JSON (``format`` 1)::
      "setup": [{"cell": int, "status": str, "message": str}, ...],  # cells that failed to run
      "timestamp": str | null,                         # from timestamp.txt, when present
      "graded_at": str (UTC, ISO 8601), "seconds": float, "isolation": str,
+     "learner_cpu_s": float | null,   # CPU time of the learner's processes (their control group)
      "grader_traceback": str}                         # only when the grader itself failed
 
 Cell statuses: passed, failed, error, timeout, out-of-memory, killed, ungradable.
@@ -50,6 +51,7 @@ with mode 0600: ``course_key`` (the CLI's ``--course-key``), else
 ``$AUTOGRADER_COURSE_KEY_FILE``, else ``OUT/course.key``; it never reaches the
 learner's process.  ``seed`` replaces the key (tests only).
 """
+import contextlib
 import csv
 import datetime as _dt
 import hashlib
@@ -350,11 +352,15 @@ def read_timestamp(folder):
 
 
 def grade_notebook_file(path, notebook, source, rng, student="", assignment=ASSIGNMENT,
-                        limits=None, budgets=None, isolation=None, submitted_dir=None):
+                        limits=None, budgets=None, isolation=None, submitted_dir=None, shared=None):
     """The result dict for one submitted notebook (never raises for a bad submission).
 
     With submitted_dir, a path that reaches the notebook through a symbolic
-    link below submitted_dir (a linked student folder) is ungradable.
+    link below submitted_dir (a linked student folder) is ungradable.  ``shared``
+    (a list) keeps the learner's sandbox for their next notebook: the first
+    notebook that needs one starts it and appends it, later ones load their cells
+    into it (``LearnerProcess.load``: a fresh learner process), and the caller
+    closes it.  Without ``shared`` the notebook gets a sandbox of its own.
     """
     from . import sandbox  # imported here so that the rest of the module works without it
 
@@ -391,7 +397,15 @@ def grade_notebook_file(path, notebook, source, rng, student="", assignment=ASSI
             verdicts = checks.grade_notebook(notebook, None, rng, budgets, sub.ungradable)
             return _finish(result, verdicts)
         kwargs = {} if isolation is None else {"isolation": isolation}
-        with sandbox.LearnerProcess(sub.cells, limits=limits or sandbox.Limits(), **kwargs) as proc:
+        if shared:
+            shared[0].load(sub.cells)
+            context = contextlib.nullcontext(shared[0])
+        else:
+            context = sandbox.LearnerProcess(sub.cells, limits=limits or sandbox.Limits(), **kwargs)
+            if shared is not None:
+                shared.append(context)
+                context = contextlib.nullcontext(context)
+        with context as proc:
             report = proc.setup()
             result["isolation"] = getattr(report, "isolation", "") or getattr(proc, "isolation", "")
             for cell in getattr(report, "cells", ()):
@@ -404,6 +418,7 @@ def grade_notebook_file(path, notebook, source, rng, student="", assignment=ASSI
                          else f"code cell {item['cell'] + 1}")
                 result["notes"].append(f"{where} did not run to the end ({item['status']}): {item['message']}")
             verdicts = checks.grade_notebook(notebook, proc.call, rng, budgets, sub.ungradable)
+        result["learner_cpu_s"] = proc.learner_cpu_seconds()
         return _finish(result, verdicts)
     except Exception as exc:  # the grader failed on this notebook: record it, go on
         reason = f"grading failed: {type(exc).__name__}: {checks._short(exc)}"
@@ -579,14 +594,30 @@ def _longest(results):
     return best
 
 
-def grade_task(path, notebook, source, rng, student, assignment, limits, isolation, submitted_dir):
+def grade_task(path, notebook, source, rng, student, assignment, limits, isolation, submitted_dir, shared=None):
     """One notebook's result dict, graded in the process that calls it (a worker of a pool or cluster).
 
     The time budgets are those of this process (``checks.DEFAULT_BUDGETS``), measured on the
     machine that runs the learner's code.
     """
     return grade_notebook_file(path, notebook, source, rng, student, assignment, limits,
-                               checks.DEFAULT_BUDGETS, isolation, submitted_dir=submitted_dir)
+                               checks.DEFAULT_BUDGETS, isolation, submitted_dir=submitted_dir, shared=shared)
+
+
+def grade_learner(tasks):
+    """The result dicts of one learner's notebooks (a list of grade_task argument tuples), in order.
+
+    The notebooks are graded one after the other in one sandbox, each in a fresh learner
+    process forked from the sandbox's template (``LearnerProcess.load``), so that the
+    interpreter and NumPy start once per learner instead of once per notebook.  Learners
+    never share a sandbox.
+    """
+    shared = []
+    try:
+        return [grade_task(*args, shared=shared) for args in tasks]
+    finally:
+        for proc in shared:
+            proc.close()
 
 
 def _worker_init():
@@ -603,8 +634,8 @@ def _worker_init():
 
 
 def _grade_in_processes(jobs, items, on_result):
-    """Grade every (key, grade_task args) of items in ``jobs`` worker processes; on_result(key, result
-    or exception) in this process as each ends.
+    """Grade every (keys, grade_learner tasks) of items in ``jobs`` worker processes; on_result(key,
+    result or exception) in this process for each notebook as its learner's task ends.
 
     Worker processes, not threads: the hidden checks are Python code, and in threads of one
     process they would take turns on the interpreter lock.  Workers come from a fork server
@@ -618,14 +649,25 @@ def _grade_in_processes(jobs, items, on_result):
     ctx.set_forkserver_preload(["autograder.grading", "autograder.sandbox", "autograder.checks",
                                 "autograder.submission", "dateutil.parser"])
     with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_worker_init) as pool:
-        futures = {pool.submit(grade_task, *args): key for key, args in items}
+        futures = {pool.submit(grade_learner, tasks): keys for keys, tasks in items}
         for fut in as_completed(futures):
-            key = futures.pop(fut)
+            keys = futures.pop(fut)
             try:
-                result = fut.result()
+                results = fut.result()
             except Exception as exc:  # a worker died (BrokenProcessPool) or could not send the result
-                result = exc
-            on_result(key, result)
+                results = [exc] * len(keys)
+            for key, result in zip(keys, results):
+                on_result(key, result)
+
+
+def _by_learner(items):
+    """[(keys, tasks)] from [((student, notebook), task)], one entry per student, in order."""
+    grouped = {}
+    for key, args in items:
+        keys, tasks = grouped.setdefault(key[0], ([], []))
+        keys.append(key)
+        tasks.append(args)
+    return list(grouped.values())
 
 
 def plan(spec, submitted_dir, out_dir, students, regrade=False, only=None):
@@ -734,11 +776,12 @@ def grade_class(submitted_dir, out_dir, root, db_url=None, jobs=2, seed=None, re
 
     todo, waiting = plan(spec, submitted_dir, out_dir, found, regrade, only)
 
-    def work(student, nb):
+    def work(student, nb, shared=None):
         path = os.path.join(submitted_dir, student, assignment, nb + ".ipynb")
         digest = current_hash(path)
         result = grade_notebook_file(path, nb, sources[nb], notebook_rng(secret, nb, digest), student,
-                                     assignment, limits, budgets, isolation, submitted_dir=submitted_dir)
+                                     assignment, limits, budgets, isolation, submitted_dir=submitted_dir,
+                                     shared=shared)
         result["submission_sha256"] = digest
         store_result(out_dir, result)
         return result
@@ -772,18 +815,28 @@ def grade_class(submitted_dir, out_dir, root, db_url=None, jobs=2, seed=None, re
     bar = tqdm(total=len(todo), disable=not progress, unit="notebook", desc="grading")
     try:
         if client is not None:
-            cluster.grade_on_cluster(client, (task(s, nb) for s, nb, _why in todo), arrived)
+            cluster.grade_on_cluster(client, _by_learner(task(s, nb) for s, nb, _why in todo), arrived)
             if failed:  # once more, as a local run retries the grader's own failures
                 bar.total += len(failed)
-                cluster.grade_on_cluster(client, [task(s, nb) for s, nb in sorted(failed)], arrived)
-        elif jobs <= 1:
-            for student, nb, _why in todo:
-                r = work(student, nb)
-                if r["status"] == "error":
-                    failed[(student, nb)] = r["reason"]
-                bar.update(1)
+                cluster.grade_on_cluster(client, _by_learner(task(s, nb) for s, nb in sorted(failed)), arrived)
+        elif jobs <= 1 or len({s for s, _nb, _why in todo}) <= 1:
+            shared, current = [], None
+            try:
+                for student, nb, _why in todo:
+                    if student != current:   # one sandbox per learner, never shared between learners
+                        for proc in shared:
+                            proc.close()
+                        shared, current = [], student
+                    r = work(student, nb, shared)
+                    if r["status"] == "error":
+                        failed[(student, nb)] = r["reason"]
+                    bar.update(1)
+            finally:
+                for proc in shared:
+                    proc.close()
         else:
-            _grade_in_processes(min(jobs, len(todo)), (task(s, nb) for s, nb, _why in todo), arrived)
+            learners = _by_learner(task(s, nb) for s, nb, _why in todo)
+            _grade_in_processes(min(jobs, len(learners)), learners, arrived)
         # A failure of the grader itself (not of the learner's code) may be transient, such as
         # CPython 3.11's parser race between threads: retry those notebooks once, one at a time.
         for s, nb in (sorted(failed) if client is None else ()):

@@ -333,6 +333,10 @@ class LearnerGroup:
     def kill_all(self):
         return self._kill(keep=set())
 
+    def kill_all_but(self, keep):
+        """Kill every process of the group but those in keep; the number killed."""
+        return self._kill(keep=set(keep))
+
     def _kill(self, keep):
         if self.kind == "v2" and not keep:
             try:

@@ -614,6 +614,10 @@ class LearnerProcess:
         self._out: str | None = None       # where the parent reads what the child wrote
         self._deadline: float | None = None  # the notebook's total wall-clock deadline
         self._expired = False
+        self._template: set[int] = set()   # the sandbox's own processes (launcher, template interpreter)
+        self._learner: str | None = None   # nonce of the live learner process forked from the template
+        self._cpu_at_load: float | None = None
+        self._cpu_total = 0.0                # CPU time of sandboxes closed since the cells were loaded
 
     # -- context manager -------------------------------------------------
 
@@ -633,7 +637,7 @@ class LearnerProcess:
 
     def setup(self) -> SetupReport:
         """Run the cells (restarting past cells that end or hang the process)."""
-        self._stop()
+        self._end_learner()
         if self._deadline is None:
             self._deadline = time.monotonic() + self.limits.notebook_timeout
         runs: dict[int, CellReport] = {}
@@ -659,6 +663,34 @@ class LearnerProcess:
                                   self._restarts, self.isolation)
         return self.report
 
+    def load(self, cells) -> None:
+        """Take another notebook's cells, to run in a fresh learner process of the same sandbox.
+
+        The learner process of the previous cells ends (with everything it started), the
+        sandbox's /tmp and job folder are emptied, and the next ``setup()`` forks a new
+        learner process from the template: nothing of the previous cells' namespace, files
+        or processes reaches the new one.  Meant for the notebooks of one learner; the
+        notebooks of different learners get different sandboxes.
+        """
+        self._end_learner()
+        self.cells = [str(c) for c in cells]
+        self.report = None
+        self._fatal_cells = {}
+        self._restarts = 0
+        self._deadline = None
+        self._expired = False
+        self._cpu_total = 0.0
+        self._cpu_at_load = (self._group.cpu_seconds() if self._group is not None else None) or 0.0
+
+    def learner_cpu_seconds(self) -> float | None:
+        """CPU time of the learner's processes since the cells were loaded (None without cgroups)."""
+        if self._group is None:
+            return self._cpu_total if cgroup_mode() != "none" else None
+        now = self._group.cpu_seconds()
+        if now is None:
+            return None
+        return self._cpu_total + now - (self._cpu_at_load or 0.0)
+
     def _deadline_text(self) -> str:
         return (f"the notebook used up its total time of {self.limits.notebook_timeout:g} s "
                 "(all cells and calls together)")
@@ -678,10 +710,10 @@ class LearnerProcess:
         left them (``CallResult.args_after``).
         """
         kwargs = dict(kwargs or {})
-        if not self._expired and (self._proc is None or self._proc.poll() is not None):
+        if not self._expired and not self._learner_alive():
             self.setup()
-        if self._expired or self._proc is None:
-            self._stop()
+        if self._expired or not self._learner_alive():
+            self._end_learner()
             return CallResult("timeout", message=f"{func} was not run: {self._deadline_text()}")
         nonce = secrets.token_hex(16)
         try:
@@ -719,7 +751,7 @@ class LearnerProcess:
         except _Dead as dead:
             seconds = time.monotonic() - start
             used = (group.cpu_seconds() - cpu0) if cpu else None
-            self._kill()
+            self._end_learner()
             self._cleanup_files(nonce)
             if dead.status == "timeout" and dead.message in (_CPU_OUT, _WALL_OUT) and budget[0] is None:
                 budget[0] = float(budget_s)
@@ -771,7 +803,7 @@ class LearnerProcess:
     # -- starting and stopping --------------------------------------------
 
     def _spawn(self) -> str:
-        """Start a fresh child; return the setup nonce."""
+        """Start a fresh sandbox with its template interpreter; return the setup nonce."""
         self._stop()
         lim = self.limits
         bubblewrap = self.isolation == "bubblewrap"
@@ -805,7 +837,7 @@ class LearnerProcess:
                 os.symlink(path, os.path.join(site, os.path.basename(path)))
             sys_path = [site]
             in_child = out_child = job
-        group = LearnerGroup.create(int(lim.max_processes) + 4)  # + launcher, bwrap's init, shell
+        group = LearnerGroup.create(int(lim.max_processes) + 5)  # + launcher, bwrap's init, shell, template
         nproc_base = _count_tasks(NOBODY if as_root else os.getuid())
         req_r, req_w = os.pipe()
         rep_r, rep_w = os.pipe()
@@ -813,7 +845,6 @@ class LearnerProcess:
                     if m not in self.allowed_imports}
         default = import_message("{name}", self.allowed_imports)
         cfg = {
-            "cells": self.cells, "skip": sorted(self._fatal_cells),
             "allowed": sorted(self.allowed_imports | {"__future__"}),
             "refusals": refusals, "default_refusal": default,
             "sys_path": sys_path, "req_fd": req_r, "rep_fd": rep_w,
@@ -825,7 +856,7 @@ class LearnerProcess:
                        "output_bytes": int(lim.output_bytes), "open_files": int(lim.open_files),
                        # RLIMIT_NPROC counts every process of the uid, other learners' too; where the
                        # learner has a control group, its pids.max is the exact limit and this a backstop
-                       "max_processes": int(lim.max_processes) + nproc_base + (1024 if group.kind else 0)},
+                       "max_processes": int(lim.max_processes) + 1 + nproc_base + (1024 if group.kind else 0)},
         }
         with open(os.path.join(job, "setup.json"), "w") as fh:
             json.dump(cfg, fh)
@@ -838,7 +869,8 @@ class LearnerProcess:
         else:
             argv = python
             env = _child_env()
-        out = open(os.path.join(root, "output.txt"), "wb")
+        # appended to, so that emptying it for the next notebook starts it afresh
+        out = open(os.path.join(root, "output.txt"), "ab")
         try:
             self._proc = subprocess.Popen(
                 group.wrap(argv), stdin=subprocess.DEVNULL, stdout=out, stderr=out, env=env,
@@ -864,13 +896,13 @@ class LearnerProcess:
         return nonce
 
     def _on_ready(self) -> None:
-        """The child runs our code only (no learner cell yet): note its processes and its /job."""
+        """The template runs our code only (no learner cell ever): note the sandbox's processes and /job."""
         group = self._group
-        group.protect()
+        self._template = set(group.pids())
         if self.isolation != "bubblewrap":
             return
         python = os.path.realpath(_python_executable())
-        for pid in reversed(group.pids()):
+        for pid in sorted(self._template, reverse=True):
             try:
                 if os.path.realpath(f"/proc/{pid}/exe") == python:
                     self._out = f"/proc/{pid}/root{SANDBOX_JOB}"
@@ -883,6 +915,49 @@ class LearnerProcess:
             os.listdir(self._out)
         except OSError as exc:
             raise SandboxError(f"the sandbox's job folder cannot be read: {exc}") from exc
+
+    def _ensure_template(self, deadline: float) -> None:
+        """A running sandbox whose template is waiting for a fork request (started if need be)."""
+        if self._proc is not None and self._proc.poll() is None and self._template:
+            return
+        nonce = self._spawn()
+        try:
+            self._receive(nonce, deadline, accept=("ready",))
+            self._on_ready()
+        except _Dead as dead:
+            tail = self.learner_output(800).strip().splitlines()[-3:]
+            self._stop()
+            if dead.message == _NOTEBOOK_OUT:
+                raise
+            raise SandboxError(f"the learner process did not start ({dead.message}): "
+                               + " | ".join(tail)) from None
+
+    def _fork(self) -> str:
+        """Ask the template for a fresh learner process that runs the cells; return its nonce."""
+        nonce = secrets.token_hex(16)
+        if self._root is not None:
+            try:   # what the previous learner process printed is not this one's
+                os.truncate(os.path.join(self._root, "output.txt"), 0)
+            except OSError:
+                pass
+        self._learner = nonce
+        # the leading newline ends whatever part of a request the previous learner process left unread
+        self._send({"op": "fork", "nonce": nonce, "cells": self.cells, "skip": sorted(self._fatal_cells)},
+                   lead=b"\n")
+        return nonce
+
+    def _learner_alive(self) -> bool:
+        return self._learner is not None and self._proc is not None and self._proc.poll() is None
+
+    def _end_learner(self) -> None:
+        """End the learner process and everything it started; the sandbox and its template stay."""
+        if self._learner is None:
+            return
+        self._learner = None
+        if self._group is None or self._proc is None or self._proc.poll() is not None:
+            self._stop()
+            return
+        self._group.kill_all_but(self._template)
 
     def _kill_strays(self) -> None:
         """Kill what the learner's code left running (forks, setsid'ed or not)."""
@@ -922,8 +997,14 @@ class LearnerProcess:
             self._kill()   # also ends anything the learner's code forked
             self._proc = None
         if self._group is not None:
+            used = self._group.cpu_seconds()
+            if used is not None:
+                self._cpu_total += used - (self._cpu_at_load or 0.0)
+            self._cpu_at_load = 0.0
             self._group.remove()
             self._group = None
+        self._template = set()
+        self._learner = None
         if self._rep_r is not None:
             os.close(self._rep_r)
             self._rep_r = None
@@ -933,8 +1014,8 @@ class LearnerProcess:
 
     # -- protocol ------------------------------------------------------------
 
-    def _send(self, obj) -> None:
-        data = json.dumps(obj).encode() + b"\n"
+    def _send(self, obj, lead: bytes = b"") -> None:
+        data = lead + json.dumps(obj).encode() + b"\n"
         try:
             while data:
                 ready = select.select([], [self._req_w], [], 5.0)[1]
@@ -979,8 +1060,14 @@ class LearnerProcess:
                     msg = json.loads(line)
                 except (ValueError, RecursionError):
                     continue
-                if isinstance(msg, dict) and msg.get("nonce") == nonce and (
-                        accept is None or msg.get("op") in accept):
+                if not isinstance(msg, dict):
+                    continue
+                if msg.get("op") == "ended" and self._learner is not None and msg.get("nonce") == self._learner:
+                    # the template reaped the learner process
+                    code = msg.get("code")
+                    code = code if isinstance(code, int) and not isinstance(code, bool) else None
+                    raise _Dead(*_describe_exit(code, False))
+                if msg.get("nonce") == nonce and (accept is None or msg.get("op") in accept):
                     return msg
             if len(self._buf) > _MAX_LINE:
                 self._buf = b""
@@ -1031,10 +1118,21 @@ class LearnerProcess:
         runs: dict[int, CellReport] = {}
         start = time.monotonic()
         setup_deadline = start + lim.setup_timeout
-        nonce = self._spawn()
         try:
-            self._receive(nonce, setup_deadline, accept=("ready",))
-            self._on_ready()
+            reused = self._proc is not None and self._proc.poll() is None and bool(self._template)
+            self._ensure_template(setup_deadline)
+            try:
+                nonce = self._fork()
+                self._receive(nonce, setup_deadline, accept=("ready",))
+            except _Dead as dead:
+                if not reused or dead.message == _NOTEBOOK_OUT:
+                    raise
+                # the template of a sandbox used before is gone (the previous cells may have ended
+                # it): once more in a fresh sandbox
+                self._stop()
+                self._ensure_template(setup_deadline)
+                nonce = self._fork()
+                self._receive(nonce, setup_deadline, accept=("ready",))
         except _Dead as dead:
             tail = self.learner_output(800).strip().splitlines()[-3:]
             self._stop()
@@ -1042,7 +1140,14 @@ class LearnerProcess:
                 self._expired = True
                 return runs, ([], [])
             raise SandboxError(f"the learner process did not start ({dead.message}): "
-                               + " | ".join(tail))
+                               + " | ".join(tail)) from None
+        # the template and this learner process, kept when strays are killed; the learner
+        # process runs no cell before it is told to go on
+        self._group.protect()
+        try:
+            self._send({"op": "continue", "nonce": nonce})
+        except _Dead:
+            pass  # noticed by the next receive
         current, cell_start = None, 0.0
         while True:
             deadline = setup_deadline if current is None else min(
@@ -1050,13 +1155,12 @@ class LearnerProcess:
             try:
                 msg = self._receive(nonce, deadline, accept=("cell-start", "cell-done", "setup-done"))
             except _Dead as dead:
-                self._kill()
+                self._end_learner()
                 if dead.message == _NOTEBOOK_OUT:
                     self._expired = True
                     if current is not None:
                         runs[current] = CellReport(current, "timeout", f"the cell was stopped: "
                                                    f"{self._deadline_text()}", (), time.monotonic() - cell_start)
-                    self._stop()
                     return runs, ([], [])
                 if current is None:
                     if dead.status == "timeout":
@@ -1216,7 +1320,7 @@ class LearnerProcess:
             args_after = tuple(after) if isinstance(after, list) else None
         if status == "out-of-memory":
             # the process may hold on to the memory: start afresh next time
-            self._stop()
+            self._end_learner()
             return CallResult(status, None, args_after,
                               f"{func} ran out of memory ({message})", seconds)
         if status == "error":

@@ -638,3 +638,96 @@ def test_without_control_groups_strays_still_die(monkeypatch):
         assert time.monotonic() - start < 1 + 3
         assert proc.call("fork_busy", (np.ones(1),), {}, budget_s=5).status == "ok"
     assert _processes_with(marker) == []
+
+
+# --------------------------------------------------------------------------
+# one learner's notebooks in turn in one sandbox (LearnerProcess.load)
+# --------------------------------------------------------------------------
+
+FIRST_NOTEBOOK = cells(
+    """
+    import os, subprocess, sys
+    secret = 41
+    def leave_traces():
+        with open("/tmp/left-behind.txt", "w") as fh:
+            fh.write("from the first notebook")
+        # a process that outlives the call, in a session of its own
+        subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"], start_new_session=True)
+        return os.getpid()
+    """,
+)
+
+SECOND_NOTEBOOK = cells(
+    """
+    import os
+    def what_is_left():
+        names = sorted(os.listdir("/tmp"))
+        others = []
+        for entry in os.listdir("/proc"):
+            if entry.isdigit() and int(entry) not in (os.getpid(), os.getppid(), 1):
+                try:
+                    with open(f"/proc/{entry}/cmdline", "rb") as fh:
+                        others.append(fh.read().replace(b"\\0", b" ").decode())
+                except OSError:
+                    pass
+        return len(names), "secret" in globals(), len(others), os.getpid()
+    """,
+)
+
+
+@needs_bwrap
+def test_the_next_notebook_starts_clean_in_the_same_sandbox():
+    """Files, processes and names of the first notebook are gone when the second one's cells run."""
+    with LearnerProcess(FIRST_NOTEBOOK, limits=FAST, allowed_imports=WIDE | {"subprocess"}) as proc:
+        assert proc.setup().failed == ()
+        first = proc.call("leave_traces", budget_s=5)
+        assert first.status == "ok", first.message
+        proc.load(SECOND_NOTEBOOK)
+        assert proc.setup().failed == ()
+        res = proc.call("what_is_left", budget_s=5)
+        assert res.status == "ok", res.message
+        files, has_secret, processes, pid = res.value
+        assert (files, has_secret, processes) == (0, False, 0)
+        assert pid != first.value          # a fresh learner process
+        assert proc.call("leave_traces").status == "missing"
+
+
+@needs_bwrap
+def test_a_notebook_that_kills_its_template_does_not_stop_the_next_one():
+    killer = cells(
+        """
+        import os, signal
+        os.kill(os.getppid(), signal.SIGKILL)   # the template that forked this process
+        def f(x):
+            return x + 1
+        """,
+    )
+    with LearnerProcess(killer, limits=FAST, allowed_imports=WIDE) as proc:
+        proc.setup()
+        proc.load(HONEST)
+        report = proc.setup()
+        assert report.failed == ()
+        x, w = np.arange(7.0), np.array([1.0, -1.0, 2.0])
+        res = proc.call("conv1d", (x, w), {"stride": 2}, budget_s=5)
+        assert res.status == "ok", res.message
+        assert np.array_equal(res.value[0], np.convolve(x, w[::-1], "valid")[::2])
+
+
+@needs_bwrap
+def test_a_learner_process_that_dies_is_reported_and_the_template_stays():
+    dies = cells(
+        """
+        import os
+        def f():
+            os._exit(3)
+        def g():
+            return 5
+        """,
+    )
+    with LearnerProcess(dies, limits=FAST, allowed_imports=WIDE) as proc:
+        assert proc.setup().failed == ()
+        template = set(proc._template)
+        res = proc.call("f", budget_s=5)
+        assert res.status == "killed" and "exit code 3" in res.message
+        assert proc.call("g", budget_s=5).value == 5      # a fresh learner process
+        assert set(proc._template) == template           # forked from the same template
