@@ -306,42 +306,46 @@ _SOURCE_COLUMNS = ("cell_type", "locked", "source", "checksum")
 def register_assignment(gb, spec, duedate=None):
     """Assignment, notebooks and cells, from the assignment's source notebooks.
 
-    Each cell goes through nbgrader's ``update_or_create_*`` unless the gradebook already
-    holds it with exactly these values (what that call would leave unchanged): a run
-    after the first reads the cells in three queries instead of one or two per cell.
+    A cell the gradebook holds with other values goes through nbgrader's
+    ``update_or_create_*``; a cell it does not hold is added as nbgrader's ``add_*`` adds
+    it (the same row, on the notebook row at hand instead of a query for it per cell); a
+    cell it holds with exactly these values is left alone.  The cells are read in three
+    queries, so a run after the first changes nothing in a few queries, and a first run
+    writes every row in one flush.
     """
+    from nbgrader.api import GradeCell, SolutionCell, SourceCell
     kwargs = {"duedate": duedate} if duedate is not None else {}
     gb.update_or_create_assignment(spec.name, **kwargs)
     have = _registered(gb, spec.name)
 
-    def needed(kind, notebook, name, values):
-        if have.get((kind, notebook, name)) == values:
-            return False
-        have[(kind, notebook, name)] = values       # a cell named twice: the last one wins, as before
-        return True
+    def put(kind, notebook, name, values, update, model):
+        known = have.get((kind, notebook.name, name))
+        have[(kind, notebook.name, name)] = values   # a cell named twice: the last one wins, as in nbgrader
+        if known is None:
+            gb.db.add(model(name=name, notebook=notebook, **values))
+        elif known != values:
+            update(name, notebook.name, spec.name, **values)
 
-    for notebook in spec.notebooks:
-        gb.update_or_create_notebook(notebook, spec.name)
-        for cell in spec.cells_of(notebook):
-            values = dict(zip(_GRADE_COLUMNS, (cell.points, "code")))
-            if needed("grade", notebook, cell.grade_id, values):
-                gb.update_or_create_grade_cell(cell.grade_id, notebook, spec.name, **values)
-        path = spec.source_path(notebook)
-        graded = set(spec.grade_ids(notebook))
-        nb = nbformat.read(path, as_version=4)
+    for name in spec.notebooks:
+        notebook = gb.update_or_create_notebook(name, spec.name)
+        for cell in spec.cells_of(name):
+            put("grade", notebook, cell.grade_id, dict(zip(_GRADE_COLUMNS, (cell.points, "code"))),
+                gb.update_or_create_grade_cell, GradeCell)
+        graded = set(spec.grade_ids(name))
+        nb = nbformat.read(spec.source_path(name), as_version=4)
         for cell in nb.cells:
             nbg = cell.metadata.get("nbgrader")
             if not nbg or not nbg.get("grade_id"):
                 continue
-            name = nbg["grade_id"]
-            if is_solution(cell) and needed("solution", notebook, name, {}):
-                gb.update_or_create_solution_cell(name, notebook, spec.name)
-            if is_grade(cell) and name not in graded:
+            gid = nbg["grade_id"]
+            if is_solution(cell):
+                put("solution", notebook, gid, {}, gb.update_or_create_solution_cell, SolutionCell)
+            if is_grade(cell) and gid not in graded:
                 continue
-            values = dict(zip(_SOURCE_COLUMNS, (cell.cell_type, is_locked(cell), cell.source,
-                                                compute_checksum(cell))))
-            if needed("source", notebook, name, values):
-                gb.update_or_create_source_cell(name, notebook, spec.name, **values)
+            put("source", notebook, gid, dict(zip(_SOURCE_COLUMNS, (cell.cell_type, is_locked(cell), cell.source,
+                                                                   compute_checksum(cell)))),
+                gb.update_or_create_source_cell, SourceCell)
+    gb.db.flush()
 
 
 #: the configuration sections an ``AssignLatePenalties`` and its default plugin read (their classes

@@ -307,9 +307,9 @@ def test_the_command_ends_without_module_teardown_but_with_everything_shutdown_d
 
 
 def test_registration_skips_only_cells_the_gradebook_already_holds(tmp_path, monkeypatch):
-    """register_assignment calls nbgrader's update_or_create_* only for cells that differ from the
-    gradebook; the rows it leaves (first run, unchanged run, a gradebook edited by hand) are the
-    rows that calling it for every cell leaves."""
+    """register_assignment adds missing cells itself and calls nbgrader's update_or_create_* only for
+    cells that differ from the gradebook; the rows it leaves (first run, unchanged run, a gradebook
+    edited by hand) are the rows that calling nbgrader's update_or_create_* for every cell leaves."""
     from autograder import gradebook
     from autograder.assignment import load
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -335,5 +335,13 @@ def test_registration_skips_only_cells_the_gradebook_already_holds(tmp_path, mon
 
     fast = run("sqlite:///" + str(tmp_path / "skip.db"))
     assert fast[1] == fast[0]              # the edits were put back
-    monkeypatch.setattr(gradebook, "_registered", lambda gb, assignment: {})
+    # every cell through nbgrader's update_or_create_* (which adds what is missing with its add_*)
+    monkeypatch.setattr(gradebook, "_registered", lambda gb, assignment: _HeldWithOtherValues())
     assert run("sqlite:///" + str(tmp_path / "every_cell.db")) == fast
+
+
+class _HeldWithOtherValues(dict):
+    """What the gradebook holds, as register_assignment reads it, when every cell seems to differ."""
+
+    def get(self, key, default=None):
+        return {"values": "that match no cell"}
