@@ -325,19 +325,48 @@ def _scope_names(src):
     return frozenset(binds), frozenset(reads)
 
 
-def _statement_text(src, node):
+def _source_lines(src):
+    """The lines of src as UTF-8 bytes, split where the parser splits them (the AST's offsets count bytes)."""
+    lines, start = [], 0
+    data = src.encode("utf-8")
+    for k, byte in enumerate(data):
+        if byte == 10 or (byte == 13 and data[k + 1:k + 2] != b"\n"):
+            lines.append(data[start:k + 1])
+            start = k + 1
+    lines.append(data[start:])
+    return lines
+
+
+def _segment(lines, node):
+    """The source text of node, from the cell's lines (as ast.get_source_segment, split once per cell)."""
+    try:
+        first, last = node.lineno - 1, node.end_lineno - 1
+        if last >= len(lines) or first < 0 or node.end_col_offset is None:
+            return None
+        if first == last:
+            return lines[first][node.col_offset:node.end_col_offset].decode("utf-8")
+        parts = [lines[first][node.col_offset:]] + lines[first + 1:last] + [lines[last][:node.end_col_offset]]
+        return b"".join(parts).decode("utf-8")
+    except (AttributeError, TypeError, UnicodeDecodeError):
+        return None
+
+
+def _statement_text(src, node, lines=None):
     """The source of one top-level statement as written, decorators included (None if unknown).
 
     Reading the names a statement binds and reads needs its text; cutting it from the cell
-    is much cheaper than rebuilding it with ast.unparse.
+    is much cheaper than rebuilding it with ast.unparse.  ``lines``: the cell's
+    ``_source_lines``, when the caller cuts several statements from it.
     """
+    if lines is None:
+        lines = _source_lines(src)
     parts = []
     for deco in getattr(node, "decorator_list", ()):
-        seg = ast.get_source_segment(src, deco)
+        seg = _segment(lines, deco)
         if seg is None:
             return None
         parts.append("@" + seg)
-    seg = ast.get_source_segment(src, node)
+    seg = _segment(lines, node)
     if seg is None:
         return None
     parts.append(seg)
@@ -350,9 +379,10 @@ def _analyse(position, src):
     try:
         tree = parse_source(src)
         stmts = []
+        lines = _source_lines(src)
         for node in tree.body:
             is_import = isinstance(node, (ast.Import, ast.ImportFrom))
-            text = None if is_import else _statement_text(src, node)
+            text = None if is_import else _statement_text(src, node, lines)
             try:
                 binds, reads = _scope_names(text) if text is not None else (None, None)
             except SyntaxError:

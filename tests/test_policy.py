@@ -175,6 +175,7 @@ def _code_cells():
             z = w
         for i in range(3): q = i
         '''))
+    cells.append("s = 'héllo wörld'; t = s\r\nu = [t,\r\n  s]\r\ndef f(ß=t):\r\n    return ß + v\r\n")
     return cells
 
 
