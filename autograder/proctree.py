@@ -243,6 +243,7 @@ class LearnerGroup:
         self.root_pid = None
         self._protected = set()
         self._ns = None
+        self._usage_fd = None   # the CPU-time file, kept open: it is read many times a second
 
     # -- making ------------------------------------------------------------
 
@@ -310,13 +311,18 @@ class LearnerGroup:
                     found.add(int(entry))
         return sorted(found)
 
+    def _usage(self, path):
+        if self._usage_fd is None:
+            self._usage_fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        return os.pread(self._usage_fd, 4096, 0).decode("ascii")
+
     def cpu_seconds(self):
         """CPU time used so far by every process that was ever in the group (None without cgroups)."""
         try:
             if self.kind == "v1":
-                return int(_read(os.path.join(self.dirs["cpuacct"], "cpuacct.usage"))) / 1e9
+                return int(self._usage(os.path.join(self.dirs["cpuacct"], "cpuacct.usage"))) / 1e9
             if self.kind == "v2":
-                for line in _read(os.path.join(self.dirs[""], "cpu.stat")).splitlines():
+                for line in self._usage(os.path.join(self.dirs[""], "cpu.stat")).splitlines():
                     key, _, value = line.partition(" ")
                     if key == "usage_usec":
                         return int(value) / 1e6
@@ -362,6 +368,9 @@ class LearnerGroup:
 
     def remove(self):
         """Kill what is left and delete the group's folders."""
+        if self._usage_fd is not None:
+            os.close(self._usage_fd)
+            self._usage_fd = None
         if self.kind is None:
             if self.root_pid is not None:
                 self.kill_all()
