@@ -433,6 +433,7 @@ def _closure(function, cells):
 def _select(sub, cells, functions, allowed):
     """Fill sub.cells, sub.labels and sub.ungradable from the analysed learner cells."""
     needs = {}
+    scanned = {}   # code -> its import findings: a cell several functions depend on is read once
     for f in functions:
         whole, imports, defined = _closure(f, cells)
         if not defined:
@@ -442,7 +443,9 @@ def _select(sub, cells, functions, allowed):
         for k in sorted(set(whole) | set(imports)):
             code = cells[k].source if k in whole else "\n".join(cells[k].stmts[j].source
                                                                  for j in sorted(imports[k]))
-            found = [v for v in scan_imports(code, allowed) if v.kind == "import"]
+            if code not in scanned:
+                scanned[code] = [v for v in scan_imports(code, allowed) if v.kind == "import"]
+            found = scanned[code]
             if found:
                 refusal = (f"{found[0].message} (in {cells[k].label()}, which {f} depends on)")
                 break
