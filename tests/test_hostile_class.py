@@ -205,7 +205,8 @@ def test_attacks_on_the_run_are_bounded(tmp_path):
 
 
 def _jobs_base():
-    return os.path.join(tempfile.gettempdir(), f"autograder-jobs-{os.getuid()}")
+    from autograder.sandbox import jobs_base
+    return jobs_base(traversable=None)
 
 
 def test_kill_9_leaves_nothing_behind(tmp_path):
