@@ -646,8 +646,7 @@ def _grade_in_processes(jobs, items, on_result):
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor, as_completed
     ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(["autograder.grading", "autograder.sandbox", "autograder.checks",
-                                "autograder.submission", "dateutil.parser"])
+    ctx.set_forkserver_preload(["autograder._preload", "dateutil.parser"])
     with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_worker_init) as pool:
         futures = {pool.submit(grade_learner, tasks): keys for keys, tasks in items}
         for fut in as_completed(futures):
