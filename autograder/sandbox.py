@@ -37,6 +37,7 @@ Typical use::
 from __future__ import annotations
 
 import errno
+import hashlib
 import importlib.util
 import json
 import logging
@@ -236,11 +237,54 @@ _runtime_lock = threading.Lock()
 _runtime_cache: dict = {}
 
 
+def _ldd_key(ldd: str, files: list[str]) -> str:
+    """What ldd's answer depends on: ldd itself, the loader's cache and search path, and every
+    file asked about (path, inode, size, modification time)."""
+    parts = [os.environ.get("LD_LIBRARY_PATH", ""), os.environ.get("LD_PRELOAD", "")]
+    for path in [ldd, "/etc/ld.so.cache", "/etc/ld.so.preload", *sorted(files)]:
+        try:
+            st = os.stat(path)
+            parts.append(f"{path}\0{st.st_ino}\0{st.st_size}\0{st.st_mtime_ns}")
+        except OSError:
+            parts.append(f"{path}\0-")
+    return hashlib.sha256("\n".join(parts).encode("utf-8", "surrogateescape")).hexdigest()
+
+
+_LDD_CACHE = "runtime-libraries.json"
+
+
 def _shared_libraries(files: list[str]) -> set[str]:
-    """Paths of the shared libraries (and the dynamic loader) that files need, from ldd."""
+    """Paths of the shared libraries (and the dynamic loader) that files need, from ldd.
+
+    ldd's answer is kept in the grader's private job folder (``jobs_base``, 0700), keyed by
+    everything it depends on (``_ldd_key``), so that a run on an unchanged machine does not
+    start ldd again; any change to a file, the loader's cache or its environment asks ldd
+    anew.  Only the grader's user can write that folder.
+    """
     ldd = shutil.which("ldd")
     if ldd is None or not files:
         raise SandboxError("ldd is missing")
+    key = _ldd_key(ldd, files)
+    cache = os.path.join(jobs_base(traversable=None), _LDD_CACHE)
+    try:
+        with open_regular(cache, 1 << 20) as fh:
+            stored = json.load(fh)
+        if stored.get("key") == key and all(os.path.exists(p) for p in stored["libraries"]):
+            return set(stored["libraries"])
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        pass
+    found = _ask_ldd(ldd, files)
+    try:
+        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(cache), prefix=".ldd-")
+        with os.fdopen(fd, "w") as fh:
+            json.dump({"key": key, "libraries": sorted(found)}, fh)
+        os.replace(tmp, cache)
+    except OSError:
+        pass
+    return found
+
+
+def _ask_ldd(ldd: str, files: list[str]) -> set[str]:
     found = set()
     for k in range(0, len(files), 200):
         res = subprocess.run([ldd, *files[k:k + 200]], capture_output=True, text=True, timeout=120,
@@ -268,10 +312,9 @@ def _runtime_binds(site_dirs: tuple[str, ...]) -> list[tuple[str, str]]:
         objects = [exe]
         stdlib = {os.path.realpath(d) for d in _stdlib_dirs()}
         for folder in sorted(stdlib) + list(site_dirs):
-            for parent, _dirs, names in os.walk(folder):
-                below = os.path.relpath(parent, folder).split(os.sep)
-                if folder in stdlib and ("site-packages" in below or "dist-packages" in below):
-                    continue
+            for parent, dirs, names in os.walk(folder):
+                if folder in stdlib:   # installed packages are not the standard library: not walked
+                    dirs[:] = [d for d in dirs if d not in ("site-packages", "dist-packages")]
                 for name in names:
                     if ".so" in name and not name.startswith(_DENIED_EXTENSIONS):
                         objects.append(os.path.join(parent, name))

@@ -731,3 +731,34 @@ def test_a_learner_process_that_dies_is_reported_and_the_template_stays():
         assert res.status == "killed" and "exit code 3" in res.message
         assert proc.call("g", budget_s=5).value == 5      # a fresh learner process
         assert set(proc._template) == template           # forked from the same template
+
+
+def test_ldd_answer_is_reused_only_while_nothing_it_depends_on_changed(tmp_path, monkeypatch):
+    """The runtime's libraries are asked of ldd once per machine state, never from a stale answer."""
+    import shutil as _shutil
+    monkeypatch.setenv("AUTOGRADER_JOBS_DIR", str(tmp_path / "jobs"))
+    (tmp_path / "jobs").mkdir()
+    lib = tmp_path / "_example.so"
+    _shutil.copyfile(__import__("numpy._core._multiarray_umath", fromlist=["_"]).__file__, lib)
+    asked = []
+    real = sandbox._ask_ldd
+
+    def counting(ldd, files):
+        asked.append(list(files))
+        return real(ldd, files)
+    monkeypatch.setattr(sandbox, "_ask_ldd", counting)
+    first = sandbox._shared_libraries([str(lib)])
+    assert first and len(asked) == 1
+    assert sandbox._shared_libraries([str(lib)]) == first and len(asked) == 1      # reused
+    os.utime(lib, ns=(1, 1))                                                          # the file changed
+    assert sandbox._shared_libraries([str(lib)]) == first and len(asked) == 2
+    cache = os.path.join(sandbox.jobs_base(traversable=None), sandbox._LDD_CACHE)
+    with open(cache, "w") as fh:                                                      # a damaged answer
+        fh.write('{"key": "x", "libraries": ["/etc/shadow"]}')
+    assert sandbox._shared_libraries([str(lib)]) == first and len(asked) == 3
+    assert stat_mode(cache) == 0o600 and stat_mode(os.path.dirname(cache)) == 0o700
+
+
+def stat_mode(path):
+    import stat
+    return stat.S_IMODE(os.stat(path).st_mode)
