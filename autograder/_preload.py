@@ -9,3 +9,6 @@ from .cli import _import_jsonschema_without_iri_grammars
 _import_jsonschema_without_iri_grammars()
 
 from . import checks, grading, sandbox, submission  # noqa: E402,F401
+
+# whether bubblewrap works here, and the runtime it mounts, found once for all the workers
+sandbox.isolation_mode()
