@@ -56,6 +56,7 @@ NOTEBOOKS = B.NOTEBOOKS
 STYLES = ("loops", "vectorized", "im2col")
 # (N, C, H, W, F, k): the layer shapes of issue 11 (small image, middle layer, late layer)
 LAYER_SHAPES = [(32, 3, 32, 32, 16, 3), (32, 16, 16, 16, 32, 3), (16, 64, 14, 14, 64, 3)]
+LAYER_ROUNDS = 8
 
 
 # ----------------------------------------------------------------------------- measuring
@@ -318,10 +319,10 @@ def bench_layer():
         b = rng.standard_normal(F)
         out, cache = fwd(x, w, b, 1, 1)
         dout = rng.standard_normal(out.shape)
-        ours = _best_of(lambda: bwd(dout, fwd(x, w, b, 1, 1)[1]))
-        row = {"shape": [N, C, H, W, F, k], "ours_s": ours,
-               # forward, dx and dw: three products of 2 N F C k k H' W' flops each
-               "ours_gflops": 3 * 2 * N * F * C * k * k * out.shape[2] * out.shape[3] / ours / 1e9}
+
+        def ours_step():
+            return bwd(dout, fwd(x, w, b, 1, 1)[1])
+        steps = {"ours": ours_step}
         if torch is not None:
             tx = torch.tensor(x, requires_grad=True)
             tw = torch.tensor(w, requires_grad=True)
@@ -332,7 +333,19 @@ def bench_layer():
                 for t in (tx, tw, tb):
                     t.grad = None
                 torch.nn.functional.conv2d(tx, tw, tb, stride=1, padding=1).backward(td)
-            row["torch_s"] = _best_of(torch_step)
+            steps["torch"] = torch_step
+        # the two in turn, several rounds, the best of each: a busy moment of the machine
+        # then falls on both rather than on one
+        best = {name: float("inf") for name in steps}
+        for _round in range(LAYER_ROUNDS):
+            for name, step in steps.items():
+                best[name] = min(best[name], _best_of(step, 3))
+        ours = best["ours"]
+        row = {"shape": [N, C, H, W, F, k], "ours_s": ours,
+               # forward, dx and dw: three products of 2 N F C k k H' W' flops each
+               "ours_gflops": 3 * 2 * N * F * C * k * k * out.shape[2] * out.shape[3] / ours / 1e9}
+        if torch is not None:
+            row["torch_s"] = best["torch"]
             row["ratio"] = ours / row["torch_s"]
         rows.append(row)
     return {"layer": name, "torch": None if torch is None else torch.__version__,
