@@ -39,7 +39,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from . import reference as ref
-from .gradcheck import numerical_gradient_stacked, rel_error
+from .gradcheck import rel_error
 
 ASSIGNMENT = "cnn_layers"
 # Against the reference.  Measured (tests/test_tolerance.py, every case of the checks, many
@@ -666,6 +666,23 @@ def _dw_shape_hint(c):
             return "HH and WW are mixed up"
         return None
     return hint
+
+
+def numerical_gradient_stacked(f, x, dout=None, h=1e-5):
+    """gradcheck.numerical_gradient with every perturbation evaluated in one call of f.
+
+    f maps a stack X of K inputs, shape (K, *x.shape), to the stack of their outputs,
+    shape (K, *f(x).shape): for a layer, the perturbed inputs travel as one larger batch.
+    The perturbed values are the same as numerical_gradient's (x[i] + h, x[i] - h), so
+    the result differs from it only by rounding.  Returns an array shaped like x.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    size = x.size
+    step = (np.eye(size) * h).reshape((size,) + x.shape)
+    out = np.asarray(f(np.concatenate([x + step, x - step])), dtype=np.float64)
+    weight = 1.0 if dout is None else np.asarray(dout, dtype=np.float64)
+    diff = (out[:size] - out[size:]) * weight
+    return (diff.reshape(size, -1).sum(axis=1) / (2 * h)).reshape(x.shape)
 
 
 def _conv_backward_case(g, c, numeric=False, shapes_only=False):

@@ -23,23 +23,6 @@ def numerical_gradient(f, x, dout=None, h=1e-5):
     return grad
 
 
-def numerical_gradient_stacked(f, x, dout=None, h=1e-5):
-    """numerical_gradient with every perturbation evaluated in one call of f.
-
-    f maps a stack X of K inputs, shape (K, *x.shape), to the stack of their outputs,
-    shape (K, *f(x).shape): for a layer, the perturbed inputs travel as one larger batch.
-    The perturbed values are the same as numerical_gradient's (x[i] + h, x[i] - h), so
-    the result differs from it only by rounding.  Returns an array shaped like x.
-    """
-    x = np.asarray(x, dtype=np.float64)
-    size = x.size
-    step = (np.eye(size) * h).reshape((size,) + x.shape)
-    out = np.asarray(f(np.concatenate([x + step, x - step])), dtype=np.float64)
-    weight = 1.0 if dout is None else np.asarray(dout, dtype=np.float64)
-    diff = (out[:size] - out[size:]) * weight
-    return (diff.reshape(size, -1).sum(axis=1) / (2 * h)).reshape(x.shape)
-
-
 def rel_error(a, b):
     """max |a - b| scaled by the larger of max|a|, max|b| (0 when both are zero)."""
     a = np.asarray(a, dtype=np.float64)

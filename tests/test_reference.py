@@ -142,7 +142,7 @@ def test_output_size_rejects_bad_arguments():
 @pytest.mark.parametrize("N, C, H, W, F, k, stride, pad", [(2, 1, 5, 7, 1, 3, 1, 0), (2, 3, 6, 6, 2, 3, 2, 1)])
 def test_stacked_central_differences_equal_one_at_a_time(N, C, H, W, F, k, stride, pad):
     """The hidden checks' batched central differences give numerical_gradient's numbers."""
-    from autograder.gradcheck import numerical_gradient_stacked
+    from autograder.checks import numerical_gradient_stacked
     rng = np.random.default_rng(7)
     x, w, b = rng.standard_normal((N, C, H, W)), rng.standard_normal((F, C, k, k)), rng.standard_normal(F)
     out = R.conv_forward(x, w, b, stride, pad)[0]
