@@ -300,7 +300,15 @@ def main():
     def quiet_print(*args, **kwargs):
         return None
 
-    def learner(chan, req, reap, quiet_print):
+    def told_to_go_on():
+        """Whether the parent's next message is its 'continue'."""
+        try:
+            msg = chan.receive()
+        except BaseException:
+            return False
+        return bool(msg) and msg.get("op") == "continue"
+
+    def learner(req):
         """The learner process: run the request's cells in a fresh namespace, then answer calls."""
         nonce = req["nonce"]
         ns = {"__name__": "__main__", "__builtins__": builtins}
@@ -308,11 +316,7 @@ def main():
         chan.send({"nonce": nonce, "op": "ready"})
         # no learner code before the parent has noted this process (it keeps it when it kills
         # what a cell left running)
-        try:
-            go = chan.receive()
-        except BaseException:
-            return
-        if not go or go.get("op") != "continue":
+        if not told_to_go_on():
             return
         for index, source in enumerate(req.get("cells") or ()):
             if index in skip:
@@ -334,11 +338,7 @@ def main():
                 defined = []
             chan.send({"nonce": nonce, "op": "cell-done", "index": index,
                        "status": status, "message": message, "defined": defined[:200]})
-            try:
-                ack = chan.receive()
-            except BaseException:
-                return
-            if not ack or ack.get("op") != "continue":
+            if not told_to_go_on():
                 return
             reap()
         try:
@@ -420,7 +420,7 @@ def main():
         if pid == 0:
             code = 0
             try:
-                learner(chan, req, reap, quiet_print)
+                learner(req)
             except BaseException:
                 code = 1
             finally:

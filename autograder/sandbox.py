@@ -672,7 +672,7 @@ class LearnerProcess:
         self._expired = False
         self._template: set[int] = set()   # the sandbox's own processes (launcher, template interpreter)
         self._learner: str | None = None   # nonce of the live learner process forked from the template
-        self._cpu_at_load: float | None = None
+        self._cpu_at_load = 0.0              # the group's CPU time when the cells were loaded
         self._cpu_total = 0.0                # CPU time of sandboxes closed since the cells were loaded
 
     # -- context manager -------------------------------------------------
@@ -745,7 +745,7 @@ class LearnerProcess:
         now = self._group.cpu_seconds()
         if now is None:
             return None
-        return self._cpu_total + now - (self._cpu_at_load or 0.0)
+        return self._cpu_total + now - self._cpu_at_load
 
     def _deadline_text(self) -> str:
         return (f"the notebook used up its total time of {self.limits.notebook_timeout:g} s "
@@ -1055,7 +1055,7 @@ class LearnerProcess:
         if self._group is not None:
             used = self._group.cpu_seconds()
             if used is not None:
-                self._cpu_total += used - (self._cpu_at_load or 0.0)
+                self._cpu_total += used - self._cpu_at_load
             self._cpu_at_load = 0.0
             self._group.remove()
             self._group = None
