@@ -78,40 +78,51 @@ def conv_forward(x, w, b, stride=1, pad=0):
     return out, (x, w, b, stride, pad)
 
 
+def _col2im(dcols, x_shape, HH, WW, stride, pad, Ho, Wo):
+    """Adjoint of _im2col: the gradient dx (x_shape) from the gradient of every window.
+
+    dcols (C*HH*WW, N*Ho*Wo) is laid out as cols. Each window's gradient is added back where
+    the window was read from (HH*WW strided additions: a pixel in several windows collects
+    them all), and the padding is cropped at the end. The sums are written through a
+    (C, N, ...) view of an (N, C, ...) array, so dx needs no transposing copy.
+    """
+    N, C, H, W = x_shape
+    dcols = dcols.reshape(C, HH, WW, N, Ho, Wo)
+    dxp = np.zeros((N, C, H + 2 * pad, W + 2 * pad))
+    dxp_cn = dxp.transpose(1, 0, 2, 3)
+    for u in range(HH):
+        for v in range(WW):
+            dxp_cn[:, :, u:u + stride * Ho:stride, v:v + stride * Wo:stride] += dcols[:, u, v]
+    return dxp[:, :, pad:pad + H, pad:pad + W].copy() if pad else dxp
+
+
 def conv_transpose(dout, w, stride, pad, x_shape):
     """Adjoint of the x -> conv_forward(x, w, 0) map: the gradient dx (x_shape).
 
     One matrix product gives the gradient of every window, dcols = w_mat.T @ dout_mat;
-    col2im then adds each window's gradient back where the window was read from (HH*WW
-    strided additions: a pixel in several windows collects them all), and the padding
-    is cropped at the end.
+    col2im adds them back where the windows were read from.
     """
-    N, C, H, W = x_shape
     F, _, HH, WW = w.shape
     _, _, Ho, Wo = dout.shape
-    dout_mat = dout.transpose(1, 0, 2, 3).reshape(F, N * Ho * Wo)
-    dcols = (w.reshape(F, -1).T @ dout_mat).reshape(C, HH, WW, N, Ho, Wo)
-    dxp = np.zeros((C, N, H + 2 * pad, W + 2 * pad))
-    for u in range(HH):
-        for v in range(WW):
-            dxp[:, :, u:u + stride * Ho:stride, v:v + stride * Wo:stride] += dcols[:, u, v]
-    return np.ascontiguousarray(dxp[:, :, pad:pad + H, pad:pad + W].transpose(1, 0, 2, 3))
+    dout_mat = dout.transpose(1, 0, 2, 3).reshape(F, -1)
+    return _col2im(w.reshape(F, -1).T @ dout_mat, x_shape, HH, WW, stride, pad, Ho, Wo)
 
 
 def conv_backward(dout, cache):
     """Gradients (dx, dw, db) of the cross-correlation layer, shaped like (x, w, b).
 
-    dw_mat = dout_mat @ cols.T (one matrix product over every window of the batch),
-    db sums dout per filter, dx is conv_transpose (one product and col2im).
+    With dout_mat (F, N*H'*W') the upstream gradient laid out as the forward product:
+    dw_mat = dout_mat @ cols.T (one matrix product over every window of the batch), db sums
+    dout_mat's rows, dcols = w_mat.T @ dout_mat (one product) and col2im give dx. cols is
+    dropped before dcols is made, so the two large matrices are never held at once.
     """
     x, w, b, stride, pad = cache
     F, _, HH, WW = w.shape
     Ho, Wo = dout.shape[2:]
-    cols = _im2col(x, HH, WW, stride, pad, Ho, Wo)
     dout_mat = dout.transpose(1, 0, 2, 3).reshape(F, -1)
-    dw = (dout_mat @ cols.T).reshape(w.shape)
-    db = dout.sum(axis=(0, 2, 3))
-    dx = conv_transpose(dout, w, stride, pad, x.shape)
+    dw = (dout_mat @ _im2col(x, HH, WW, stride, pad, Ho, Wo).T).reshape(w.shape)
+    db = dout_mat.sum(axis=1)
+    dx = _col2im(w.reshape(F, -1).T @ dout_mat, x.shape, HH, WW, stride, pad, Ho, Wo)
     return dx, dw, db
 
 
