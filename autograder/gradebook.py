@@ -83,7 +83,9 @@ from nbgrader import api as nbgrader_api  # noqa: E402
 from nbgrader.api import Comment, Grade, Gradebook, MissingEntry  # noqa: E402
 from nbgrader.utils import compute_checksum, is_grade, is_locked, is_solution  # noqa: E402
 
+from .dburl import GradebookUnavailable, check_url  # noqa: E402,F401  (this module's interface too)
 from .nbgrader_config import COURSE_ID  # noqa: E402
+from .policy import parse_source  # noqa: E402
 
 
 @dataclass
@@ -134,49 +136,10 @@ def _alembic_on_path():
             os.environ["PATH"] = here + os.pathsep + os.environ.get("PATH", "")
 
 
-class GradebookUnavailable(Exception):
-    """The gradebook URL cannot be used; the message says why and what to do."""
-
-
 # pg_advisory_lock key that every writer of a gradebook takes (any fixed number, the same in every run)
 _LOCK_KEY = 0x3A8F0D6B2C1E4F57
 _STUDENT_ID_COLUMNS = (("student", "id"), ("submitted_assignment", "student_id"))
 STUDENT_ID_LENGTH = 255
-
-
-def check_url(db_url):
-    """Connect once to db_url; raise GradebookUnavailable with the reason and the fix."""
-    from sqlalchemy import create_engine, text
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
-    try:
-        url = make_url(db_url)
-    except ArgumentError as exc:
-        raise GradebookUnavailable(f"'{db_url}' is not a database URL ({exc}); write it like "
-                                   "sqlite:///path/gradebook.db or postgresql://user@host/database") from None
-    if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
-        folder = os.path.dirname(os.path.abspath(url.database))
-        try:
-            os.makedirs(folder, exist_ok=True)   # the course folder of a first run
-        except OSError as exc:
-            raise GradebookUnavailable(f"cannot create {folder} for the gradebook: {exc.strerror}") from None
-    try:
-        engine = create_engine(url)
-    except NoSuchModuleError:
-        raise GradebookUnavailable(f"SQLAlchemy has no database dialect '{url.drivername}'; use sqlite:/// or "
-                                   "postgresql://") from None
-    except ImportError as exc:
-        raise GradebookUnavailable(f"the Python driver for '{url.drivername}' is not installed ({exc.name}); "
-                                   "install it (requirements.txt pins psycopg for postgresql://)") from None
-    try:
-        with engine.connect() as conn:
-            conn.execute(text("SELECT 1"))
-    except SQLAlchemyError as exc:
-        detail = " ".join(str(getattr(exc, "orig", exc)).split())[:300]
-        raise GradebookUnavailable(f"cannot open the gradebook {url.render_as_string(hide_password=True)}: "
-                                   f"{detail}") from None
-    finally:
-        engine.dispose()
 
 
 @contextlib.contextmanager
@@ -225,7 +188,7 @@ def _linear_head(versions):
     for name in names:
         try:
             with open(os.path.join(versions, name), encoding="utf-8") as fh:
-                tree = ast.parse(fh.read())
+                tree = parse_source(fh.read())   # one thread at a time: the grading parses too
         except (OSError, SyntaxError, ValueError):
             return None
         found = {}
@@ -419,16 +382,21 @@ def _auto_comment(result, function):
     return "\n".join(lines) or None
 
 
-def sync(db_url, spec, results, students=None, duedate=None, late=None, course_id=COURSE_ID):
-    """Write results ({student: {notebook: result}}) to the gradebook; return {student: StudentGrades}.
+@contextlib.contextmanager
+def writer(db_url, spec, duedate=None, late=None, course_id=COURSE_ID):
+    """The gradebook at db_url, open as its one writer: ``with writer(...) as write:``.
 
-    students maps a student id to what collect recorded ({"first_name", "last_name",
-    "lms_user_id", "timestamp": the submission time from timestamp.txt}); duedate (str or datetime) sets the assignment's due date when
-    given; late is ``late_plugin(config)`` (default: nbgrader's default, no penalty).
+    On entry the assignment is registered (``register_assignment``; ``duedate`` sets its
+    due date when given).  ``write(student, per_notebook, meta)`` then records one student's
+    results ({notebook: result}) and returns the student's ``StudentGrades`` as the gradebook
+    counts them; ``meta`` is what collect recorded ({"first_name", "last_name",
+    "lms_user_id", "email", "timestamp"}).  Each student is one transaction, ended before
+    ``write`` returns, so that the gradebook is never left locked between students (an
+    instructor's formgrader may write meanwhile).  ``late`` is ``late_plugin(config)``
+    (default: nbgrader's default, no penalty).  Calls of ``write`` must come from the
+    thread that entered the block.
     """
-    students = students or {}
     late = late or LatePolicy()
-    out = {}
     with _one_writer(db_url) as lock_conn, warnings.catch_warnings(), open_gradebook(db_url, course_id) as gb:
         # nbgrader's add_submission trips SQLAlchemy 2's autoflush warnings; they are harmless
         warnings.simplefilter("ignore", SAWarning)
@@ -437,14 +405,14 @@ def sync(db_url, spec, results, students=None, duedate=None, late=None, course_i
             _widen_student_ids(lock_conn)
         with _one_transaction(gb):
             register_assignment(gb, spec, duedate)
-        for student in sorted(results):
+
+        def write(student, per_notebook, meta=None):
+            meta = meta or {}
             with _one_transaction(gb):   # one commit per student: the grades are then read back
-                meta = {k: v for k, v in (students.get(student) or {}).items()
-                        if k in ("first_name", "last_name", "lms_user_id", "email") and v}
-                gb.update_or_create_student(student, **meta)
-                stamp = (students.get(student) or {}).get("timestamp")
-                sub = gb.update_or_create_submission(spec.name, student, timestamp=stamp or None)
-                for notebook, result in sorted(results[student].items()):
+                gb.update_or_create_student(student, **{k: v for k, v in meta.items() if v and k in
+                                                        ("first_name", "last_name", "lms_user_id", "email")})
+                sub = gb.update_or_create_submission(spec.name, student, timestamp=meta.get("timestamp") or None)
+                for notebook, result in sorted(per_notebook.items()):
                     scores = {c["grade_id"]: c for c in result.get("cells", [])}
                     for gid in spec.grade_ids(notebook):
                         try:
@@ -462,9 +430,25 @@ def sync(db_url, spec, results, students=None, duedate=None, late=None, course_i
                         except MissingEntry:
                             continue
                         comment.auto_comment = _auto_comment(result, function)
-            out[student] = _read_back(gb, spec, student, sub, late)
+            grades = _read_back(gb, spec, student, sub, late)
+            gb.db.commit()               # the read-back's transaction (and its late penalties) ends here
+            return grades
+
+        yield write
         gb.db.commit()
-    return out
+
+
+def sync(db_url, spec, results, students=None, duedate=None, late=None, course_id=COURSE_ID):
+    """Write results ({student: {notebook: result}}) to the gradebook; return {student: StudentGrades}.
+
+    students maps a student id to what collect recorded ({"first_name", "last_name",
+    "lms_user_id", "timestamp": the submission time from timestamp.txt}); duedate (str or
+    datetime) sets the assignment's due date when given; late is ``late_plugin(config)``
+    (default: nbgrader's default, no penalty).  One ``writer`` block, the students in order.
+    """
+    students = students or {}
+    with writer(db_url, spec, duedate, late, course_id) as write:
+        return {student: write(student, results[student], students.get(student)) for student in sorted(results)}
 
 
 def _read_back(gb, spec, student, sub, late):

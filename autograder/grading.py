@@ -62,6 +62,7 @@ import stat
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import traceback
 import unicodedata
@@ -565,6 +566,108 @@ def verify_export(db_url, totals, out_dir, assignment=ASSIGNMENT):
     return {"ok": not mismatched, "students": len(totals), "mismatched": mismatched[:20]}
 
 
+class _GradebookThread:
+    """The gradebook's share of a run, in a thread of its own beside the grading.
+
+    1. The URL is checked (``dburl.check_url``: SQLAlchemy's engine, one connection), and
+       ``checked()`` waits for the answer, so that a gradebook that cannot be opened stops
+       the run before it grades anything.
+    2. nbgrader's API is loaded; once ``begin(...)`` has said what to write, the gradebook
+       is opened as its one writer (``gradebook.writer``) and the assignment registered.
+    3. Each student given to ``ready(student)`` (every notebook of the student graded, or
+       nothing to grade) is written: the stored results to the gradebook, one transaction
+       per student, then ``after(student, results)`` (the autograded notebooks).
+    4. ``finish(students)`` writes those not written yet and returns {student:
+       StudentGrades}, or raises what failed in the thread.  ``close()`` ends the thread
+       early (the run stopped); what was written stays written.
+
+    Loading nbgrader, opening the gradebook and writing the students take about a second
+    of every run plus a tenth of a second per student; done here, they overlap the
+    grading, which mostly waits for the learner processes.
+    """
+
+    def __init__(self, db_url):
+        import queue
+        self._queue = queue.Queue()
+        self._answered = threading.Event()
+        self._error = None
+        self._sent = set()
+        self.grades = {}
+        self._thread = threading.Thread(target=self._run, args=(db_url,), name="gradebook")
+        self._thread.start()
+
+    def _run(self, db_url):
+        from .dburl import check_url
+        try:
+            check_url(db_url)
+        except BaseException as exc:   # noqa: BLE001  (raised in the grading thread by checked())
+            self._error = exc
+            return
+        finally:
+            self._answered.set()
+        try:
+            from . import gradebook
+            job = self._queue.get()
+            if job is None:
+                return
+            spec, learners, duedate, config, results_of, after = job
+            with gradebook.writer(db_url, spec, duedate, gradebook.late_plugin(config)) as write:
+                for student in iter(self._queue.get, None):
+                    per_notebook = results_of(student)
+                    self.grades[student] = write(student, per_notebook, learners.get(student))
+                    after(student, per_notebook)
+        except BaseException as exc:   # noqa: BLE001  (raised in the grading thread by finish())
+            self._error = exc
+            self._drain()
+
+    def _drain(self):
+        """Take what is still queued, so that the thread that put it never waits on it."""
+        import queue
+        try:
+            while True:
+                self._queue.get_nowait()
+        except queue.Empty:
+            pass
+
+    def checked(self):
+        self._answered.wait()
+        if self._error is not None:
+            from .dburl import GradebookUnavailable
+            if isinstance(self._error, GradebookUnavailable):
+                raise GradingError(str(self._error)) from None
+            raise self._error
+
+    def begin(self, spec, learners, duedate, config, results_of, after):
+        """What to write: the assignment, collect's records of the students, the due date, the
+        course configuration (for nbgrader's late policy), results_of(student) -> {notebook:
+        stored result}, and after(student, those results), called once a student is written."""
+        self._queue.put((spec, learners, duedate, config, results_of, after))
+
+    def ready(self, student):
+        if student not in self._sent:
+            self._sent.add(student)
+            self._queue.put(student)
+
+    def finish(self, students):
+        for student in students:
+            self.ready(student)
+        self.close()
+        if self._error is not None:
+            raise self._error
+        return self.grades
+
+    def close(self):
+        self._queue.put(None)
+        self._queue.put(None)   # one for begin's place, should the run end before it
+        self._thread.join()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
 # --------------------------------------------------------------------------- the class
 
 def current_hash(path):
@@ -633,6 +736,21 @@ def _worker_init():
         os._exit(1)
 
 
+def _start_fork_server():
+    """Start the fork server of the grading workers (``autograder._preload`` loaded) if it is
+    not running, and return its multiprocessing context.
+
+    The server loads the grader in a process of its own, on a core the run's other work
+    leaves free; asked for early, it is ready by the time the workers are forked.
+    """
+    import multiprocessing
+    from multiprocessing import forkserver
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(["autograder._preload", "dateutil.parser"])
+    forkserver.ensure_running()
+    return ctx
+
+
 def _grade_in_processes(jobs, items, on_result):
     """Grade every (keys, grade_learner tasks) of items in ``jobs`` worker processes; on_result(key,
     result or exception) in this process for each notebook as its learner's task ends.
@@ -643,10 +761,8 @@ def _grade_in_processes(jobs, items, on_result):
     dies (the grader's own failure: learner code runs in the sandbox), the notebooks it had
     are passed on as exceptions, and the run retries them one at a time.
     """
-    import multiprocessing
     from concurrent.futures import ProcessPoolExecutor, as_completed
-    ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(["autograder._preload", "dateutil.parser"])
+    ctx = _start_fork_server()
     with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_worker_init) as pool:
         futures = {pool.submit(grade_learner, tasks): keys for keys, tasks in items}
         for fut in as_completed(futures):
@@ -726,187 +842,211 @@ def grade_class(submitted_dir, out_dir, root, db_url=None, jobs=2, seed=None, re
     task on its workers (``autograder.cluster``); everything else stays in this process.
     """
     from tqdm import tqdm
-    from . import autograded, gradebook
+    from . import autograded
     from .nbgrader_config import course_config, duedate_of, default_db_url
 
-    try:
-        spec = load_assignment(root, assignment)
-    except AssignmentError as exc:
-        raise GradingError(str(exc)) from None
     started, t0 = _now(), time.monotonic()
-    root = os.path.abspath(root)
     course_dir = os.path.abspath(course_dir or os.path.dirname(os.path.abspath(submitted_dir)))
-    refused = []
-    found = discover(submitted_dir, assignment, refused)
-    only = list(dict.fromkeys(students or []))
-    missing = [s for s in only if s not in found]
-    if missing:
-        raise GradingError(f"--student {', '.join(missing)}: no submission of '{assignment}' in {submitted_dir} "
-                           f"(expected {submitted_dir}/<student_id>/{assignment}/). Students there: "
-                           f"{', '.join(found[:10])}{' ...' if len(found) > 10 else ''}")
-    sources = {}
-    for nb in spec.notebooks:
-        path = source_notebook(root, nb, assignment)
-        sources[nb] = load_source(path, nb)
-    os.makedirs(out_dir, exist_ok=True)
-    _remove_stale_temp_files(out_dir)
-    config = course_config(course_dir, root)
     db_url = db_url or default_db_url(course_dir)
-    try:  # before grading: a gradebook that cannot be opened is found in seconds, not after the class
-        gradebook.check_url(db_url)
-    except gradebook.GradebookUnavailable as exc:
-        raise GradingError(str(exc)) from None
-    client = None
-    if dask:
-        from . import cluster
+    with _GradebookThread(db_url) as book:
         try:
-            client = cluster.connect(dask, jobs)
-        except cluster.ClusterError as exc:
+            spec = load_assignment(root, assignment)
+        except AssignmentError as exc:
             raise GradingError(str(exc)) from None
-
-    from . import sandbox
-    mode = isolation or sandbox.isolation_mode()
-    limits = limits or sandbox.Limits()
-    if seed is not None:
-        secret = f"seed:{seed}".encode("utf-8")
-    else:
-        secret = load_course_key(course_key_path(out_dir, course_key))
-    budgets = checks.Budgets()
-
-    todo, waiting = plan(spec, submitted_dir, out_dir, found, regrade, only)
-
-    def work(student, nb, shared=None):
-        path = os.path.join(submitted_dir, student, assignment, nb + ".ipynb")
-        digest = current_hash(path)
-        result = grade_notebook_file(path, nb, sources[nb], notebook_rng(secret, nb, digest), student,
-                                     assignment, limits, budgets, isolation, submitted_dir=submitted_dir,
-                                     shared=shared)
-        result["submission_sha256"] = digest
-        store_result(out_dir, result)
-        return result
-
-    failed = {}  # (student, notebook) -> what went wrong in the grader itself
-    digests = {}
-
-    def task(student, nb):
-        path = os.path.join(submitted_dir, student, assignment, nb + ".ipynb")
-        digests[(student, nb)] = current_hash(path)
-        rng = notebook_rng(secret, nb, digests[(student, nb)])
-        return (student, nb), (os.path.abspath(path), nb, sources[nb], rng,
-                               student, assignment, limits, isolation, os.path.abspath(submitted_dir))
-
-    def arrived(key, result):
-        """Store a result that a worker sent back (or note why the cluster could not grade it)."""
-        if isinstance(result, BaseException):
-            where = "the Dask cluster" if client is not None else "a grading worker process"
-            failed[key] = f"{where} could not grade it: {type(result).__name__}: {checks._short(result)}"
-        else:
-            result["submission_sha256"] = digests[key]
-            try:
-                store_result(out_dir, result)
-                failed.pop(key, None)
-                if result["status"] == "error":
-                    failed[key] = result["reason"]
-            except OSError as exc:
-                failed[key] = f"could not store the result: {exc}"
-        bar.update(1)
-
-    bar = tqdm(total=len(todo), disable=not progress, unit="notebook", desc="grading")
-    try:
-        if client is not None:
-            cluster.grade_on_cluster(client, _by_learner(task(s, nb) for s, nb, _why in todo), arrived)
-            if failed:  # once more, as a local run retries the grader's own failures
-                bar.total += len(failed)
-                cluster.grade_on_cluster(client, _by_learner(task(s, nb) for s, nb in sorted(failed)), arrived)
-        elif jobs <= 1 or len({s for s, _nb, _why in todo}) <= 1:
-            shared, current = [], None
-            try:
-                for student, nb, _why in todo:
-                    if student != current:   # one sandbox per learner, never shared between learners
-                        for proc in shared:
-                            proc.close()
-                        shared, current = [], student
-                    r = work(student, nb, shared)
-                    if r["status"] == "error":
-                        failed[(student, nb)] = r["reason"]
-                    bar.update(1)
-            finally:
-                for proc in shared:
-                    proc.close()
-        else:
-            learners = _by_learner(task(s, nb) for s, nb, _why in todo)
-            _grade_in_processes(min(jobs, len(learners)), learners, arrived)
-        # A failure of the grader itself (not of the learner's code) may be transient, such as
-        # CPython 3.11's parser race between threads: retry those notebooks once, one at a time.
-        for s, nb in (sorted(failed) if client is None else ()):
-            try:
-                r = work(s, nb)
-            except Exception as exc:
-                failed[(s, nb)] = f"could not store the result: {exc}"
-                continue
-            if r["status"] == "error":
-                failed[(s, nb)] = r["reason"]
-            else:
-                del failed[(s, nb)]
-    finally:
-        bar.close()
-        if client is not None:
-            cluster.close(client)
-    errors = [f"{s}/{nb}: {reason}" for (s, nb), reason in sorted(failed.items())]
-
-    results = _results_for(out_dir, found, spec.notebooks, assignment)
-    learners = _learners(submitted_dir, found, assignment)
-    grades = gradebook.sync(db_url, spec, results, learners, duedate=duedate_of(config, assignment),
-                            late=gradebook.late_plugin(config))
-    regraded = {(s, nb) for s, nb, _why in todo}
-    for student in found:
+        root = os.path.abspath(root)
+        refused = []
+        found = discover(submitted_dir, assignment, refused)
+        if jobs > 1 and len(found) > 1 and not dask:
+            _start_fork_server()     # the workers' server loads the grader while this process goes on
+        only = list(dict.fromkeys(students or []))
+        missing = [s for s in only if s not in found]
+        if missing:
+            raise GradingError(f"--student {', '.join(missing)}: no submission of '{assignment}' in {submitted_dir} "
+                               f"(expected {submitted_dir}/<student_id>/{assignment}/). Students there: "
+                               f"{', '.join(found[:10])}{' ...' if len(found) > 10 else ''}")
+        sources = {}
         for nb in spec.notebooks:
-            dest = autograded.path_of(course_dir, student, assignment, nb)
-            if (student, nb) in regraded or not os.path.exists(dest):
-                autograded.write(course_dir, spec, results[student][nb],
-                                 os.path.join(submitted_dir, student, assignment, nb + ".ipynb"), root)
-    totals = write_reports(out_dir, spec, results, grades, learners, lms_column)
-    export = verify_export(db_url, totals, out_dir, assignment) if check_export else None
+            path = source_notebook(root, nb, assignment)
+            sources[nb] = load_source(path, nb)
+        os.makedirs(out_dir, exist_ok=True)
+        _remove_stale_temp_files(out_dir)
+        config = course_config(course_dir, root)
+        book.checked()    # before grading: a gradebook that cannot be opened is found in seconds, not after the class
+        client = None
+        if dask:
+            from . import cluster
+            try:
+                client = cluster.connect(dask, jobs)
+            except cluster.ClusterError as exc:
+                raise GradingError(str(exc)) from None
 
-    statuses = {}
-    for per in results.values():
-        for r in per.values():
-            for c in r["cells"]:
-                statuses[c["status"]] = statuses.get(c["status"], 0) + 1
-    whys = {}
-    for _s, _nb, why in todo:
-        whys[why] = whys.get(why, 0) + 1
-    summary = {
-        "assignment": assignment,
-        "students": len(found),
-        "notebooks": len(found) * len(spec.notebooks),
-        "graded_this_run": len(todo),
-        "graded_why": dict(sorted(whys.items())),
-        "changed": whys.get("changed", 0),
-        "reused": len(found) * len(spec.notebooks) - len(todo),
-        "not_graded_waiting": waiting,
-        "only_students": only,
-        "grader_errors": sorted(errors),
-        "refused_students": refused,
-        "cell_statuses": dict(sorted(statuses.items())),
-        "late": sorted(s for s, g in grades.items() if g.seconds_late > 0),
-        "manual_scores": sum(1 for g in grades.values() for per in g.cells.values() for c in per.values()
-                             if c.manual_score is not None),
-        "isolation": mode,
-        "cgroups": sandbox.cgroup_mode(),
-        "limits": asdict(limits),
-        "time_budget": {"factor": checks.BUDGET_FACTOR, "minimum_s": checks.MIN_BUDGET_S},
-        "jobs": jobs,
-        "dask": dask,
-        "regrade": bool(regrade),
-        "course_dir": course_dir,
-        "gradebook": _safe_url(db_url),
-        "export_check": export,
-        "grader_peak_rss_mib": _peak_rss_mib(),
-        "longest_notebook_s": _longest(results),
-        "started": started,
-        "finished": _now(),
-        "seconds": round(time.monotonic() - t0, 2),
-    }
-    atomic_write(os.path.join(out_dir, "run.json"), json.dumps(summary, indent=1))
-    return summary
+        from . import sandbox
+        mode = isolation or sandbox.isolation_mode()
+        limits = limits or sandbox.Limits()
+        if seed is not None:
+            secret = f"seed:{seed}".encode("utf-8")
+        else:
+            secret = load_course_key(course_key_path(out_dir, course_key))
+        budgets = checks.Budgets()
+
+        todo, waiting = plan(spec, submitted_dir, out_dir, found, regrade, only)
+        regraded = {(s, nb) for s, nb, _why in todo}
+        learners = _learners(submitted_dir, found, assignment)
+
+        def write_autograded(student, per_notebook):
+            for nb in spec.notebooks:
+                dest = autograded.path_of(course_dir, student, assignment, nb)
+                if (student, nb) in regraded or not os.path.exists(dest):
+                    autograded.write(course_dir, spec, per_notebook[nb],
+                                     os.path.join(submitted_dir, student, assignment, nb + ".ipynb"), root)
+
+        book.begin(spec, learners, duedate_of(config, assignment), config,
+                   lambda student: _results_for(out_dir, [student], spec.notebooks, assignment)[student],
+                   write_autograded)
+        pending = {}
+        for s_, _nb, _why in todo:
+            pending[s_] = pending.get(s_, 0) + 1
+        for student in found:
+            if student not in pending:
+                book.ready(student)    # nothing to grade: its stored results go to the gradebook now
+        troubled = set()
+
+        def graded(key, ok):
+            """A notebook graded (ok) or not: once all of a student's are, and all went well, the
+            gradebook takes the student; the others wait for the retries, until finish()."""
+            student = key[0]
+            if not ok:
+                troubled.add(student)
+            if pending.get(student, 0) > 0:
+                pending[student] -= 1
+                if pending[student] == 0 and student not in troubled:
+                    book.ready(student)
+
+        def work(student, nb, shared=None):
+            path = os.path.join(submitted_dir, student, assignment, nb + ".ipynb")
+            digest = current_hash(path)
+            result = grade_notebook_file(path, nb, sources[nb], notebook_rng(secret, nb, digest), student,
+                                         assignment, limits, budgets, isolation, submitted_dir=submitted_dir,
+                                         shared=shared)
+            result["submission_sha256"] = digest
+            store_result(out_dir, result)
+            return result
+
+        failed = {}  # (student, notebook) -> what went wrong in the grader itself
+        digests = {}
+
+        def task(student, nb):
+            path = os.path.join(submitted_dir, student, assignment, nb + ".ipynb")
+            digests[(student, nb)] = current_hash(path)
+            rng = notebook_rng(secret, nb, digests[(student, nb)])
+            return (student, nb), (os.path.abspath(path), nb, sources[nb], rng,
+                                   student, assignment, limits, isolation, os.path.abspath(submitted_dir))
+
+        def arrived(key, result):
+            """Store a result that a worker sent back (or note why the cluster could not grade it)."""
+            if isinstance(result, BaseException):
+                where = "the Dask cluster" if client is not None else "a grading worker process"
+                failed[key] = f"{where} could not grade it: {type(result).__name__}: {checks._short(result)}"
+            else:
+                result["submission_sha256"] = digests[key]
+                try:
+                    store_result(out_dir, result)
+                    failed.pop(key, None)
+                    if result["status"] == "error":
+                        failed[key] = result["reason"]
+                except OSError as exc:
+                    failed[key] = f"could not store the result: {exc}"
+            graded(key, key not in failed)
+            bar.update(1)
+
+        bar = tqdm(total=len(todo), disable=not progress, unit="notebook", desc="grading")
+        try:
+            if client is not None:
+                cluster.grade_on_cluster(client, _by_learner(task(s, nb) for s, nb, _why in todo), arrived)
+                if failed:  # once more, as a local run retries the grader's own failures
+                    bar.total += len(failed)
+                    cluster.grade_on_cluster(client, _by_learner(task(s, nb) for s, nb in sorted(failed)), arrived)
+            elif jobs <= 1 or len({s for s, _nb, _why in todo}) <= 1:
+                shared, current = [], None
+                try:
+                    for student, nb, _why in todo:
+                        if student != current:   # one sandbox per learner, never shared between learners
+                            for proc in shared:
+                                proc.close()
+                            shared, current = [], student
+                        r = work(student, nb, shared)
+                        if r["status"] == "error":
+                            failed[(student, nb)] = r["reason"]
+                        graded((student, nb), r["status"] != "error")
+                        bar.update(1)
+                finally:
+                    for proc in shared:
+                        proc.close()
+            else:
+                by_learner = _by_learner(task(s, nb) for s, nb, _why in todo)
+                _grade_in_processes(min(jobs, len(by_learner)), by_learner, arrived)
+            # A failure of the grader itself (not of the learner's code) may be transient, such as
+            # CPython 3.11's parser race between threads: retry those notebooks once, one at a time.
+            for s, nb in (sorted(failed) if client is None else ()):
+                try:
+                    r = work(s, nb)
+                except Exception as exc:
+                    failed[(s, nb)] = f"could not store the result: {exc}"
+                    continue
+                if r["status"] == "error":
+                    failed[(s, nb)] = r["reason"]
+                else:
+                    del failed[(s, nb)]
+        finally:
+            bar.close()
+            if client is not None:
+                cluster.close(client)
+        errors = [f"{s}/{nb}: {reason}" for (s, nb), reason in sorted(failed.items())]
+
+        grades = book.finish(found)    # the students the gradebook has not taken yet, then its answer
+        results = _results_for(out_dir, found, spec.notebooks, assignment)
+        totals = write_reports(out_dir, spec, results, grades, learners, lms_column)
+        export = verify_export(db_url, totals, out_dir, assignment) if check_export else None
+
+        statuses = {}
+        for per in results.values():
+            for r in per.values():
+                for c in r["cells"]:
+                    statuses[c["status"]] = statuses.get(c["status"], 0) + 1
+        whys = {}
+        for _s, _nb, why in todo:
+            whys[why] = whys.get(why, 0) + 1
+        summary = {
+            "assignment": assignment,
+            "students": len(found),
+            "notebooks": len(found) * len(spec.notebooks),
+            "graded_this_run": len(todo),
+            "graded_why": dict(sorted(whys.items())),
+            "changed": whys.get("changed", 0),
+            "reused": len(found) * len(spec.notebooks) - len(todo),
+            "not_graded_waiting": waiting,
+            "only_students": only,
+            "grader_errors": sorted(errors),
+            "refused_students": refused,
+            "cell_statuses": dict(sorted(statuses.items())),
+            "late": sorted(s for s, g in grades.items() if g.seconds_late > 0),
+            "manual_scores": sum(1 for g in grades.values() for per in g.cells.values() for c in per.values()
+                                 if c.manual_score is not None),
+            "isolation": mode,
+            "cgroups": sandbox.cgroup_mode(),
+            "limits": asdict(limits),
+            "time_budget": {"factor": checks.BUDGET_FACTOR, "minimum_s": checks.MIN_BUDGET_S},
+            "jobs": jobs,
+            "dask": dask,
+            "regrade": bool(regrade),
+            "course_dir": course_dir,
+            "gradebook": _safe_url(db_url),
+            "export_check": export,
+            "grader_peak_rss_mib": _peak_rss_mib(),
+            "longest_notebook_s": _longest(results),
+            "started": started,
+            "finished": _now(),
+            "seconds": round(time.monotonic() - t0, 2),
+        }
+        atomic_write(os.path.join(out_dir, "run.json"), json.dumps(summary, indent=1))
+        return summary

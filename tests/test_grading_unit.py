@@ -321,6 +321,74 @@ def test_resume_recomputes_only_what_is_missing_and_is_idempotent(graded_class):
     assert len(_csv(out / "grades.csv")) == 3 * len(checks.GRADED_CELLS)
 
 
+def test_the_gradebook_written_beside_the_grading_is_the_one_sync_writes(graded_class, tmp_path):
+    """Each student goes to the gradebook, in a thread beside the grading, as soon as their
+    notebooks are graded; the gradebook is the one a single sync of the stored results writes."""
+    sub, out, _ = graded_class
+    from autograder import gradebook
+    from autograder.assignment import load
+    from autograder.nbgrader_config import default_db_url
+    from test_fixed_cost import _canonical_rows
+    spec = load(ROOT, "cnn_layers")
+    found = ["alice", "bob", "carol"]
+    other = "sqlite:///" + str(tmp_path / "sync.db")
+    gradebook.sync(other, spec, grading._results_for(str(out), found, spec.notebooks, "cnn_layers"),
+                   grading._learners(str(sub), found, "cnn_layers"))
+    assert _canonical_rows(default_db_url(str(sub.parent))) == _canonical_rows(other)
+
+
+def test_a_gradebook_that_cannot_be_opened_stops_the_run_before_any_grading(graded_class, tmp_path):
+    sub, _, _ = graded_class
+    out = tmp_path / "out"
+    with pytest.raises(grading.GradingError, match="cannot open the gradebook"):
+        grading.grade_class(str(sub), str(out), ROOT, db_url="postgresql://nobody@127.0.0.1:1/none", jobs=2,
+                            seed=4, progress=False)
+    assert not list(out.glob("results/*/*/*.json"))
+
+
+def test_a_gradebook_failure_mid_run_is_raised_and_loses_no_result(graded_class, tmp_path, monkeypatch):
+    """The gradebook's thread fails on the second student: the run raises that failure at its
+    end, every notebook's result is stored, and the next run writes the gradebook from them."""
+    import shutil
+    from autograder import gradebook
+    from autograder.nbgrader_config import default_db_url
+    sub, _, _ = graded_class
+    course = tmp_path / "course"
+    shutil.copytree(sub, course / "submitted")
+    out = course / "out"
+    real = gradebook.writer
+    written = []
+
+    def failing(*args, **kwargs):
+        cm = real(*args, **kwargs)
+
+        class Writer:
+            def __enter__(self):
+                write = cm.__enter__()
+
+                def once(student, *a, **k):
+                    if written:
+                        raise RuntimeError("the gradebook's disk is full")
+                    written.append(student)
+                    return write(student, *a, **k)
+                return once
+
+            def __exit__(self, *exc):
+                return cm.__exit__(*exc)
+        return Writer()
+
+    monkeypatch.setattr(gradebook, "writer", failing)
+    with pytest.raises(RuntimeError, match="disk is full"):
+        grading.grade_class(str(course / "submitted"), str(out), ROOT, jobs=2, seed=5, progress=False)
+    assert len(list(out.glob("results/*/cnn_layers/*.json"))) == 6 and len(written) == 1
+    monkeypatch.setattr(gradebook, "writer", real)
+    again = grading.grade_class(str(course / "submitted"), str(out), ROOT, jobs=2, seed=5, progress=False)
+    assert again["graded_this_run"] == 0 and again["export_check"]["ok"]
+    totals = {r["student_id"]: float(r["score"]) for r in _csv(out / "totals.csv")}
+    assert gradebook.gradebook_totals(default_db_url(str(course)), "cnn_layers") == totals
+    assert totals == {"alice": checks.max_score(), "bob": 0.0, "carol": 0.0}
+
+
 def test_a_transient_grader_failure_is_retried_in_the_same_run(graded_class, monkeypatch, tmp_path):
     """The grader itself failing once (e.g. CPython 3.11's parser race between threads)
     costs no grade: the notebook is graded again at the end of the run."""
