@@ -286,15 +286,27 @@ class LearnerGroup:
     # -- reading -----------------------------------------------------------
 
     def pids(self):
-        """Every live process of the group (the launcher included)."""
+        """Every live process of the group (the launcher included).
+
+        With cgroups, one hierarchy's list is read, the pids controller's when there is one:
+        every process of the group joined each hierarchy, and a learner's process cannot
+        leave one (the cgroup file systems are not in its sandbox, and it runs without
+        privileges), so each lists the same processes.  Reading one file instead of each
+        matters: this runs after every call of learner code.  (The file is opened anew each
+        time: an open cgroup v1 list is a snapshot that a re-read may reuse for a second.)
+        """
         if self.kind is not None:
-            found = set()
-            for path in self._procs_files():
+            files = self._procs_files()
+            pids_dir = self.dirs.get("pids")
+            if pids_dir is not None:
+                first = os.path.join(pids_dir, "cgroup.procs")
+                files = [first] + [f for f in files if f != first]
+            for path in files:
                 try:
-                    found.update(int(p) for p in _read(path).split())
+                    return sorted({int(p) for p in _read(path).split()})
                 except (OSError, ValueError):
                     continue
-            return sorted(found)
+            return []
         if self.root_pid is None:
             return []
         found, todo = set(), [self.root_pid]

@@ -345,3 +345,22 @@ class _HeldWithOtherValues(dict):
 
     def get(self, key, default=None):
         return {"values": "that match no cell"}
+
+
+def test_a_sqlite_gradebook_is_checked_without_sqlalchemy_and_refused_with_the_reason(tmp_path):
+    """A plain SQLite URL is checked with the standard library (no SQLAlchemy to load before
+    grading); a folder that cannot be made and a file that is not a database are refused."""
+    code = ("import sys; from autograder.dburl import check_url; "
+            f"check_url('sqlite:///{tmp_path}/new/gradebook.db'); print('sqlalchemy' in sys.modules)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert proc.stdout.strip() == "False" and (tmp_path / "new" / "gradebook.db").is_file()
+    from autograder.dburl import GradebookUnavailable, check_url
+    (tmp_path / "blocker").write_text("a file where the course folder should be")
+    with pytest.raises(GradebookUnavailable, match="cannot create .*blocker"):
+        check_url(f"sqlite:///{tmp_path}/blocker/gradebook.db")
+    (tmp_path / "notes.db").write_text("these are my notes, not a database " * 100)
+    with pytest.raises(GradebookUnavailable, match="cannot open the gradebook .*not a database"):
+        check_url(f"sqlite:///{tmp_path}/notes.db")
+    for url in (f"sqlite:///{tmp_path}/with%20space.db", "sqlite://", "sqlite:///:memory:"):
+        check_url(url)                       # through SQLAlchemy, as before
+    assert (tmp_path / "with space.db").is_file()
