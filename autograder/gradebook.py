@@ -412,11 +412,12 @@ def writer(db_url, spec, duedate=None, late=None, course_id=COURSE_ID):
                 gb.update_or_create_student(student, **{k: v for k, v in meta.items() if v and k in
                                                         ("first_name", "last_name", "lms_user_id", "email")})
                 sub = gb.update_or_create_submission(spec.name, student, timestamp=meta.get("timestamp") or None)
+                grades_of, comments_of = _grades_of(gb, sub), _comments_of(gb, sub)
                 for notebook, result in sorted(per_notebook.items()):
                     scores = {c["grade_id"]: c for c in result.get("cells", [])}
                     for gid in spec.grade_ids(notebook):
                         try:
-                            grade = gb.find_grade(gid, notebook, spec.name, student)
+                            grade = grades_of.get((notebook, gid)) or gb.find_grade(gid, notebook, spec.name, student)
                         except MissingEntry:  # a submission recorded before this cell existed
                             grade = Grade(cell_id=gb.find_grade_cell(gid, notebook, spec.name).id,
                                           notebook=gb.find_submission_notebook(notebook, spec.name, student))
@@ -426,7 +427,8 @@ def writer(db_url, spec, duedate=None, late=None, course_id=COURSE_ID):
                         grade.needs_manual_grade = False
                     for function in dict.fromkeys(c.function for c in spec.cells_of(notebook)):
                         try:
-                            comment = gb.find_comment(f"{function}_solution", notebook, spec.name, student)
+                            comment = comments_of.get((notebook, f"{function}_solution")) or \
+                                gb.find_comment(f"{function}_solution", notebook, spec.name, student)
                         except MissingEntry:
                             continue
                         comment.auto_comment = _auto_comment(result, function)
@@ -436,6 +438,31 @@ def writer(db_url, spec, duedate=None, late=None, course_id=COURSE_ID):
 
         yield write
         gb.db.commit()
+
+
+def _grades_of(gb, sub):
+    """{(notebook, grade cell): Grade} of the submission ``sub``, in one query: the rows that
+    nbgrader's ``find_grade`` finds one query at a time (a cell it does not list is asked
+    of ``find_grade`` itself)."""
+    from nbgrader.api import GradeCell, Notebook, SubmittedNotebook
+    rows = gb.db.query(Grade, GradeCell.name, Notebook.name) \
+        .join(GradeCell, GradeCell.id == Grade.cell_id) \
+        .join(SubmittedNotebook, SubmittedNotebook.id == Grade.notebook_id) \
+        .join(Notebook, Notebook.id == SubmittedNotebook.notebook_id) \
+        .filter(SubmittedNotebook.assignment_id == sub.id)
+    return {(notebook, cell): grade for grade, cell, notebook in rows}
+
+
+def _comments_of(gb, sub):
+    """{(notebook, solution cell): Comment} of the submission ``sub``, in one query (as
+    ``_grades_of`` for ``find_comment``)."""
+    from nbgrader.api import Notebook, SolutionCell, SubmittedNotebook
+    rows = gb.db.query(Comment, SolutionCell.name, Notebook.name) \
+        .join(SolutionCell, SolutionCell.id == Comment.cell_id) \
+        .join(SubmittedNotebook, SubmittedNotebook.id == Comment.notebook_id) \
+        .join(Notebook, Notebook.id == SubmittedNotebook.notebook_id) \
+        .filter(SubmittedNotebook.assignment_id == sub.id)
+    return {(notebook, cell): comment for comment, cell, notebook in rows}
 
 
 def sync(db_url, spec, results, students=None, duedate=None, late=None, course_id=COURSE_ID):

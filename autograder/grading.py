@@ -736,6 +736,18 @@ def _worker_init():
         os._exit(1)
 
 
+def _prestarted(sandbox, limits, isolation):
+    """A learner sandbox started now, for the learner graded next; None if it cannot start
+    (that learner's grading then starts one and reports what fails)."""
+    kwargs = {} if isolation is None else {"isolation": isolation}
+    try:
+        proc = sandbox.LearnerProcess([], limits=limits, **kwargs)
+        proc.prestart()
+        return proc
+    except Exception:  # noqa: BLE001
+        return None
+
+
 def _start_fork_server():
     """Start the fork server of the grading workers (``autograder._preload`` loaded) if it is
     not running, and return its multiprocessing context.
@@ -856,40 +868,49 @@ def grade_class(submitted_dir, out_dir, root, db_url=None, jobs=2, seed=None, re
         root = os.path.abspath(root)
         refused = []
         found = discover(submitted_dir, assignment, refused)
-        if jobs > 1 and len(found) > 1 and not dask:
-            _start_fork_server()     # the workers' server loads the grader while this process goes on
         only = list(dict.fromkeys(students or []))
         missing = [s for s in only if s not in found]
         if missing:
             raise GradingError(f"--student {', '.join(missing)}: no submission of '{assignment}' in {submitted_dir} "
                                f"(expected {submitted_dir}/<student_id>/{assignment}/). Students there: "
                                f"{', '.join(found[:10])}{' ...' if len(found) > 10 else ''}")
-        sources = {}
-        for nb in spec.notebooks:
-            path = source_notebook(root, nb, assignment)
-            sources[nb] = load_source(path, nb)
         os.makedirs(out_dir, exist_ok=True)
         _remove_stale_temp_files(out_dir)
-        config = course_config(course_dir, root)
-        book.checked()    # before grading: a gradebook that cannot be opened is found in seconds, not after the class
-        client = None
-        if dask:
-            from . import cluster
-            try:
-                client = cluster.connect(dask, jobs)
-            except cluster.ClusterError as exc:
-                raise GradingError(str(exc)) from None
-
-        from . import sandbox
-        mode = isolation or sandbox.isolation_mode()
-        limits = limits or sandbox.Limits()
-        if seed is not None:
-            secret = f"seed:{seed}".encode("utf-8")
-        else:
-            secret = load_course_key(course_key_path(out_dir, course_key))
-        budgets = checks.Budgets()
-
         todo, waiting = plan(spec, submitted_dir, out_dir, found, regrade, only)
+        from . import sandbox
+        limits = limits or sandbox.Limits()
+        in_order = list(dict.fromkeys(s for s, _nb, _why in todo))
+        sequential = not dask and (jobs <= 1 or len(in_order) <= 1)
+        # the first learner's sandbox (or the workers' fork server) starts now, while the rest
+        # of the run is set up
+        spare = _prestarted(sandbox, limits, isolation) if sequential and todo else None
+        if todo and not sequential and not dask:
+            _start_fork_server()
+        try:
+            sources = {}
+            for nb in spec.notebooks:
+                path = source_notebook(root, nb, assignment)
+                sources[nb] = load_source(path, nb)
+            config = course_config(course_dir, root)
+            book.checked()    # before grading: a gradebook that cannot be opened is found in seconds
+            client = None
+            if dask:
+                from . import cluster
+                try:
+                    client = cluster.connect(dask, jobs)
+                except cluster.ClusterError as exc:
+                    raise GradingError(str(exc)) from None
+
+            mode = isolation or sandbox.isolation_mode()
+            if seed is not None:
+                secret = f"seed:{seed}".encode("utf-8")
+            else:
+                secret = load_course_key(course_key_path(out_dir, course_key))
+            budgets = checks.Budgets()
+        except BaseException:
+            if spare is not None:
+                spare.close()
+            raise
         regraded = {(s, nb) for s, nb, _why in todo}
         learners = _learners(submitted_dir, found, assignment)
 
@@ -966,21 +987,24 @@ def grade_class(submitted_dir, out_dir, root, db_url=None, jobs=2, seed=None, re
                 if failed:  # once more, as a local run retries the grader's own failures
                     bar.total += len(failed)
                     cluster.grade_on_cluster(client, _by_learner(task(s, nb) for s, nb in sorted(failed)), arrived)
-            elif jobs <= 1 or len({s for s, _nb, _why in todo}) <= 1:
+            elif sequential:
+                following = dict(zip(in_order, in_order[1:]))
                 shared, current = [], None
                 try:
                     for student, nb, _why in todo:
                         if student != current:   # one sandbox per learner, never shared between learners
                             for proc in shared:
                                 proc.close()
-                            shared, current = [], student
+                            shared, current = ([spare] if spare is not None else []), student
+                            # the next learner's sandbox starts while this learner is graded
+                            spare = _prestarted(sandbox, limits, isolation) if student in following else None
                         r = work(student, nb, shared)
                         if r["status"] == "error":
                             failed[(student, nb)] = r["reason"]
                         graded((student, nb), r["status"] != "error")
                         bar.update(1)
                 finally:
-                    for proc in shared:
+                    for proc in shared + ([spare] if spare is not None else []):
                         proc.close()
             else:
                 by_learner = _by_learner(task(s, nb) for s, nb, _why in todo)

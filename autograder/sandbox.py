@@ -674,6 +674,8 @@ class LearnerProcess:
         self._learner: str | None = None   # nonce of the live learner process forked from the template
         self._cpu_at_load = 0.0              # the group's CPU time when the cells were loaded
         self._cpu_total = 0.0                # CPU time of sandboxes closed since the cells were loaded
+        self._starting: str | None = None    # nonce of a template started by prestart(), not yet ready
+        self._ran = False                    # whether any cells ran in this sandbox yet
 
     # -- context manager -------------------------------------------------
 
@@ -691,9 +693,18 @@ class LearnerProcess:
 
     # -- public API --------------------------------------------------------
 
+    def prestart(self) -> None:
+        """Start the sandbox and its template now, without waiting for it: the first ``setup()``
+        then finds it ready (or waits for the rest).  A grader starts the sandbox of the next
+        learner this way while it grades the current one; no cell has run in it before
+        ``load`` gives it that learner's cells."""
+        if self._proc is None and self._starting is None:
+            self._starting = self._spawn()
+
     def setup(self) -> SetupReport:
         """Run the cells (restarting past cells that end or hang the process)."""
         self._end_learner()
+        self._ran = True
         if self._deadline is None:
             self._deadline = time.monotonic() + self.limits.notebook_timeout
         runs: dict[int, CellReport] = {}
@@ -736,7 +747,9 @@ class LearnerProcess:
         self._deadline = None
         self._expired = False
         self._cpu_total = 0.0
-        self._cpu_at_load = (self._group.cpu_seconds() if self._group is not None else None) or 0.0
+        # the first cells of a sandbox are charged its start, as when they start it themselves
+        self._cpu_at_load = ((self._group.cpu_seconds() if self._group is not None and self._ran else None)
+                             or 0.0)
 
     def learner_cpu_seconds(self) -> float | None:
         """CPU time of the learner's processes since the cells were loaded (None without cgroups)."""
@@ -976,7 +989,9 @@ class LearnerProcess:
         """A running sandbox whose template is waiting for a fork request (started if need be)."""
         if self._proc is not None and self._proc.poll() is None and self._template:
             return
-        nonce = self._spawn()
+        nonce, self._starting = self._starting, None
+        if nonce is None or self._proc is None:
+            nonce = self._spawn()
         try:
             self._receive(nonce, deadline, accept=("ready",))
             self._on_ready()
@@ -1040,6 +1055,7 @@ class LearnerProcess:
             log.error("learner process %s did not die", proc.pid)
 
     def _stop(self) -> None:
+        self._starting = None
         if self._req_w is not None:
             try:
                 os.close(self._req_w)   # the child sees end of input and leaves

@@ -62,7 +62,11 @@ LAYER_ROUNDS = 8
 # ----------------------------------------------------------------------------- measuring
 
 class PeakMemory:
-    """Samples the resident memory of a process and of its descendants every 20 ms.
+    """Samples the resident memory of a process and of its descendants every 100 ms.
+
+    Each sample walks the process table, which costs CPU on a machine the timed run
+    keeps busy; every 100 ms is cheap, and the processes sampled (the grader, a learner
+    process, a kernel) live several samples long.
 
     ``root`` is the peak RSS of the process itself; ``child`` the peak RSS of
     any one descendant whose command line contains ``child_marker``.
@@ -96,7 +100,7 @@ class PeakMemory:
                         self.child = max(self.child, kid.memory_info().rss)
                 except ps.Error:
                     continue
-            self._stop.wait(0.02)
+            self._stop.wait(0.1)
 
     def stop(self):
         self._stop.set()

@@ -364,3 +364,25 @@ def test_a_sqlite_gradebook_is_checked_without_sqlalchemy_and_refused_with_the_r
     for url in (f"sqlite:///{tmp_path}/with%20space.db", "sqlite://", "sqlite:///:memory:"):
         check_url(url)                       # through SQLAlchemy, as before
     assert (tmp_path / "with space.db").is_file()
+
+
+def test_a_submissions_grades_and_comments_read_in_one_query_are_nbgraders(tmp_path):
+    """The writer looks a student's grade and comment rows up in one query each; every row is the
+    one nbgrader's find_grade and find_comment return."""
+    from autograder import gradebook
+    from autograder.assignment import load
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    spec = load(root, "cnn_layers")
+    db_url = "sqlite:///" + str(tmp_path / "gradebook.db")
+    gradebook.sync(db_url, spec, _results(spec, {"ann": 1.0, "bo": 0.5}))
+    with gradebook.open_gradebook(db_url) as gb:
+        for student in ("ann", "bo"):
+            sub = gb.find_submission("cnn_layers", student)
+            grades, comments = gradebook._grades_of(gb, sub), gradebook._comments_of(gb, sub)
+            expected = {(nb, gid): gb.find_grade(gid, nb, "cnn_layers", student).id
+                        for nb in spec.notebooks for gid in spec.grade_ids(nb)}
+            assert {k: g.id for k, g in grades.items()} == expected
+            functions = {(nb, f"{c.function}_solution") for nb in spec.notebooks for c in spec.cells_of(nb)}
+            assert {k: c.id for k, c in comments.items() if k in functions} == \
+                {(nb, name): gb.find_comment(name, nb, "cnn_layers", student).id for nb, name in functions}
+            assert len(comments) >= len(functions) > 0

@@ -733,6 +733,35 @@ def test_a_learner_process_that_dies_is_reported_and_the_template_stays():
         assert set(proc._template) == template           # forked from the same template
 
 
+def test_a_prestarted_sandbox_runs_its_first_cells_as_a_fresh_one_and_charges_them_its_start():
+    """A sandbox started ahead (for the learner graded next) has run no cell when it gets its
+    learner's cells; they run as in a sandbox they started, and are charged its start-up CPU."""
+    spare = LearnerProcess([], limits=FAST)
+    try:
+        spare.prestart()
+        spare.load(HONEST)
+        report = spare.setup()
+        assert report.failed == () and {"conv1d", "scalars"} <= set(report.functions)
+        x, w = np.arange(7.0), np.array([1.0, -1.0, 2.0])
+        res = spare.call("conv1d", (x, w), {"stride": 2}, budget_s=5)
+        assert res.status == "ok" and np.array_equal(res.value[0], np.convolve(x, w[::-1], "valid")[::2])
+        if spare.learner_cpu_seconds() is not None:   # with cgroups: the interpreter's start is in it
+            with LearnerProcess(HONEST, limits=FAST) as fresh:
+                fresh.setup()
+                started = fresh.learner_cpu_seconds()
+            assert spare.learner_cpu_seconds() > 0.5 * started > 0
+        spare.load(HONEST)                 # the next notebook is charged only its own work
+        spare.setup()
+        assert spare.learner_cpu_seconds() is None or spare.learner_cpu_seconds() < started
+    finally:
+        spare.close()
+    unused = LearnerProcess([], limits=FAST)
+    unused.prestart()
+    pid = unused._proc.pid
+    unused.close()                          # a sandbox never used ends with everything it started
+    assert not os.path.exists(f"/proc/{pid}") or open(f"/proc/{pid}/stat").read().split()[2] == "Z"
+
+
 def test_ldd_answer_is_reused_only_while_nothing_it_depends_on_changed(tmp_path, monkeypatch):
     """The runtime's libraries are asked of ldd once per machine state, never from a stale answer."""
     import shutil as _shutil
