@@ -440,29 +440,28 @@ def writer(db_url, spec, duedate=None, late=None, course_id=COURSE_ID):
         gb.db.commit()
 
 
-def _grades_of(gb, sub):
-    """{(notebook, grade cell): Grade} of the submission ``sub``, in one query: the rows that
-    nbgrader's ``find_grade`` finds one query at a time (a cell it does not list is asked
-    of ``find_grade`` itself)."""
-    from nbgrader.api import GradeCell, Notebook, SubmittedNotebook
-    rows = gb.db.query(Grade, GradeCell.name, Notebook.name) \
-        .join(GradeCell, GradeCell.id == Grade.cell_id) \
-        .join(SubmittedNotebook, SubmittedNotebook.id == Grade.notebook_id) \
+def _rows_of(gb, sub, model, cell_model):
+    """{(notebook, cell name): row} of the submission ``sub``'s rows of ``model`` (``Grade`` on
+    grade cells, ``Comment`` on solution cells), in one query: the rows that nbgrader's
+    ``find_grade`` and ``find_comment`` find one query at a time (a cell not listed here is
+    asked of them)."""
+    from nbgrader.api import Notebook, SubmittedNotebook
+    rows = gb.db.query(model, cell_model.name, Notebook.name) \
+        .join(cell_model, cell_model.id == model.cell_id) \
+        .join(SubmittedNotebook, SubmittedNotebook.id == model.notebook_id) \
         .join(Notebook, Notebook.id == SubmittedNotebook.notebook_id) \
         .filter(SubmittedNotebook.assignment_id == sub.id)
-    return {(notebook, cell): grade for grade, cell, notebook in rows}
+    return {(notebook, cell): row for row, cell, notebook in rows}
+
+
+def _grades_of(gb, sub):
+    from nbgrader.api import GradeCell
+    return _rows_of(gb, sub, Grade, GradeCell)
 
 
 def _comments_of(gb, sub):
-    """{(notebook, solution cell): Comment} of the submission ``sub``, in one query (as
-    ``_grades_of`` for ``find_comment``)."""
-    from nbgrader.api import Notebook, SolutionCell, SubmittedNotebook
-    rows = gb.db.query(Comment, SolutionCell.name, Notebook.name) \
-        .join(SolutionCell, SolutionCell.id == Comment.cell_id) \
-        .join(SubmittedNotebook, SubmittedNotebook.id == Comment.notebook_id) \
-        .join(Notebook, Notebook.id == SubmittedNotebook.notebook_id) \
-        .filter(SubmittedNotebook.assignment_id == sub.id)
-    return {(notebook, cell): comment for comment, cell, notebook in rows}
+    from nbgrader.api import SolutionCell
+    return _rows_of(gb, sub, Comment, SolutionCell)
 
 
 def sync(db_url, spec, results, students=None, duedate=None, late=None, course_id=COURSE_ID):
