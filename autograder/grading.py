@@ -738,7 +738,14 @@ def _worker_init():
 
 def _prestarted(sandbox, limits, isolation):
     """A learner sandbox started now, for the learner graded next; None if it cannot start
-    (that learner's grading then starts one and reports what fails)."""
+    (that learner's grading then starts one and reports what fails).
+
+    Only with bubblewrap: there the current learner's processes cannot see the next
+    learner's sandbox (another PID namespace, no shared folder).  Without it, they could
+    reach a process of the same user, so the next sandbox starts only after they are gone.
+    """
+    if (isolation or sandbox.isolation_mode()) != "bubblewrap":
+        return None
     kwargs = {} if isolation is None else {"isolation": isolation}
     try:
         proc = sandbox.LearnerProcess([], limits=limits, **kwargs)

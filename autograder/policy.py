@@ -185,11 +185,13 @@ def _const_str(node: ast.expr | None) -> str | None:
 PARSE_LOCK = threading.Lock()
 
 
-#: cells up to this size keep their tree for the next pass that reads them
-_REMEMBER_BELOW = 64 << 10
+#: cells up to this size keep their tree for the next passes that read them; the last 32 are
+#: kept (a notebook's passes come one after the other), so that a class of huge cells cannot
+#: make the grader hold many large trees
+_REMEMBER_BELOW = 16 << 10
 
 
-@functools.lru_cache(maxsize=256)
+@functools.lru_cache(maxsize=32)
 def _parse_remembered(source: str) -> ast.Module:
     return ast.parse(source)
 

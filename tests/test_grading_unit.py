@@ -414,3 +414,16 @@ def test_a_transient_grader_failure_is_retried_in_the_same_run(graded_class, mon
     stored = json.loads((out / "results" / "alice" / "cnn_layers" / "pooling.json").read_text())
     assert stored["status"] == "graded" and stored["score"] == checks.max_score("pooling")
     assert "grader_traceback" not in stored
+
+
+def test_the_next_learners_sandbox_starts_ahead_only_behind_bubblewrap():
+    """Without bubblewrap a learner's processes could reach a sandbox started ahead for the
+    next learner (the same user), so none is started then."""
+    from autograder import sandbox
+    assert grading._prestarted(sandbox, sandbox.Limits(), "rlimits-only") is None
+    if sandbox.isolation_mode() == "bubblewrap":
+        spare = grading._prestarted(sandbox, sandbox.Limits(), None)
+        try:
+            assert spare is not None and spare.cells == [] and spare._starting is not None
+        finally:
+            spare.close()

@@ -196,3 +196,13 @@ def test_statement_text_gives_the_names_unparse_gives():
             assert _scope_names(text) == _scope_names(ast.unparse(node)), text
             checked += 1
     assert checked > 100
+
+
+def test_small_cells_are_parsed_once_and_large_ones_are_not_kept():
+    """The passes over a cell share its tree; a large cell's tree is not kept (a class of huge
+    cells cannot make the grader hold many large trees)."""
+    from autograder.policy import _REMEMBER_BELOW, parse_source
+    small = "def f(x):\n    return x + 1\n"
+    assert parse_source(small) is parse_source(small)
+    large = "a = 1\n" * (_REMEMBER_BELOW // 6 + 1)
+    assert parse_source(large) is not parse_source(large)
