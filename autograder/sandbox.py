@@ -62,7 +62,7 @@ import numpy as np
 from numpy.lib import format as npy_format
 
 from .policy import ALLOWED_IMPORTS, FORBIDDEN_HINTS, PARSE_LOCK, import_message
-from .proctree import LearnerGroup, cgroup_mode, remove_stale_groups
+from .proctree import LearnerGroup, _pid_alive, cgroup_mode, remove_stale_groups
 from .safeio import open_regular
 
 __all__ = [
@@ -500,18 +500,11 @@ def jobs_base(traversable: bool = False) -> str:
     return base
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def remove_stale_jobs() -> int:
-    """Remove the job folders (and process groups) of graders that no longer run (a ``kill -9``)."""
+    """Remove the job folders (and process groups) of graders that no longer run (a ``kill -9``).
+
+    A grader killed together with its parent is a zombie until the machine's init reaps it,
+    which in a container may be never: it counts as gone (``proctree._pid_alive``)."""
     base = jobs_base(traversable=None)
     removed = 0
     for name in os.listdir(base):

@@ -791,3 +791,28 @@ def test_ldd_answer_is_reused_only_while_nothing_it_depends_on_changed(tmp_path,
 def stat_mode(path):
     import stat
     return stat.S_IMODE(os.stat(path).st_mode)
+
+
+def test_a_job_folder_whose_grader_is_a_zombie_is_stale(tmp_path, monkeypatch):
+    """A grader killed together with its parent stays a zombie until init reaps it (in a
+    container, maybe never): its job folder is removed like a dead grader's, a live one's kept."""
+    from autograder.sandbox import jobs_base, remove_stale_jobs
+    monkeypatch.setenv("AUTOGRADER_JOBS_DIR", str(tmp_path / "jobs"))
+    (tmp_path / "jobs").mkdir()
+    base = jobs_base(traversable=None)
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0)
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:    # until it is a zombie (exited, not reaped)
+            with open(f"/proc/{pid}/stat", "rb") as fh:
+                if fh.read().rpartition(b")")[2].split()[0] == b"Z":
+                    break
+            time.sleep(0.01)
+        os.makedirs(os.path.join(base, f"{pid}-zombie"))
+        os.makedirs(os.path.join(base, f"{os.getppid()}-alive"))
+        remove_stale_jobs()
+        assert sorted(os.listdir(base)) == [f"{os.getppid()}-alive"]
+    finally:
+        os.waitpid(pid, 0)
