@@ -55,7 +55,7 @@ from classgen import build as B  # noqa: E402
 ASSIGNMENT = B.ASSIGNMENT
 NOTEBOOKS = B.NOTEBOOKS
 STYLES = ("loops", "vectorized", "im2col")
-# (N, C, H, W, F, k): the layer shapes of issue 11 (small image, middle layer, late layer)
+# (N, C, H, W, F, k): the layer shapes chapter 9 times (small image, middle layer, late layer)
 LAYER_SHAPES = [(32, 3, 32, 32, 16, 3), (32, 16, 16, 16, 32, 3), (16, 64, 14, 14, 64, 3)]
 LAYER_ROUNDS = 8
 FIXED_REPEATS = 3   # one-notebook runs per grader for the fixed cost; the fastest is kept
