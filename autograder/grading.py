@@ -569,7 +569,7 @@ def verify_export(db_url, totals, out_dir, assignment=ASSIGNMENT):
 class _GradebookThread:
     """The gradebook's share of a run, in a thread of its own beside the grading.
 
-    1. The URL is checked (``dburl.check_url``: SQLAlchemy's engine, one connection), and
+    1. The URL is checked (``dburl.check_url``: one connection), and
        ``checked()`` waits for the answer, so that a gradebook that cannot be opened stops
        the run before it grades anything.
     2. nbgrader's API is loaded; once ``begin(...)`` has said what to write, the gradebook
@@ -617,17 +617,7 @@ class _GradebookThread:
                     self.grades[student] = write(student, per_notebook, learners.get(student))
                     after(student, per_notebook)
         except BaseException as exc:   # noqa: BLE001  (raised in the grading thread by finish())
-            self._error = exc
-            self._drain()
-
-    def _drain(self):
-        """Take what is still queued, so that the thread that put it never waits on it."""
-        import queue
-        try:
-            while True:
-                self._queue.get_nowait()
-        except queue.Empty:
-            pass
+            self._error = exc           # what is queued after it stays unread (the queue is unbounded)
 
     def checked(self):
         self._answered.wait()
