@@ -1,4 +1,4 @@
-"""The instructor's command line: ``python -m autograder {release,validate,collect,grade,export}``.
+"""The instructor's command line: ``python -m autograder {release,validate,collect,grade,export,gradescope}``.
 
     python -m autograder [--assignment NAME] release [--check]
     python -m autograder [--assignment NAME] validate

@@ -26,7 +26,9 @@ ASSIGNMENT = "cnn_layers"
 RUN_TIMEOUT = 600
 DOCKER_CAPS = ("CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "KILL", "SETGID", "SETUID", "SETPCAP",
                "NET_BIND_SERVICE", "NET_RAW", "SYS_CHROOT", "MKNOD", "AUDIT_WRITE", "SETFCAP")
-pytestmark = pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap is not installed")
+# about 90 s on two cores: each case starts the bundle's grader in a fresh interpreter
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap is not installed")]
 
 
 # --------------------------------------------------------------------------- helpers
@@ -247,7 +249,6 @@ def test_a_stale_release_is_refused(tmp_path):
 
 # --------------------------------------------------------------------------- run as Gradescope runs it
 
-@pytest.mark.slow
 def test_run_autograder_grades_with_the_bundle_alone(tmp_path, bundle):
     """A correct submission scores 47/47 and a faulty one exactly its cells, in a root without the checkout."""
     zip_path, _key = bundle
@@ -273,7 +274,19 @@ def test_run_autograder_grades_with_the_bundle_alone(tmp_path, bundle):
     assert proc.stdout.strip() == "[]"
 
 
-@pytest.mark.slow
+# right only where the learner's process cannot read the bundle (PermissionError); wrong where it can
+SNOOPING_ZERO_PAD = '''\
+def zero_pad(x, pad):
+    for secret in ("/autograder/source/course.key", "/autograder/source/autograder/checks.py"):
+        try:
+            open(secret).read()
+            return x
+        except PermissionError:
+            pass
+    return np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
+'''
+
+
 @pytest.mark.skipif(os.getuid() != 0, reason="imitating a container's capabilities needs root")
 def test_run_autograder_where_the_container_denies_nested_namespaces(tmp_path, bundle):
     """In a container with Docker's default capabilities (no CAP_SYS_ADMIN) bubblewrap cannot make its
@@ -281,18 +294,20 @@ def test_run_autograder_where_the_container_denies_nested_namespaces(tmp_path, b
     instructor (run_autograder's output, which learners do not see), and grades the same."""
     zip_path, _key = bundle
     ag = gradescope_folder(tmp_path, zip_path)
-    write_student(B.all_correct("cy", style="vectorized"), ag / "submission")
+    snooper = B.all_correct("cy", style="vectorized")
+    snooper.sources["zero_pad"] = SNOOPING_ZERO_PAD
+    write_student(snooper, ag / "submission")
     proc, results = run_autograder(ag, nested_namespaces=False)
     assert results is not None, proc.stdout + proc.stderr
     assert "grading WITHOUT filesystem isolation" in proc.stderr
     assert results["extra_data"]["isolation"] == "rlimits-only"
-    assert results["score"] == 47.0
+    # 47: zero_pad is right only because reading the key and the checks was refused
+    assert results["score"] == 47.0, results["output"]
     # run_autograder made the bundle unreadable to the learner's unprivileged user
     assert stat.S_IMODE(os.stat(ag / "source" / "course.key").st_mode) == 0o600
     assert stat.S_IMODE(os.stat(ag / "source").st_mode) & 0o077 == 0
 
 
-@pytest.mark.slow
 def test_results_json_even_without_the_course_environment(tmp_path, bundle):
     """setup.sh's environment missing (a python3 without NumPy first on PATH): a results.json that says so."""
     zip_path, _key = bundle
@@ -404,3 +419,17 @@ def test_a_broken_bundle_still_writes_results_json(tmp_path, bundle):
     assert "could not grade this submission" in results["output"] and "GradingError" in results["output"]
     assert "chmod 600" in proc.stderr                    # the instructor's log (stdout) says how to fix it
     assert key_file.read_text().strip() not in json.dumps(results)
+
+
+def test_visibility_chosen_at_build_reaches_every_test(tmp_path):
+    out = tmp_path / "hidden-until-due.zip"
+    proc = subprocess.run([sys.executable, "-m", "autograder", "gradescope", "--out", str(out), "--course-key",
+                           str(tmp_path / "k.key"), "--visibility", "after_due_date"], cwd=REPO, env=_env(),
+                          capture_output=True, text=True, timeout=RUN_TIMEOUT)
+    assert proc.returncode == 0, proc.stderr
+    ag = gradescope_folder(tmp_path, out)
+    (ag / "submission" / "pooling.ipynb").write_text(_correct_notebooks()["pooling"])
+    proc, results = run_bundle_code(ag / "source", ag / "submission", ag / "results" / "results.json")
+    assert results["visibility"] == "after_due_date"
+    assert {t["visibility"] for t in results["tests"]} == {"after_due_date"}
+    assert results["score"] == POOL
