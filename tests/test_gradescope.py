@@ -196,6 +196,8 @@ def test_bundle_follows_gradescope_layout_and_holds_no_solution(bundle):
     assert modes["setup.sh"] == modes["run_autograder"] == 0o755        # at the zip's root, executable
     assert texts["run_autograder"].startswith("#!") and texts["setup.sh"].startswith("#!")
     assert "bubblewrap" in texts["setup.sh"] and "requirements.txt" in texts["setup.sh"]
+    for script in ("setup.sh", "run_autograder"):          # at least valid bash (setup.sh runs on Gradescope only)
+        assert subprocess.run(["bash", "-n"], input=texts[script], text=True).returncode == 0
     assert texts["requirements.txt"] == (REPO / "requirements.txt").read_text()
     # the course key: in the bundle (0600) and nowhere else in it
     key_hex = key_file.read_text().strip()
