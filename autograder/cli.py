@@ -1,4 +1,4 @@
-"""The instructor's command line: ``python -m autograder {release,validate,collect,grade,export}``.
+"""The instructor's command line: ``python -m autograder {release,validate,collect,grade,export,gradescope}``.
 
     python -m autograder [--assignment NAME] release [--check]
     python -m autograder [--assignment NAME] validate
@@ -8,6 +8,8 @@
                          [--no-progress]
                          [--course-key FILE]
     python -m autograder [--assignment NAME] export [--course DIR | --db URL] [--to FILE]
+    python -m autograder [--assignment NAME] gradescope [--out autograder.zip] [--course-key FILE]
+                         [--visibility visible|after_due_date|after_published|hidden]
 
 Exit codes: 0 success; 1 the command ran and found a problem (stale release,
 failed validation, files that could not be placed, gradebook export that
@@ -167,6 +169,20 @@ def cmd_export(args):
     return 0
 
 
+def cmd_gradescope(args):
+    from .gradescope import BundleError, build
+    try:
+        report = build(args.root, args.assignment, args.out, course_key=args.course_key,
+                       visibility=args.visibility)
+    except BundleError as exc:
+        return _fail(exc, 1)
+    print(f"wrote {report['out']} ({len(report['files'])} files; '{report['assignment']}', "
+          f"{report['max_score']:g} points; tests {report['visibility']})")
+    print(f"course key {report['key_path']} (fingerprint {report['key_fingerprint']}): the zip holds it, so keep "
+          "the zip private and out of git; upload it on Gradescope's Configure Autograder page")
+    return 0
+
+
 def cmd_validate(args):
     from nbgrader.validator import Validator
     from traitlets.config import Config
@@ -262,6 +278,16 @@ def build_parser():
     e.add_argument("--db", default=None, help="gradebook URL (default: sqlite:///COURSE/gradebook.db)")
     e.add_argument("--to", default=None, help="CSV file (default: COURSE/nbgrader_export.csv)")
     e.set_defaults(func=cmd_export)
+
+    s = sub.add_parser("gradescope", help="build a Gradescope autograder bundle (zip) of the assignment")
+    s.add_argument("--out", default="autograder.zip", help="the zip to write (default: autograder.zip)")
+    s.add_argument("--course-key", default=None, metavar="FILE",
+                   help="the course key the bundle grades with, made on first use "
+                        "(default: $AUTOGRADER_COURSE_KEY_FILE, else grading/course.key, as for grade)")
+    from .gradescope import VISIBILITIES
+    s.add_argument("--visibility", default="visible", choices=VISIBILITIES,
+                   help="when learners see each test's result on Gradescope (default: visible)")
+    s.set_defaults(func=cmd_gradescope)
     return p
 
 
