@@ -1,7 +1,8 @@
 """Collect submissions into nbgrader's layout: SUBMITTED/<student_id>/<assignment>/<notebook>.ipynb.
 
 ``collect(source, submitted_dir, assignment, lms=None, pattern=None)`` reads a folder or a
-zip (an LMS bulk download, see ``autograder.lms``): the layout is the ``lms`` preset
+zip (an LMS bulk download, see ``autograder.lms``; only the zip it is given is opened, never
+a zip inside the download, which is a learner's upload): the layout is the ``lms`` preset
 (canvas, moodle, gradescope, blackboard, nbgrader), the ``pattern`` (a regular
 expression with the groups ``student_id`` and ``notebook``, searched in the whole path
 inside the zip or folder), or detected: the preset that places the most notebooks.
@@ -18,8 +19,11 @@ Files are copied, never moved.  Nothing is guessed: a file that cannot be placed
 reported and makes the command exit 1, namely a file whose name is not a notebook of
 the assignment, two files that would land on the same student and notebook, two
 learners (two LMS user ids) who would get the same student id, a folder that does
-not hold the assignment (``hw3/`` instead of ``cnn_layers/``), and a symbolic link,
-FIFO, device or socket (only regular files are read).  An existing notebook is
+not hold the assignment (``hw3/`` instead of ``cnn_layers/``), a file the LMS's own names
+and metadata do not attribute safely (``lms.Found.problem``), a zip inside the download
+(a learner's upload is not opened), a file that cannot be read (a bad CRC in the zip), and
+a symbolic link, FIFO, device or socket (only regular files are read).  Such a file is
+that learner's problem alone: everyone else is collected.  An existing notebook is
 replaced only when the new file differs; ``--force`` is not needed for a resubmission.
 """
 import datetime as _dt
@@ -28,6 +32,7 @@ import os
 import re
 import stat
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 
 from . import checks, lms
@@ -118,20 +123,22 @@ def _zip_entries(path):
             entries.append(_Entry(name, 0, None, f"{_describe(mode)} inside the zip; collect copies regular "
                                                  "files only"))
             continue
-        entries.append(_Entry(name, info.file_size, lambda i=info: zf.read(i)))
+        entries.append(_Entry(name, info.file_size, lambda i=info: _zip_read(zf, i)))
     return entries
+
+
+def _zip_read(zf, info):
+    """A member's bytes; OSError when they cannot be had (bad CRC, cut short, encrypted, unknown compression)."""
+    try:
+        return zf.read(info)
+    except (zipfile.BadZipFile, zlib.error, EOFError, RuntimeError, NotImplementedError) as exc:
+        raise OSError(f"the zip member cannot be read ({type(exc).__name__}: {exc}); download it from the LMS "
+                      "again") from None
 
 
 def _entries(source):
     if os.path.isdir(source):
-        out = []
-        for entry in _folder_entries(source):
-            if entry.path.lower().endswith(".zip") and entry.read is not None:
-                inner = os.path.join(source, entry.path)
-                out += [_Entry(f"{entry.path}/{e.path}", e.size, e.read, e.problem) for e in _zip_entries(inner)]
-            else:
-                out.append(entry)
-        return out
+        return _folder_entries(source)   # a zip in it is a learner's upload: never opened
     if os.path.isfile(source) and zipfile.is_zipfile(source):
         return _zip_entries(source)
     if os.path.lexists(source) and not os.path.isdir(source) and not os.path.isfile(source):
@@ -143,15 +150,25 @@ def _entries(source):
 
 
 def _side_files(entries):
-    return {e.path: (lambda e=e: e.read()[:MAX_SIDE_FILE_BYTES]) for e in entries
-            if e.read is not None and e.size <= MAX_SIDE_FILE_BYTES
-            and not e.path.lower().endswith(".ipynb")}
+    """{path: read()} of the files a preset may read as the LMS's metadata (read() raises OSError
+    for one larger than lms.MAX_METADATA_BYTES or unreadable)."""
+    def reader(entry):
+        def read():
+            if entry.size > lms.MAX_METADATA_BYTES:
+                raise OSError(f"larger than {lms.MAX_METADATA_BYTES >> 20} MiB")
+            data = entry.read()
+            if len(data) > lms.MAX_METADATA_BYTES:
+                raise OSError(f"larger than {lms.MAX_METADATA_BYTES >> 20} MiB")
+            return data
+        return read
+    return {e.path: reader(e) for e in entries if e.read is not None and not e.path.lower().endswith(".ipynb")}
 
 
 def _match_all(preset, entries, known, assignment, ids):
-    """(items, unplaced lines, side files) of entries under one preset."""
+    """(items, unplaced lines, side files, how many notebooks the preset's own names or metadata
+    refused to attribute) of entries under one preset."""
     preset.prepare(_side_files(entries))
-    items, unplaced, ignored = [], [], []
+    items, unplaced, ignored, refused = [], [], [], 0
     for entry in entries:
         if _IGNORED.search(entry.path):
             continue
@@ -159,6 +176,13 @@ def _match_all(preset, entries, known, assignment, ids):
             unplaced.append(f"{entry.path}: {entry.problem}")
             continue
         found = preset.match(entry.path)
+        if entry.path.lower().endswith(".zip"):
+            who = f" (from {found.student_key or found.lms_user_id})" if found and not found.problem else ""
+            unplaced.append(f"{entry.path}: a zip file inside the download{who}; collect opens only the download it "
+                            "is given, never a learner's upload: ask the learner for the notebook itself, or copy "
+                            f"it by hand to <student id>/{assignment}/ (if this zip is an LMS download, collect it "
+                            "on its own)")
+            continue
         is_notebook = entry.path.lower().endswith(".ipynb")
         if not is_notebook:
             ignored.append(entry.path)
@@ -166,6 +190,10 @@ def _match_all(preset, entries, known, assignment, ids):
         if found is None:
             unplaced.append(f"{entry.path}: the path does not match the {preset.name} layout "
                             f"({preset.description})")
+            continue
+        if found.problem:
+            unplaced.append(f"{entry.path}: {found.problem}")
+            refused += 1
             continue
         folder = found.extra.get("folder")
         if isinstance(preset, lms.NbgraderLayout) and folder is not None and folder != assignment:
@@ -186,7 +214,7 @@ def _match_all(preset, entries, known, assignment, ids):
             unplaced.append(f"{entry.path}: larger than {MAX_FILE_BYTES >> 20} MiB")
             continue
         items.append(_Item(entry, found, student, notebook))
-    return items, unplaced, ignored
+    return items, unplaced, ignored, refused
 
 
 def _choose(entries, known, assignment, lms_name, pattern, ids):
@@ -210,9 +238,10 @@ def _choose(entries, known, assignment, lms_name, pattern, ids):
     for cls in lms.PRESETS.values():
         preset = cls()
         outcome = _match_all(preset, entries, known, assignment, ids)
-        if best is None or len(outcome[0]) > len(best[1][0]):
+        # the most placed; then the most whose path is the preset's but its metadata refused (its reasons are shown)
+        if best is None or (len(outcome[0]), outcome[3]) > (len(best[1][0]), best[1][3]):
             best = (preset, outcome)
-    if not best[1][0]:
+    if not best[1][0] and not best[1][3]:
         notebooks = [e.path for e in entries if e.path.lower().endswith(".ipynb")][:3]
         layouts = "\n  ".join(f"--lms {c.name}: {c.description}" for c in lms.PRESETS.values())
         raise CollectError(
@@ -272,7 +301,7 @@ def collect(source, submitted_dir, assignment=checks.ASSIGNMENT, lms_name=None, 
         raise CollectError(unknown_message(assignment))
     known = set(checks.notebooks_of(assignment))
     entries = _entries(source)
-    preset, (items, unplaced, ignored) = _choose(entries, known, assignment, lms_name, pattern, ids)
+    preset, (items, unplaced, ignored, _refused) = _choose(entries, known, assignment, lms_name, pattern, ids)
     report = CollectReport(lms=preset.name, unplaced=list(unplaced), ignored=ignored)
     items = _conflicts(items, report)
 
