@@ -25,16 +25,18 @@ def _quote(value, limit=60):
     return repr("".join(ch if ch.isprintable() else "?" for ch in str(value))[:limit])
 
 
-def to_utc(when):
-    """The naive UTC datetime of when (a datetime, naive meaning UTC), checked to lie in range."""
+def to_utc(when, given=None):
+    """The naive UTC datetime of when (a datetime, naive meaning UTC), checked to lie in range;
+    a BadTime quotes given (the text when was read from) or when."""
+    shown = _quote(when if given is None else given)
     if not isinstance(when, _dt.datetime):
-        raise BadTime(f"{_quote(when)} is not a date")
+        raise BadTime(f"{shown} is not a date")
     try:
         utc = when if when.tzinfo is None else (when - when.utcoffset()).replace(tzinfo=None)
     except (OverflowError, ValueError, TypeError) as exc:   # past year 9999, or an offset of 24 h or more
-        raise BadTime(f"{_quote(when)} has no UTC time ({type(exc).__name__})") from None
+        raise BadTime(f"{shown} has no UTC time ({type(exc).__name__})") from None
     if not EARLIEST <= utc < LATEST:
-        raise BadTime(f"{_quote(when)} is outside {EARLIEST:%Y}-{LATEST:%Y} (UTC)")
+        raise BadTime(f"{shown} is outside {EARLIEST:%Y}-{LATEST:%Y} (UTC)")
     return utc
 
 
@@ -42,7 +44,7 @@ def parse(value):
     """The datetime value gives (a datetime, or text with an optional time zone), as given
     (aware or naive), after checking that its UTC time lies in range; BadTime otherwise."""
     if isinstance(value, _dt.datetime):
-        when = value
+        when, text = value, None
     else:
         text = str(value).strip()
         if not text or len(text) > MAX_TEXT:
@@ -52,5 +54,5 @@ def parse(value):
             when = parser.parse(text)
         except (ValueError, OverflowError, TypeError) as exc:   # dateutil's ParserError is a ValueError
             raise BadTime(f"{_quote(text)} is not a date ({type(exc).__name__})") from None
-    to_utc(when)
+    to_utc(when, text)
     return when
