@@ -226,7 +226,8 @@ def build_parser():
                    help="the layout: canvas, moodle, gradescope, blackboard or nbgrader (default: detected)")
     c.add_argument("--pattern", default=None,
                    help="regex searched in each file's path, with groups student_id and notebook "
-                        "(optional: lms_user_id, name, late)")
+                        "(optional: lms_user_id, name, late); anchor it with ^ so that no name a learner "
+                        "chose gives the student id")
     c.add_argument("--ids", choices=("name", "lms"), default="name",
                    help="student ids from the learner's name as the LMS writes it (default) or the LMS user id")
     c.set_defaults(func=cmd_collect)

@@ -164,11 +164,26 @@ def _side_files(entries):
     return {e.path: reader(e) for e in entries if e.read is not None and not e.path.lower().endswith(".ipynb")}
 
 
+@dataclass
+class _Outcome:
+    """What one preset makes of a download."""
+    items: list = field(default_factory=list)
+    unplaced: list = field(default_factory=list)
+    ignored: list = field(default_factory=list)   # side files (not notebooks)
+    recognised: int = 0   # notebooks whose path is this layout's (placed or not)
+
+    def rank(self):
+        """Detection picks the highest: every file of a download has its LMS's prefix or folder, so
+        the LMS recognises all of them, and a learner whose uploads are named for another layout
+        cannot outnumber it; then the most placed."""
+        return self.recognised, len(self.items)
+
+
 def _match_all(preset, entries, known, assignment, ids):
-    """(items, unplaced lines, side files, how many notebooks the preset's own names or metadata
-    refused to attribute) of entries under one preset."""
+    """The _Outcome of entries under one preset."""
     preset.prepare(_side_files(entries))
-    items, unplaced, ignored, refused = [], [], [], 0
+    out = _Outcome()
+    items, unplaced, ignored = out.items, out.unplaced, out.ignored
     for entry in entries:
         if _IGNORED.search(entry.path):
             continue
@@ -191,9 +206,9 @@ def _match_all(preset, entries, known, assignment, ids):
             unplaced.append(f"{entry.path}: the path does not match the {preset.name} layout "
                             f"({preset.description})")
             continue
+        out.recognised += 1
         if found.problem:
             unplaced.append(f"{entry.path}: {found.problem}")
-            refused += 1
             continue
         folder = found.extra.get("folder")
         if isinstance(preset, lms.NbgraderLayout) and folder is not None and folder != assignment:
@@ -214,7 +229,7 @@ def _match_all(preset, entries, known, assignment, ids):
             unplaced.append(f"{entry.path}: larger than {MAX_FILE_BYTES >> 20} MiB")
             continue
         items.append(_Item(entry, found, student, notebook))
-    return items, unplaced, ignored, refused
+    return out
 
 
 def _choose(entries, known, assignment, lms_name, pattern, ids):
@@ -238,17 +253,16 @@ def _choose(entries, known, assignment, lms_name, pattern, ids):
     for cls in lms.PRESETS.values():
         preset = cls()
         outcome = _match_all(preset, entries, known, assignment, ids)
-        # the most placed; then the most whose path is the preset's but its metadata refused (its reasons are shown)
-        if best is None or (len(outcome[0]), outcome[3]) > (len(best[1][0]), best[1][3]):
+        if best is None or outcome.rank() > best[1].rank():
             best = (preset, outcome)
-    if not best[1][0] and not best[1][3]:
+    if not best[1].recognised:
         notebooks = [e.path for e in entries if e.path.lower().endswith(".ipynb")][:3]
         layouts = "\n  ".join(f"--lms {c.name}: {c.description}" for c in lms.PRESETS.values())
         raise CollectError(
             "no file could be placed: the names match none of the layouts collect knows"
             + (f" (for example {', '.join(repr(n) for n in notebooks)})" if notebooks else " (no .ipynb file found)")
             + f".\nThe layouts:\n  {layouts}\nName the layout with --lms NAME, or describe the names with "
-            r"--pattern REGEX, e.g. --pattern '(?P<student_id>[^_/]+)_.*(?P<notebook>convolution|pooling)\.ipynb$'")
+            r"--pattern REGEX, e.g. --pattern '^(?P<student_id>[^_/]+)_.*(?P<notebook>convolution|pooling)\.ipynb$'")
     return best
 
 
@@ -301,9 +315,9 @@ def collect(source, submitted_dir, assignment=checks.ASSIGNMENT, lms_name=None, 
         raise CollectError(unknown_message(assignment))
     known = set(checks.notebooks_of(assignment))
     entries = _entries(source)
-    preset, (items, unplaced, ignored, _refused) = _choose(entries, known, assignment, lms_name, pattern, ids)
-    report = CollectReport(lms=preset.name, unplaced=list(unplaced), ignored=ignored)
-    items = _conflicts(items, report)
+    preset, outcome = _choose(entries, known, assignment, lms_name, pattern, ids)
+    report = CollectReport(lms=preset.name, unplaced=list(outcome.unplaced), ignored=outcome.ignored)
+    items = _conflicts(outcome.items, report)
 
     per_student = {}
     for item in items:

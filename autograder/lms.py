@@ -5,8 +5,8 @@ the path of a file relative to the top of the zip or folder):
 
 ``canvas``
     "Download Submissions": one flat zip, ``<name>[_LATE]_<user id>_<file id>_<file name>``,
-    where name is Canvas's lower-case ``lastnamefirstname`` and ``_LATE`` (or ``_late``) marks
-    a submission after the due date; Canvas renames resubmitted files ``convolution-1.ipynb``.
+    where name is Canvas's lower-case ``lastnamefirstname`` and ``_LATE`` marks a submission
+    after the due date; Canvas renames resubmitted files ``convolution-1.ipynb``.
 ``moodle``
     "Download all submissions", in per-student folders
     ``<Full Name>_<participant id>_assignsubmission_file_/<file name>`` or flat files
@@ -102,7 +102,7 @@ class Canvas(Preset):
     name = "canvas"
     description = "<name>[_LATE]_<user id>_<file id>_<file name> (Canvas 'Download Submissions')"
     # the name has no '_', so the LMS's prefix ends at the file id, whatever the file is called
-    _re = re.compile(r"^(?P<name>[a-z0-9-]+)(?P<late>_LATE|_late)?_(?P<uid>\d+)_(?P<fid>\d+)_(?P<file>.+)$")
+    _re = re.compile(r"^(?P<name>[a-z0-9-]+)(?P<late>_LATE)?_(?P<uid>\d+)_(?P<fid>\d+)_(?P<file>.+)$")
 
     def match(self, path):
         if "/" in path:   # Canvas's download is flat: a folder below the top is not Canvas's

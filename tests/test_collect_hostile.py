@@ -48,6 +48,8 @@ def test_blackboard_file_names_and_receipts_uploaded_by_a_learner_decide_nothing
     z = L.blackboard(tmp_path / "gradebook_CNN101_Homework3.zip", [
         ("amyng", "Amy Ng", "2026-03-07-10-00-00", "convolution.ipynb", SOLUTION["convolution"]),
         ("boolee", "Bo Lee", "2026-03-05-09-30-00", "convolution.ipynb", RELEASE["convolution"]),
+        # a username may hold '_': the receipt's Name line says which part is the username
+        ("cy_li", "Cy Li", "2026-03-06-08-00-00", "pooling.ipynb", SOLUTION["pooling"]),
         # mallory's attempt came in late (March 10); the file she uploaded names an earlier attempt
         ("mallory", "Mallory Evil", "2026-03-10-12-00-00", "x_mallory_attempt_2026-03-01-10-00-00_pooling.ipynb",
          SOLUTION["pooling"]),
@@ -61,8 +63,10 @@ def test_blackboard_file_names_and_receipts_uploaded_by_a_learner_decide_nothing
     dest = tmp_path / "submitted"
     rep = collect.collect(str(z), str(dest), "cnn_layers")
     assert rep.lms == "blackboard"
-    # amy and bob exactly as without mallory
-    assert _placed(rep, dest) == ["amyng/cnn_layers/convolution.ipynb", "boolee/cnn_layers/convolution.ipynb"]
+    # amy, bob and cy exactly as without mallory
+    assert _placed(rep, dest) == ["amyng/cnn_layers/convolution.ipynb", "boolee/cnn_layers/convolution.ipynb",
+                                  "cy_li/cnn_layers/pooling.ipynb"]
+    assert collect.read_manifest(dest / "cy_li" / "cnn_layers")["name"] == "Cy Li"
     assert (dest / "boolee" / "cnn_layers" / "convolution.ipynb").read_bytes() == RELEASE["convolution"]
     assert not (dest / "boolee" / "cnn_layers" / "pooling.ipynb").exists()
     bo = collect.read_manifest(dest / "boolee" / "cnn_layers")
@@ -74,18 +78,6 @@ def test_blackboard_file_names_and_receipts_uploaded_by_a_learner_decide_nothing
     assert not (dest / "mallory").exists()
     assert len(_unplaced(rep, "is not a notebook of 'cnn_layers'")) == 2
     assert any(line.startswith(f"{attempt}_x_mallory_attempt_2026-03-01") for line in rep.unplaced)
-
-
-def test_blackboard_receipt_gives_a_username_that_holds_underscores(tmp_path):
-    z = L.blackboard(tmp_path / "bb.zip", [
-        ("amy_ng", "Amy Ng", "2026-03-07-10-00-00", "convolution.ipynb", SOLUTION["convolution"]),
-        ("boolee", "Bo Lee", "2026-03-05-09-30-00", "pooling.ipynb", RELEASE["pooling"]),
-    ])
-    dest = tmp_path / "submitted"
-    rep = collect.collect(str(z), str(dest), "cnn_layers")
-    assert rep.unplaced == []
-    assert _placed(rep, dest) == ["amy_ng/cnn_layers/convolution.ipynb", "boolee/cnn_layers/pooling.ipynb"]
-    assert collect.read_manifest(dest / "amy_ng" / "cnn_layers")["name"] == "Amy Ng"
 
 
 # --------------------------------------------------------------------------- Moodle
@@ -187,6 +179,19 @@ def test_a_bad_crc_in_the_download_loses_only_that_file(tmp_path):
     assert _placed(rep, tmp_path / "bb") == ["amyng/cnn_layers/convolution.ipynb", "boolee/cnn_layers/pooling.ipynb"]
     assert collect.read_manifest(tmp_path / "bb" / "amyng" / "cnn_layers")["name"] == "Amy Ng"
     assert collect.read_manifest(tmp_path / "bb" / "boolee" / "cnn_layers")["name"] == ""
+
+
+def test_uploads_named_for_another_layout_do_not_decide_the_layout(tmp_path):
+    # five uploads whose names, after Canvas's prefix, read as Moodle's flat layout
+    z = _canvas_class(tmp_path, SOLUTION["pooling"], name="pooling.ipynb")
+    L.add(z, {f"mallory_LATE_1003_90{k}_x{k}_1_assignsubmission_file_convolution.ipynb": SOLUTION["convolution"]
+              for k in range(10, 15)})
+    dest = tmp_path / "submitted"
+    rep = collect.collect(str(z), str(dest), "cnn_layers")   # detected
+    assert rep.lms == "canvas"
+    _assert_canvas_classmates(rep, dest)
+    assert (dest / "mallory" / "cnn_layers" / "pooling.ipynb").read_bytes() == SOLUTION["pooling"]
+    assert len(_unplaced(rep, "is not a notebook of 'cnn_layers'")) == 5
 
 
 # --------------------------------------------------------------------------- Gradescope

@@ -13,6 +13,7 @@ from pathlib import Path
 from autograder import checks
 
 from conftest import read_csv, run_grade
+from test_workflow import _config   # the course's nbgrader_config.py, plus what a test adds
 
 REPO = Path(__file__).resolve().parents[1]
 POOLING_MAX = float(checks.max_score("pooling"))
@@ -23,14 +24,8 @@ def _course(tmp_path):
     course = tmp_path / "course"
     course.mkdir()
     shutil.copytree(REPO / "solutions", course / "solutions")
-    (course / "nbgrader_config.py").write_text(
-        "import os, sys\n"
-        f"sys.path.insert(0, {str(REPO)!r})\n"
-        "from autograder.nbgrader_config import make_config\n"
-        "c = get_config()\n"
-        "c.merge(make_config(os.path.dirname(os.path.abspath(__file__))))\n"
-        'c.CourseGrading.duedates = {"cnn_layers": "2026-03-06 12:00:00 UTC"}\n'
-        'c.LateSubmissionPlugin.penalty_method = "zero"\n')
+    _config(course, 'c.CourseGrading.duedates = {"cnn_layers": "2026-03-06 12:00:00 UTC"}\n'
+                    'c.LateSubmissionPlugin.penalty_method = "zero"\n')
     pooling = (REPO / "solutions" / "cnn_layers" / "pooling.ipynb").read_bytes()
     # each hands in the right pooling notebook: amy on time, bo 34 hours late, mallory "in year 10000"
     for student, stamp in (("amy", "2026-03-06 11:00:00 UTC"), ("bo", "2026-03-07 22:00:00 UTC"),
