@@ -69,7 +69,7 @@ def cmd_release(args):
 
 
 def cmd_collect(args):
-    from .collect import CollectError, collect
+    from .collect import CollectError, collect, shown
     try:
         report = collect(args.source, args.to, args.assignment, lms_name=args.lms, pattern=args.pattern,
                          ids=args.ids)
@@ -81,10 +81,10 @@ def cmd_collect(args):
     for path in report.unchanged:
         print(f"unchanged  {path}")
     for line in report.unplaced:
-        print(f"NOT PLACED {line}")
+        print(f"NOT PLACED {shown(line)}")
     if report.ignored:
         print(f"{len(report.ignored)} other file(s) (not notebooks) were not copied: "
-              f"{', '.join(report.ignored[:5])}{' ...' if len(report.ignored) > 5 else ''}")
+              f"{shown(', '.join(report.ignored[:5]))}{' ...' if len(report.ignored) > 5 else ''}")
     print(report.summary())
     if report.unplaced:
         print("Files were not placed: fix them (see each line), or name the layout with --lms "

@@ -5,7 +5,8 @@ zip (an LMS bulk download, see ``autograder.lms``; only the zip it is given is o
 a zip inside the download, which is a learner's upload): the layout is the ``lms`` preset
 (canvas, moodle, gradescope, blackboard, nbgrader), the ``pattern`` (a regular
 expression with the groups ``student_id`` and ``notebook``, searched in the whole path
-inside the zip or folder), or detected: the preset that places the most notebooks.
+inside the zip or folder), or detected: the preset that recognises the most notebooks'
+paths (then the one that places the most).
 File names are matched to the assignment's notebooks ignoring case and the suffixes
 browsers and LMSs add (``Convolution (1).ipynb``, ``convolution-1.ipynb``).
 
@@ -48,6 +49,12 @@ _IGNORED = re.compile(r"(^|/)(__MACOSX|\.ipynb_checkpoints)(/|$)|(^|/)\.[^/]*$")
 
 class CollectError(Exception):
     """Bad input for collect; the message says how to fix it."""
+
+
+def shown(text):
+    """text for a terminal: each character that is not printable as its escape (\\x1b), since learners
+    name the files in a download and a name may hold escape sequences that clear or retitle it."""
+    return "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in str(text))
 
 
 @dataclass

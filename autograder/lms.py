@@ -52,6 +52,8 @@ import re
 import unicodedata
 from dataclasses import dataclass, field
 
+from . import times
+
 TIMESTAMP_FORMAT = "%Y-%m-%d %H:%M:%S UTC"   # what collect writes to timestamp.txt
 MAX_METADATA_BYTES = 4 << 20    # an LMS's metadata file (Gradescope's submission_metadata.yml)
 MAX_YAML_NODES = 500_000        # nodes of that file, each alias counted as the nodes it stands for
@@ -199,7 +201,6 @@ def load_yaml(data, max_nodes=MAX_YAML_NODES, max_depth=MAX_YAML_DEPTH):
 
 def _lms_time(value, what):
     """(naive UTC datetime or None, problem) for a time an LMS wrote."""
-    from . import times
     if value is None or value == "":
         return None, ""
     try:

@@ -194,6 +194,18 @@ def test_uploads_named_for_another_layout_do_not_decide_the_layout(tmp_path):
     assert len(_unplaced(rep, "is not a notebook of 'cnn_layers'")) == 5
 
 
+def test_file_names_a_learner_chose_reach_the_terminal_escaped(tmp_path, capsys):
+    z = _canvas_class(tmp_path, SOLUTION["pooling"], name="\x1b]0;owned\x07\x1b[2Jpooling.ipynb")
+    L.add(z, {"mallory_LATE_1003_9009_\x1b[31mnotes.txt": "hi"})
+    dest = tmp_path / "submitted"
+    assert cli_main(["collect", str(z), "--to", str(dest)]) == 1
+    out = capsys.readouterr().out
+    assert "\x1b" not in out and "\x07" not in out
+    assert r"NOT PLACED mallory_LATE_1003_9005_\x1b]0;owned\x07\x1b[2Jpooling.ipynb: " in out
+    assert r"mallory_LATE_1003_9009_\x1b[31mnotes.txt" in out
+    assert "3 copied, 0 unchanged, 1 not placed" in out
+
+
 # --------------------------------------------------------------------------- Gradescope
 
 def _gradescope(tmp_path, mallory_file="convolution.ipynb"):
