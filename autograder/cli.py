@@ -71,7 +71,7 @@ def cmd_release(args):
 
 
 def cmd_collect(args):
-    from .collect import CollectError, collect
+    from .collect import CollectError, collect, shown
     try:
         report = collect(args.source, args.to, args.assignment, lms_name=args.lms, pattern=args.pattern,
                          ids=args.ids)
@@ -83,10 +83,10 @@ def cmd_collect(args):
     for path in report.unchanged:
         print(f"unchanged  {path}")
     for line in report.unplaced:
-        print(f"NOT PLACED {line}")
+        print(f"NOT PLACED {shown(line)}")
     if report.ignored:
         print(f"{len(report.ignored)} other file(s) (not notebooks) were not copied: "
-              f"{', '.join(report.ignored[:5])}{' ...' if len(report.ignored) > 5 else ''}")
+              f"{shown(', '.join(report.ignored[:5]))}{' ...' if len(report.ignored) > 5 else ''}")
     print(report.summary())
     if report.unplaced:
         print("Files were not placed: fix them (see each line), or name the layout with --lms "
@@ -242,7 +242,8 @@ def build_parser():
                    help="the layout: canvas, moodle, gradescope, blackboard or nbgrader (default: detected)")
     c.add_argument("--pattern", default=None,
                    help="regex searched in each file's path, with groups student_id and notebook "
-                        "(optional: lms_user_id, name, late)")
+                        "(optional: lms_user_id, name, late); anchor it with ^ so that no name a learner "
+                        "chose gives the student id")
     c.add_argument("--ids", choices=("name", "lms"), default="name",
                    help="student ids from the learner's name as the LMS writes it (default) or the LMS user id")
     c.set_defaults(func=cmd_collect)

@@ -1,10 +1,12 @@
 """Collect submissions into nbgrader's layout: SUBMITTED/<student_id>/<assignment>/<notebook>.ipynb.
 
 ``collect(source, submitted_dir, assignment, lms=None, pattern=None)`` reads a folder or a
-zip (an LMS bulk download, see ``autograder.lms``): the layout is the ``lms`` preset
+zip (an LMS bulk download, see ``autograder.lms``; only the zip it is given is opened, never
+a zip inside the download, which is a learner's upload): the layout is the ``lms`` preset
 (canvas, moodle, gradescope, blackboard, nbgrader), the ``pattern`` (a regular
 expression with the groups ``student_id`` and ``notebook``, searched in the whole path
-inside the zip or folder), or detected: the preset that places the most notebooks.
+inside the zip or folder), or detected: the preset that recognises the most notebooks'
+paths (then the one that places the most).
 File names are matched to the assignment's notebooks ignoring case and the suffixes
 browsers and LMSs add (``Convolution (1).ipynb``, ``convolution-1.ipynb``).
 
@@ -18,8 +20,11 @@ Files are copied, never moved.  Nothing is guessed: a file that cannot be placed
 reported and makes the command exit 1, namely a file whose name is not a notebook of
 the assignment, two files that would land on the same student and notebook, two
 learners (two LMS user ids) who would get the same student id, a folder that does
-not hold the assignment (``hw3/`` instead of ``cnn_layers/``), and a symbolic link,
-FIFO, device or socket (only regular files are read).  An existing notebook is
+not hold the assignment (``hw3/`` instead of ``cnn_layers/``), a file the LMS's own names
+and metadata do not attribute safely (``lms.Found.problem``), a zip inside the download
+(a learner's upload is not opened), a file that cannot be read (a bad CRC in the zip), and
+a symbolic link, FIFO, device or socket (only regular files are read).  Such a file is
+that learner's problem alone: everyone else is collected.  An existing notebook is
 replaced only when the new file differs; ``--force`` is not needed for a resubmission.
 """
 import datetime as _dt
@@ -28,6 +33,7 @@ import os
 import re
 import stat
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 
 from . import checks, lms
@@ -43,6 +49,12 @@ _IGNORED = re.compile(r"(^|/)(__MACOSX|\.ipynb_checkpoints)(/|$)|(^|/)\.[^/]*$")
 
 class CollectError(Exception):
     """Bad input for collect; the message says how to fix it."""
+
+
+def shown(text):
+    """text for a terminal: each character that is not printable as its escape (\\x1b), since learners
+    name the files in a download and a name may hold escape sequences that clear or retitle it."""
+    return "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in str(text))
 
 
 @dataclass
@@ -118,20 +130,22 @@ def _zip_entries(path):
             entries.append(_Entry(name, 0, None, f"{_describe(mode)} inside the zip; collect copies regular "
                                                  "files only"))
             continue
-        entries.append(_Entry(name, info.file_size, lambda i=info: zf.read(i)))
+        entries.append(_Entry(name, info.file_size, lambda i=info: _zip_read(zf, i)))
     return entries
+
+
+def _zip_read(zf, info):
+    """A member's bytes; OSError when they cannot be had (bad CRC, cut short, encrypted, unknown compression)."""
+    try:
+        return zf.read(info)
+    except (zipfile.BadZipFile, zlib.error, EOFError, RuntimeError, NotImplementedError) as exc:
+        raise OSError(f"the zip member cannot be read ({type(exc).__name__}: {exc}); download it from the LMS "
+                      "again") from None
 
 
 def _entries(source):
     if os.path.isdir(source):
-        out = []
-        for entry in _folder_entries(source):
-            if entry.path.lower().endswith(".zip") and entry.read is not None:
-                inner = os.path.join(source, entry.path)
-                out += [_Entry(f"{entry.path}/{e.path}", e.size, e.read, e.problem) for e in _zip_entries(inner)]
-            else:
-                out.append(entry)
-        return out
+        return _folder_entries(source)   # a zip in it is a learner's upload: never opened
     if os.path.isfile(source) and zipfile.is_zipfile(source):
         return _zip_entries(source)
     if os.path.lexists(source) and not os.path.isdir(source) and not os.path.isfile(source):
@@ -143,15 +157,40 @@ def _entries(source):
 
 
 def _side_files(entries):
-    return {e.path: (lambda e=e: e.read()[:MAX_SIDE_FILE_BYTES]) for e in entries
-            if e.read is not None and e.size <= MAX_SIDE_FILE_BYTES
-            and not e.path.lower().endswith(".ipynb")}
+    """{path: read()} of the files a preset may read as the LMS's metadata (read() raises OSError
+    for one larger than lms.MAX_METADATA_BYTES or unreadable)."""
+    def reader(entry):
+        def read():
+            if entry.size > lms.MAX_METADATA_BYTES:
+                raise OSError(f"larger than {lms.MAX_METADATA_BYTES >> 20} MiB")
+            data = entry.read()
+            if len(data) > lms.MAX_METADATA_BYTES:
+                raise OSError(f"larger than {lms.MAX_METADATA_BYTES >> 20} MiB")
+            return data
+        return read
+    return {e.path: reader(e) for e in entries if e.read is not None and not e.path.lower().endswith(".ipynb")}
+
+
+@dataclass
+class _Outcome:
+    """What one preset makes of a download."""
+    items: list = field(default_factory=list)
+    unplaced: list = field(default_factory=list)
+    ignored: list = field(default_factory=list)   # side files (not notebooks)
+    recognised: int = 0   # notebooks whose path is this layout's (placed or not)
+
+    def rank(self):
+        """Detection picks the highest: every file of a download has its LMS's prefix or folder, so
+        the LMS recognises all of them, and a learner whose uploads are named for another layout
+        cannot outnumber it; then the most placed."""
+        return self.recognised, len(self.items)
 
 
 def _match_all(preset, entries, known, assignment, ids):
-    """(items, unplaced lines, side files) of entries under one preset."""
+    """The _Outcome of entries under one preset."""
     preset.prepare(_side_files(entries))
-    items, unplaced, ignored = [], [], []
+    out = _Outcome()
+    items, unplaced, ignored = out.items, out.unplaced, out.ignored
     for entry in entries:
         if _IGNORED.search(entry.path):
             continue
@@ -159,6 +198,13 @@ def _match_all(preset, entries, known, assignment, ids):
             unplaced.append(f"{entry.path}: {entry.problem}")
             continue
         found = preset.match(entry.path)
+        if entry.path.lower().endswith(".zip"):
+            who = f" (from {found.student_key or found.lms_user_id})" if found and not found.problem else ""
+            unplaced.append(f"{entry.path}: a zip file inside the download{who}; collect opens only the download it "
+                            "is given, never a learner's upload: ask the learner for the notebook itself, or copy "
+                            f"it by hand to <student id>/{assignment}/ (if this zip is an LMS download, collect it "
+                            "on its own)")
+            continue
         is_notebook = entry.path.lower().endswith(".ipynb")
         if not is_notebook:
             ignored.append(entry.path)
@@ -166,6 +212,10 @@ def _match_all(preset, entries, known, assignment, ids):
         if found is None:
             unplaced.append(f"{entry.path}: the path does not match the {preset.name} layout "
                             f"({preset.description})")
+            continue
+        out.recognised += 1
+        if found.problem:
+            unplaced.append(f"{entry.path}: {found.problem}")
             continue
         folder = found.extra.get("folder")
         if isinstance(preset, lms.NbgraderLayout) and folder is not None and folder != assignment:
@@ -186,7 +236,7 @@ def _match_all(preset, entries, known, assignment, ids):
             unplaced.append(f"{entry.path}: larger than {MAX_FILE_BYTES >> 20} MiB")
             continue
         items.append(_Item(entry, found, student, notebook))
-    return items, unplaced, ignored
+    return out
 
 
 def _choose(entries, known, assignment, lms_name, pattern, ids):
@@ -210,16 +260,16 @@ def _choose(entries, known, assignment, lms_name, pattern, ids):
     for cls in lms.PRESETS.values():
         preset = cls()
         outcome = _match_all(preset, entries, known, assignment, ids)
-        if best is None or len(outcome[0]) > len(best[1][0]):
+        if best is None or outcome.rank() > best[1].rank():
             best = (preset, outcome)
-    if not best[1][0]:
+    if not best[1].recognised:
         notebooks = [e.path for e in entries if e.path.lower().endswith(".ipynb")][:3]
         layouts = "\n  ".join(f"--lms {c.name}: {c.description}" for c in lms.PRESETS.values())
         raise CollectError(
             "no file could be placed: the names match none of the layouts collect knows"
             + (f" (for example {', '.join(repr(n) for n in notebooks)})" if notebooks else " (no .ipynb file found)")
             + f".\nThe layouts:\n  {layouts}\nName the layout with --lms NAME, or describe the names with "
-            r"--pattern REGEX, e.g. --pattern '(?P<student_id>[^_/]+)_.*(?P<notebook>convolution|pooling)\.ipynb$'")
+            r"--pattern REGEX, e.g. --pattern '^(?P<student_id>[^_/]+)_.*(?P<notebook>convolution|pooling)\.ipynb$'")
     return best
 
 
@@ -272,9 +322,9 @@ def collect(source, submitted_dir, assignment=checks.ASSIGNMENT, lms_name=None, 
         raise CollectError(unknown_message(assignment))
     known = set(checks.notebooks_of(assignment))
     entries = _entries(source)
-    preset, (items, unplaced, ignored) = _choose(entries, known, assignment, lms_name, pattern, ids)
-    report = CollectReport(lms=preset.name, unplaced=list(unplaced), ignored=ignored)
-    items = _conflicts(items, report)
+    preset, outcome = _choose(entries, known, assignment, lms_name, pattern, ids)
+    report = CollectReport(lms=preset.name, unplaced=list(outcome.unplaced), ignored=outcome.ignored)
+    items = _conflicts(outcome.items, report)
 
     per_student = {}
     for item in items:

@@ -328,10 +328,11 @@ def read_timestamp(folder):
     """(ISO 8601 timestamp or None, note or None) from folder/timestamp.txt.
 
     The file is read only when it is a regular file (no link, FIFO or device)
-    of at most TIMESTAMP_MAX_BYTES; text that is not a date counts as no
-    timestamp, with a note that quotes it (printable characters only).
+    of at most TIMESTAMP_MAX_BYTES; text that is not a date, or a date out of
+    ``times``'s range (one nbgrader's ``parse_utc`` would overflow on), counts as
+    no timestamp, with a note that quotes it (printable characters only).
     """
-    from dateutil import parser as date_parser
+    from . import times
 
     path = os.path.join(folder, "timestamp.txt")
     try:
@@ -345,11 +346,9 @@ def read_timestamp(folder):
     if not text:
         return None, None
     try:
-        when = date_parser.parse(text)
-        return when.isoformat(), None
-    except (ValueError, OverflowError, TypeError) as exc:  # dateutil's ParserError is a ValueError
-        return None, (f"timestamp.txt does not hold a date ({_printable(text)!r}: {type(exc).__name__}); "
-                      "the submission counts as having no timestamp")
+        return times.parse(text).isoformat(), None
+    except times.BadTime as exc:
+        return None, f"timestamp.txt does not hold a date we can use ({exc}); the submission counts as having no timestamp"
 
 
 def grade_notebook_file(path, notebook, source, rng, student="", assignment=ASSIGNMENT,

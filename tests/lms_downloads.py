@@ -65,3 +65,57 @@ def blackboard(path, rows, title="Homework 3"):
                                        f"assignment.\n\nFiles:\n\tOriginal filename: {file}\n"
                                        f"\tFilename: {base}_{file}\n")
     return path
+
+
+# --------------------------------------------------------------------------- what learners add to a download
+# A learner names the files they upload (Canvas and Blackboard keep that name after their own
+# prefix), the folders inside their submission (Moodle, Gradescope), and what a zip they upload
+# holds.  These helpers put such uploads into a download built above, unpack a download as an
+# instructor does before collecting a folder, and damage a member as a bad transfer does.
+
+def add(path, members):
+    """Add {name inside the download: bytes or str} to the zip at path, as the LMS stores uploads."""
+    with zipfile.ZipFile(path, "a") as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+    return path
+
+
+def zip_bytes(members):
+    """A learner's own zip upload holding {name: bytes or str}."""
+    import io
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+    return buf.getvalue()
+
+
+def unzip(path, folder):
+    """The download unpacked into folder (what 'collect FOLDER' reads); returns folder."""
+    with zipfile.ZipFile(path) as zf:
+        zf.extractall(folder)
+    return folder
+
+
+def break_crc(path, name):
+    """Flip one stored byte of member name (written uncompressed), so that reading it fails its CRC-32."""
+    with zipfile.ZipFile(path) as zf:
+        info = zf.getinfo(name)
+        data = zf.read(name)
+    assert info.compress_type == zipfile.ZIP_STORED and data
+    raw = bytearray(open(path, "rb").read())
+    header = raw.index(name.encode(), info.header_offset) + len(name.encode()) + len(info.extra)
+    raw[header] ^= 0xFF
+    with open(path, "wb") as fh:
+        fh.write(bytes(raw))
+    return path
+
+
+def yaml_alias_bomb(levels, width=10):
+    """(YAML lines defining anchors a0..a<levels-1>, the alias of the last): a few hundred bytes
+    whose last alias stands for width**levels strings (a 'billion laughs')."""
+    lines = ["a0: &a0 [" + ", ".join(["lol"] * width) + "]"]
+    for i in range(1, levels):
+        lines.append(f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * width) + "]")
+    return "\n".join(lines) + "\n", f"*a{levels - 1}"
