@@ -73,3 +73,15 @@ def test_the_label_scan_can_fail():
     planted = ('$$ (ch5-dw)\n(ch4-bias)=\nsee {eq}`ch5-dw` and {ref}`x <ch4-bias>`\n'
                'print("(ch5-dw) checked")\ndw = 1   # (ch9-dw-mat)\n')
     assert shown_labels(planted) == ["(ch5-dw)", "(ch9-dw-mat)"]
+
+
+def test_the_intro_covers_every_chapter_and_names_the_pages_that_import_pytorch():
+    intro = (BOOK / "intro.md").read_text(encoding="utf-8")
+    covers = intro.split("## What the book covers", 1)[1].split("\n## ", 1)[0]
+    chapters = sorted(p.stem for p in BOOK.glob("[0-9][0-9]_*.md"))
+    missing = [c for c in chapters if f"{{doc}}`{c}`" not in covers]
+    assert not missing, f"'What the book covers' does not list {missing}"
+    torch_pages = sorted(int(p.name[:2]) for p in BOOK.glob("[0-9][0-9]_*.md")
+                         if re.search(r"^\s*(import torch|from torch)", p.read_text(encoding="utf-8"), re.M))
+    assert torch_pages == [9, 10], torch_pages
+    assert "Only chapters 9 and 10 import PyTorch" in intro
