@@ -147,6 +147,8 @@ def cmd_grade(args):
         print(f"nbgrader export disagrees with totals.csv for: {', '.join(export['mismatched'])}",
               file=sys.stderr)
         code = 1
+    if export and export.get("note"):
+        print(f"note: {export['note']}: {', '.join(export['not_compared'])}")
     return code
 
 
