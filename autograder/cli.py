@@ -20,6 +20,8 @@ import json
 import os
 import sys
 
+from .learnertext import printable    # what is printed may quote a learner's name, file or message
+
 DEFAULT_ASSIGNMENT = "cnn_layers"
 
 
@@ -32,7 +34,7 @@ def default_root():
 
 
 def _fail(message, code=2):
-    print(f"error: {message}", file=sys.stderr)
+    print(f"error: {printable(message)}", file=sys.stderr)
     return code
 
 
@@ -81,10 +83,10 @@ def cmd_collect(args):
     for path in report.unchanged:
         print(f"unchanged  {path}")
     for line in report.unplaced:
-        print(f"NOT PLACED {line}")
+        print(f"NOT PLACED {printable(line)}")
     if report.ignored:
         print(f"{len(report.ignored)} other file(s) (not notebooks) were not copied: "
-              f"{', '.join(report.ignored[:5])}{' ...' if len(report.ignored) > 5 else ''}")
+              f"{printable(', '.join(report.ignored[:5]))}{' ...' if len(report.ignored) > 5 else ''}")
     print(report.summary())
     if report.unplaced:
         print("Files were not placed: fix them (see each line), or name the layout with --lms "
@@ -140,7 +142,7 @@ def cmd_grade(args):
         print(f"{len(summary['grader_errors'])} notebook(s) could not be graded (retried on the next run):",
               file=sys.stderr)
         for line in summary["grader_errors"][:20]:
-            print(f"  {line}", file=sys.stderr)
+            print(f"  {printable(line)}", file=sys.stderr)
         code = 1
     export = summary.get("export_check")
     if export and not export["ok"]:

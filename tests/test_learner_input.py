@@ -300,3 +300,19 @@ def test_formgraders_template_shows_a_hostile_notebook_as_text(tmp_path):
     assert "My notes on pooling: the largest value in each window wins." in text
     assert f"<img src=x onerror=\"window.{MARK}='md-img'\">" in text
     assert "widget-state" not in page and "![a](attachment:p.svg)" in text
+
+
+def test_collect_prints_learners_file_names_as_printable_text(tmp_path, capsys):
+    """A learner's file name in an LMS download reaches the terminal when collect reports it."""
+    import lms_downloads as L
+    from autograder.cli import main as cli_main
+    release = (B.RELEASE_DIR / "pooling.ipynb").read_bytes()
+    z = L.moodle(tmp_path / "moodle.zip", [("Amy Ng", "5001", "pooling.ipynb", release)])
+    import zipfile
+    with zipfile.ZipFile(z, "a") as zf:
+        zf.writestr(f"{ESCAPES}stray.ipynb", release)
+        zf.writestr(f"{ESCAPES}notes.txt", "x")
+    cli_main(["collect", str(z), "--to", str(tmp_path / "submitted")])
+    out = capsys.readouterr()
+    assert "stray.ipynb" in out.out + out.err
+    assert _control_characters(out.out + out.err) == []
