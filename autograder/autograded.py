@@ -28,7 +28,9 @@ raw and any other cell the learner wrote is shown as its text, verbatim, in a fe
 block that markdown renders as escaped code; only a markdown cell whose text is
 exactly one of the source's (the instructor's own) is rendered as markdown.  A
 grade_id that is not a string (a list, a number) or not one of the source's is
-no grade_id.
+no grade_id.  The notebook's metadata records the version of this rule
+(``FORMAT``); ``grade`` writes again every notebook of an earlier version
+(``is_current``), so an upgrade leaves no notebook written by the old rule.
 """
 import copy
 import os
@@ -37,8 +39,13 @@ import re
 import nbformat
 
 from .nbgrader_config import AUTOGRADED_DIRECTORY, RELEASE_DIRECTORY
-from .safeio import read_regular
+from .safeio import UnsafeFile, read_regular
 from .submission import MAX_NOTEBOOK_BYTES, _grade_id
+
+#: the version of what ``build`` writes, kept in the notebook's metadata; a notebook written by an
+#: earlier version (which kept the learner's markup) is written again on the next run
+FORMAT = 2
+_FORMAT_MARK = f'"autograded_format": {FORMAT}'.encode("ascii")
 
 STATUS_LINE = {"passed": "passed", "failed": "FAILED", "error": "ERROR", "timeout": "TIME LIMIT",
                "out-of-memory": "OUT OF MEMORY", "killed": "STOPPED", "ungradable": "NOT GRADED"}
@@ -152,7 +159,17 @@ def build(spec, result, submitted_path, root):
             cells.append(cell)
     nb.cells = cells
     nb.metadata = copy.deepcopy(source.metadata)
+    nb.metadata["autograder"] = {"autograded_format": FORMAT}
     return nb
+
+
+def is_current(path):
+    """Whether path holds an autograded notebook that this version of ``build`` wrote (the mark is
+    looked for in its bytes: a learner's text is a JSON string there, with its quotes escaped)."""
+    try:
+        return _FORMAT_MARK in read_regular(path, 4 * MAX_NOTEBOOK_BYTES)
+    except (OSError, UnsafeFile):
+        return False
 
 
 def write(course_dir, spec, result, submitted_path, root):

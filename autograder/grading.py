@@ -1018,7 +1018,7 @@ def grade_class(submitted_dir, out_dir, root, db_url=None, jobs=2, seed=None, re
         def write_autograded(student, per_notebook):
             for nb in spec.notebooks:
                 dest = autograded.path_of(course_dir, student, assignment, nb)
-                if (student, nb) in regraded or not os.path.exists(dest):
+                if (student, nb) in regraded or not autograded.is_current(dest):
                     autograded.write(course_dir, spec, per_notebook[nb],
                                      os.path.join(submitted_dir, student, assignment, nb + ".ipynb"), root)
 

@@ -164,6 +164,25 @@ def test_the_gradebook_holds_inert_bounded_names(graded):
             assert value is None or not set(value) & set('<>&"`') and _control_characters(value) == []
 
 
+@pytest.mark.slow
+def test_an_autograded_notebook_of_an_earlier_version_is_written_again(graded):
+    """Notebooks written before the learner's markup was made inert are replaced on the next run,
+    even though nothing is regraded."""
+    from autograder import autograded
+    root, manifest, _proc = graded
+    path = root / "autograded" / "h1_loops" / B.ASSIGNMENT / "pooling.ipynb"
+    nb = nbformat.read(path, as_version=4)
+    del nb.metadata["autograder"]
+    nb.cells.insert(0, nbformat.v4.new_markdown_cell("<img src=x onerror=alert(1)>"))
+    nbformat.write(nb, path)
+    assert not autograded.is_current(path)
+    proc = run_grade(root / "submitted", root / "out")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert f"reused {2 * len(manifest)} stored" in proc.stdout
+    assert autograded.is_current(path)
+    assert all("<img" not in c.source or c.source.startswith("```") for c in nbformat.read(path, as_version=4).cells)
+
+
 # ---------------------------------------------------------------------------- the pieces
 
 def test_printable_and_inert_name():
