@@ -20,7 +20,6 @@ no request may leave the page (the one request to another host is formgrader's o
 script), no request but GET may reach the server, the honest text must be readable there,
 and every learner's score is exact.
 """
-import os
 import time
 from urllib.parse import urlsplit
 
@@ -30,8 +29,8 @@ from autograder.cli import main as cli_main
 from autograder.learnertext import inert_name
 
 import lms_downloads as L
-from test_browser import CHROMIUM, CHROMIUM_ARGS, skip_or_fail
-from test_formgrader import TOKEN, _grade, _totals, formgrader  # noqa: F401  (formgrader: a fixture)
+from test_browser import CHROMIUM, CHROMIUM_ARGS
+from test_formgrader import TOKEN, _grade, _totals, formgrader, new_course  # noqa: F401  (formgrader: a fixture)
 from test_learner_input import hostile_notebook
 from classgen import build as B
 
@@ -59,20 +58,8 @@ NAME = f"<svg/onload={js('name', write=False)}> Evil"
 
 @pytest.fixture(scope="module")
 def course(tmp_path_factory):
-    if not os.path.exists(CHROMIUM):
-        skip_or_fail(f"no Chromium at {CHROMIUM} (apt-get install chromium, or set CHROMIUM)")
     import nbformat
-    base = tmp_path_factory.mktemp("formgrader-hostile")
-    course = base / "course"
-    course.mkdir()
-    import shutil
-    shutil.copytree(REPO / "solutions", course / "solutions")
-    (course / "nbgrader_config.py").write_text(
-        "import os, sys\n"
-        f"sys.path.insert(0, {str(REPO)!r})\n"
-        "from autograder.nbgrader_config import make_config\n"
-        "c = get_config()\n"
-        "c.merge(make_config(os.path.dirname(os.path.abspath(__file__))))\n")
+    base, course = new_course(tmp_path_factory, "formgrader-hostile")
     solution = (REPO / "solutions" / "cnn_layers" / "pooling.ipynb").read_bytes()
     stub = (REPO / "exercises" / "cnn_layers" / "pooling.ipynb").read_bytes()
     hostile = nbformat.writes(hostile_notebook(REPO / "solutions" / "cnn_layers" / "pooling.ipynb", js))

@@ -18,6 +18,7 @@ The faster tests below check the pieces on their own: the inert text helpers, th
 reader on an export that nbgrader cannot write unambiguously, the student ids that are refused,
 and the autograded notebook as formgrader's own template renders it.
 """
+import base64
 import html
 import html.parser
 import json
@@ -263,7 +264,6 @@ def hostile_notebook(release, js):
     raw_html.metadata.update({"raw_mimetype": "text/html", "format": "text/html"})
     cells.append(raw_html)
     attached = v4.new_markdown_cell("![a](attachment:p.svg)")
-    import base64
     svg = f'<svg xmlns="http://www.w3.org/2000/svg" onload="{js("attachment")}"/>'
     attached.attachments = {"p.svg": {"image/svg+xml": base64.b64encode(svg.encode()).decode()}}
     cells.append(attached)
@@ -323,11 +323,11 @@ def test_formgraders_template_shows_a_hostile_notebook_as_text(tmp_path):
 
 def test_collect_prints_learners_file_names_as_printable_text(tmp_path, capsys):
     """A learner's file name in an LMS download reaches the terminal when collect reports it."""
+    import zipfile
     import lms_downloads as L
     from autograder.cli import main as cli_main
     release = (B.RELEASE_DIR / "pooling.ipynb").read_bytes()
     z = L.moodle(tmp_path / "moodle.zip", [("Amy Ng", "5001", "pooling.ipynb", release)])
-    import zipfile
     with zipfile.ZipFile(z, "a") as zf:
         zf.writestr(f"{ESCAPES}stray.ipynb", release)
         zf.writestr(f"{ESCAPES}notes.txt", "x")
