@@ -156,3 +156,29 @@ def test_no_learner_script_runs_in_formgrader_or_the_feedback_pages(course, form
     assert HONEST in texts["shown"] and "<img src=x onerror=\"window.__pwned=" in texts["shown"]
     assert "Hidden checks: passed" in texts["all"] and shown_name in texts["all"] and boxes == 1
     assert "Student: <svg/onload=window.__pwned=" in texts["feedback"]       # the name, as text
+
+
+def test_the_feedback_pages_policy_would_stop_a_script_that_escaped_the_escaping(course, tmp_path):
+    """Defence in depth: the feedback page's Content-Security-Policy blocks scripts and requests, so
+    markup that got past the escaping (here: put in by hand) would still do nothing."""
+    from playwright.sync_api import sync_playwright
+    page_html = (course / "grading" / "feedback" / "mallory" / "cnn_layers.html").read_text(encoding="utf-8")
+    injected = tmp_path / "injected.html"
+    injected.write_text(page_html.replace("</body>", f"<script>{js('script')}</script>"
+                                                     f"<img src=x onerror=\"{js('img')}\"></body>"),
+                        encoding="utf-8")
+    left = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        try:
+            context = browser.new_context()
+            context.route("**/*", lambda route: (left.append(route.request.url), route.abort())
+                          if not route.request.url.startswith("file:") else route.continue_())
+            page = context.new_page()
+            page.goto(injected.as_uri())
+            page.wait_for_timeout(500)
+            assert page.evaluate("window.__pwned || null") is None
+            assert "Feedback: cnn_layers" in page.inner_text("body")
+        finally:
+            browser.close()
+    assert left == []
