@@ -83,9 +83,10 @@ def _source_cells(spec, notebook):
 
 
 def _text(cell):
-    """A learner cell's text: its source when that is text (nbformat joins a list of lines), else ''."""
+    """A learner cell's text: its source when that is text (nbformat joins a list of lines), else '';
+    a lone surrogate (JSON allows "\\udfff", UTF-8 cannot hold it) becomes '?'."""
     source = cell.get("source", "") if isinstance(cell, dict) else ""
-    return source if isinstance(source, str) else ""
+    return source.encode("utf-8", "replace").decode("utf-8") if isinstance(source, str) else ""
 
 
 def inert_markdown(text):

@@ -5,6 +5,7 @@ One class is graded through the command line (``--jobs 2``) beside honest classm
 
 * a learner whose cells carry nbgrader ``grade_id``s that are not usable strings (a list, a
   dict, a number, null, 100,000 characters, control characters);
+* a learner whose cells hold lone surrogates (JSON can say "\\udfff", UTF-8 cannot);
 * a learner whose exception message carries terminal escape sequences (clear screen, window
   title, colours), and another whose duplicated grade_id holds them (a note quotes it);
 * LMS names (collect's record) with a comma (``Amy Ng, Jr.``), a double quote, markup, escape
@@ -62,6 +63,14 @@ def _bad_grade_ids(nb):
     nbg.setdefault("metadata", {})["nbgrader"] = {"grade_id": BAD_GRADE_IDS[-1]}
 
 
+def _lone_surrogates(nb):
+    """JSON may hold a lone surrogate ("\\udfff"); UTF-8 cannot."""
+    nb["cells"].insert(0, {"cell_type": "markdown", "metadata": {}, "source": "notes \ud800 here", "id": "s-md"})
+    nb["cells"].insert(0, {"cell_type": "code", "metadata": {}, "source": "# \udfff", "id": "s-code",
+                           "outputs": [], "execution_count": None})
+    return json.dumps(nb, indent=1)          # ASCII JSON: the surrogates as escapes, as a file can hold them
+
+
 RAISES_ESCAPES = f'''\
 def maxpool_forward(x, pool=2, stride=2):
     raise ValueError({ESCAPES!r} + "learner text")
@@ -74,6 +83,8 @@ def _class():
                       edits={"pooling": [_bad_grade_ids], "convolution": [_bad_grade_ids]}),
         B.all_correct("x2_escapes", kind="hostile", sources={"maxpool_forward": RAISES_ESCAPES},
                       zero={"maxpool_forward"}),
+        B.all_correct("x3_surrogates", kind="hostile",
+                      edits={"pooling": [_lone_surrogates], "convolution": [_lone_surrogates]}),
         B.all_correct("h1_loops", "loops"),
         B.with_mistake("h2_mistake", "pool_ties_to_all"),
     ]
@@ -112,6 +123,7 @@ def test_the_class_is_graded_whole_and_everyone_gets_their_exact_score(graded):
     assert totals == {sid: m["total"] for sid, m in manifest.items()}
     assert totals["x1_bad_grade_ids"] == B.MAX_TOTAL and totals["x2_escapes"] == B.MAX_TOTAL - 8
     assert totals["h1_loops"] == B.MAX_TOTAL and totals["n1_comma"] == B.MAX_TOTAL
+    assert totals["x3_surrogates"] == B.MAX_TOTAL
     con = sqlite3.connect(root / "gradebook.db")
     try:
         assert {r[0] for r in con.execute("SELECT id FROM student")} == set(manifest)
