@@ -117,7 +117,7 @@ def test_long_and_hostile_lms_names_fit_nbgraders_columns(pg, tmp_path):
     records = {students[0].student_id: {"first_name": "Amy" * 60, "last_name": "Ng, Jr." + "x" * 200,
                                         "email": "a" * 200 + "@example.org", "lms_user_id": "9" * 200},
                students[1].student_id: {"first_name": 'Mallory "Evil', "last_name": "<svg onload=alert(1)>"},
-               students[2].student_id: {"first_name": "Bo", "last_name": "Lee"}}
+               students[2].student_id: {"first_name": "Bo\x00", "last_name": "Lee"}}   # PostgreSQL refuses NUL
     manifest = B.write_class(students, tmp_path / "submitted")
     for sid, record in records.items():
         folder = tmp_path / "submitted" / sid / "cnn_layers"
@@ -133,4 +133,4 @@ def test_long_and_hostile_lms_names_fit_nbgraders_columns(pg, tmp_path):
     first = students[0].student_id
     assert rows[first] == (("Amy" * 60)[:128], ("Ng, Jr." + "x" * 200)[:128], "a" * 128, "9" * 128)
     assert rows[students[1].student_id] == ("Mallory ＂Evil", "＜svg onload=alert(1)＞", None, None)
-    assert rows[students[2].student_id] == ("Bo", "Lee", None, None)
+    assert rows[students[2].student_id] == ("Bo?", "Lee", None, None)
