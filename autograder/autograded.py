@@ -17,15 +17,35 @@ never executed, with
 
 The learner's own outputs are dropped: the grader never ran the notebook, so they
 would show what the learner's kernel printed, not what was graded.
+
+Nothing the learner wrote can run or load anything where the notebook is shown
+(formgrader renders it with nbconvert, unsanitised, on the Jupyter server's own
+origin, in the instructor's session): every cell is rebuilt from its type, its
+text and nbgrader's metadata from the source, nothing else (no outputs,
+attachments or other metadata of the learner's; the notebook's metadata is the
+source's).  A code cell's text is shown as highlighted code (escaped).  Markdown,
+raw and any other cell the learner wrote is shown as its text, verbatim, in a fenced
+block that markdown renders as escaped code; only a markdown cell whose text is
+exactly one of the source's (the instructor's own) is rendered as markdown.  A
+grade_id that is not a string (a list, a number) or not one of the source's is
+no grade_id.  The notebook's metadata records the version of this rule
+(``FORMAT``); ``grade`` writes again every notebook of an earlier version
+(``is_current``), so an upgrade leaves no notebook written by the old rule.
 """
 import copy
 import os
+import re
 
 import nbformat
 
 from .nbgrader_config import AUTOGRADED_DIRECTORY, RELEASE_DIRECTORY
-from .safeio import read_regular
-from .submission import MAX_NOTEBOOK_BYTES
+from .safeio import UnsafeFile, read_regular
+from .submission import MAX_NOTEBOOK_BYTES, _grade_id
+
+#: the version of what ``build`` writes, kept in the notebook's metadata; a notebook written by an
+#: earlier version (which kept the learner's markup) is written again on the next run
+FORMAT = 2
+_FORMAT_MARK = f'"autograded_format": {FORMAT}'.encode("ascii")
 
 STATUS_LINE = {"passed": "passed", "failed": "FAILED", "error": "ERROR", "timeout": "TIME LIMIT",
                "out-of-memory": "OUT OF MEMORY", "killed": "STOPPED", "ungradable": "NOT GRADED"}
@@ -56,10 +76,26 @@ def _source_cells(spec, notebook):
     nb = nbformat.read(spec.source_path(notebook), as_version=4)
     known = {}
     for cell in nb.cells:
-        nbg = cell.get("metadata", {}).get("nbgrader")
-        if nbg and nbg.get("grade_id"):
-            known.setdefault(nbg["grade_id"], cell)
+        gid = _grade_id(cell)
+        if gid:
+            known.setdefault(gid, cell)
     return nb, known
+
+
+def _text(cell):
+    """A learner cell's text: its source when that is text (nbformat joins a list of lines), else '';
+    a lone surrogate (JSON allows "\\udfff", UTF-8 cannot hold it) becomes '?'."""
+    source = cell.get("source", "") if isinstance(cell, dict) else ""
+    return source.encode("utf-8", "replace").decode("utf-8") if isinstance(source, str) else ""
+
+
+def inert_markdown(text):
+    """Markdown that shows text verbatim and renders nothing of it: a fenced code block whose fence
+    is longer than any run of backticks in text, so nothing in text can end it."""
+    text = re.sub(r"\r\n?", "\n", text).replace("\0", "\ufffd")
+    longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
+    fence = "`" * max(3, longest + 1)
+    return f"{fence}text\n{text}\n{fence}"
 
 
 def _learner_notebook(path):
@@ -68,7 +104,10 @@ def _learner_notebook(path):
         return None, "the notebook was not submitted"
     try:
         data = read_regular(path, MAX_NOTEBOOK_BYTES)
-        return nbformat.reads(data.decode("utf-8"), as_version=4), None
+        nb = nbformat.reads(data.decode("utf-8"), as_version=4)
+        if not isinstance(nb.get("cells"), list):
+            raise ValueError("no list of cells")
+        return nb, None
     except Exception as exc:  # not readable as a notebook: show the release instead
         return None, f"the submitted notebook could not be read ({type(exc).__name__})"
 
@@ -85,26 +124,32 @@ def build(spec, result, submitted_path, root):
         nb = nbformat.read(release if os.path.isfile(release) else spec.source_path(notebook), as_version=4)
         nb.cells.insert(0, nbformat.v4.new_markdown_cell(f"**Not graded from the learner's file:** {why}. "
                                                          "The released notebook is shown instead."))
+    trusted = {c.source for c in source.cells if c.cell_type == "markdown"}
+    if why is not None:    # the course's own notebook and our note: nothing of the learner's
+        trusted.update(c.source for c in nb.cells if c.cell_type == "markdown")
     seen = set()
     cells = []
-    for cell in nb.cells:
-        cell = copy.deepcopy(cell)
-        meta = cell.setdefault("metadata", {})
-        gid = (meta.get("nbgrader") or {}).get("grade_id") if isinstance(meta.get("nbgrader"), dict) else None
-        if gid in known and gid not in seen and known[gid].cell_type == cell.cell_type:
+    for index, learner in enumerate(nb.cells):
+        kind = learner.get("cell_type") if isinstance(learner, dict) else None
+        text = _text(learner)
+        gid = _grade_id(learner) if isinstance(learner, dict) else None
+        if kind == "code":
+            cell = nbformat.v4.new_code_cell(text)
+        elif kind == "markdown" and text in trusted:
+            cell = nbformat.v4.new_markdown_cell(text)
+        else:              # the learner's markdown, a raw cell, anything else: its text, shown as text
+            cell = nbformat.v4.new_markdown_cell(inert_markdown(text))
+            kind = "markdown" if kind == "markdown" else None
+        cell.id = f"cell-{index}"
+        if gid in known and gid not in seen and known[gid].cell_type == kind:
             seen.add(gid)
             original = known[gid]
-            meta["nbgrader"] = copy.deepcopy(original.metadata["nbgrader"])
+            cell.metadata["nbgrader"] = copy.deepcopy(original.metadata["nbgrader"])
             if gid in graded or original.metadata["nbgrader"].get("locked") and \
                     not original.metadata["nbgrader"].get("solution"):
                 cell.source = original.source
-        else:
-            meta.pop("nbgrader", None)
-        if cell.cell_type == "code":
-            cell.outputs = []
-            cell.execution_count = None
-            if gid in graded and gid in seen:
-                cell.outputs = [_output(verdict_text(verdicts.get(gid, {"status": "ungradable"})))]
+        if cell.cell_type == "code" and gid in graded and gid in seen:
+            cell.outputs = [_output(verdict_text(verdicts.get(gid, {"status": "ungradable"})))]
         cells.append(cell)
     for gid in spec.grade_ids(notebook):
         if gid not in seen:
@@ -115,7 +160,17 @@ def build(spec, result, submitted_path, root):
             cells.append(cell)
     nb.cells = cells
     nb.metadata = copy.deepcopy(source.metadata)
+    nb.metadata["autograder"] = {"autograded_format": FORMAT}
     return nb
+
+
+def is_current(path):
+    """Whether path holds an autograded notebook that this version of ``build`` wrote (the mark is
+    looked for in its bytes: a learner's text is a JSON string there, with its quotes escaped)."""
+    try:
+        return _FORMAT_MARK in read_regular(path, 4 * MAX_NOTEBOOK_BYTES)
+    except (OSError, UnsafeFile):
+        return False
 
 
 def write(course_dir, spec, result, submitted_path, root):

@@ -22,6 +22,8 @@ import json
 import os
 import sys
 
+from .learnertext import escaped, printable    # what is printed may quote a learner's name, file or message
+
 DEFAULT_ASSIGNMENT = "cnn_layers"
 
 
@@ -34,7 +36,7 @@ def default_root():
 
 
 def _fail(message, code=2):
-    print(f"error: {message}", file=sys.stderr)
+    print(f"error: {printable(message)}", file=sys.stderr)
     return code
 
 
@@ -71,7 +73,7 @@ def cmd_release(args):
 
 
 def cmd_collect(args):
-    from .collect import CollectError, collect, shown
+    from .collect import CollectError, collect
     try:
         report = collect(args.source, args.to, args.assignment, lms_name=args.lms, pattern=args.pattern,
                          ids=args.ids)
@@ -83,10 +85,10 @@ def cmd_collect(args):
     for path in report.unchanged:
         print(f"unchanged  {path}")
     for line in report.unplaced:
-        print(f"NOT PLACED {shown(line)}")
+        print(f"NOT PLACED {escaped(line)}")
     if report.ignored:
         print(f"{len(report.ignored)} other file(s) (not notebooks) were not copied: "
-              f"{shown(', '.join(report.ignored[:5]))}{' ...' if len(report.ignored) > 5 else ''}")
+              f"{escaped(', '.join(report.ignored[:5]))}{' ...' if len(report.ignored) > 5 else ''}")
     print(report.summary())
     if report.unplaced:
         print("Files were not placed: fix them (see each line), or name the layout with --lms "
@@ -142,13 +144,15 @@ def cmd_grade(args):
         print(f"{len(summary['grader_errors'])} notebook(s) could not be graded (retried on the next run):",
               file=sys.stderr)
         for line in summary["grader_errors"][:20]:
-            print(f"  {line}", file=sys.stderr)
+            print(f"  {printable(line)}", file=sys.stderr)
         code = 1
     export = summary.get("export_check")
     if export and not export["ok"]:
         print(f"nbgrader export disagrees with totals.csv for: {', '.join(export['mismatched'])}",
               file=sys.stderr)
         code = 1
+    if export and export.get("note"):
+        print(f"note: {export['note']}: {', '.join(export['not_compared'])}")
     return code
 
 

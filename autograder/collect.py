@@ -51,12 +51,6 @@ class CollectError(Exception):
     """Bad input for collect; the message says how to fix it."""
 
 
-def shown(text):
-    """text for a terminal: each character that is not printable as its escape (\\x1b), since learners
-    name the files in a download and a name may hold escape sequences that clear or retitle it."""
-    return "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in str(text))
-
-
 @dataclass
 class CollectReport:
     lms: str = ""

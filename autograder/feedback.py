@@ -2,7 +2,9 @@
 
 Everything shown (the notes and the feedback lines, which can quote a
 learner's error message) is escaped; the page has no scripts and no external
-resources.
+resources, and its Content-Security-Policy says so to the browser (``CSP``: no
+script, no request, only its own inline style), so that nothing would run even
+if some text escaped the escaping.
 """
 import html
 
@@ -25,6 +27,8 @@ ul { margin: 0; padding-left: 1.2rem; }
 h2 { font-size: 1.2rem; margin-top: 2rem; }
 footer { color: #666; font-size: .85rem; }
 """
+
+CSP = "default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'"
 
 STATUS_WORDS = {
     "passed": "passed", "failed": "failed", "error": "error", "timeout": "time limit",
@@ -123,6 +127,7 @@ def render_student(spec, student, results, grades, learner=None):
 <html lang="en">
 <head>
 <meta charset="utf-8">
+<meta http-equiv="Content-Security-Policy" content="{CSP}">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>Feedback: {_e(spec.name)} ({_e(student)})</title>
 <style>{STYLE}</style>

@@ -6,9 +6,10 @@ reads back what the gradebook says, in one session:
 * registers the assignment, its notebooks, its grade cells (``max_score`` from the
   source notebooks' points, ``autograder.assignment``), solution cells and source
   cells; sets the due date when the course configuration gives one;
-* records every student (name and LMS user id from collect's manifest), every
-  submission (with its timestamp) and each graded cell's ``auto_score``, and the
-  feedback of a function's cells as the automatic comment of its solution cell;
+* records every student (name and LMS user id from collect's manifest, made inert
+  and cut to nbgrader's column sizes: ``student_fields``), every submission (with its
+  timestamp) and each graded cell's ``auto_score``, and the feedback of a function's
+  cells as the automatic comment of its solution cell;
 * never touches ``manual_score``, ``extra_credit`` or ``manual_comment``: what an
   instructor sets in formgrader survives every regrade;
 * applies nbgrader's late-submission policy (``AssignLatePenalties.plugin_class``,
@@ -84,6 +85,7 @@ from nbgrader.api import Comment, Grade, Gradebook, MissingEntry  # noqa: E402
 from nbgrader.utils import compute_checksum, is_grade, is_locked, is_solution  # noqa: E402
 
 from .dburl import GradebookUnavailable, check_url  # noqa: E402,F401  (this module's interface too)
+from .learnertext import inert_name  # noqa: E402
 from .nbgrader_config import COURSE_ID  # noqa: E402
 from .policy import parse_source  # noqa: E402
 
@@ -374,6 +376,30 @@ def _one_transaction(gb):
     session.commit()
 
 
+#: what collect records of a student that the gradebook's student row holds
+STUDENT_FIELDS = ("first_name", "last_name", "lms_user_id", "email")
+
+
+def student_fields(meta):
+    """The columns of a student's row from what collect recorded (names, LMS user id, e-mail).
+
+    These come from the LMS, and a learner may choose them: each is written as
+    ``learnertext.inert_name`` makes it (one line of printable characters, no character that
+    means something in HTML: formgrader prints names unescaped) and cut to the length of
+    nbgrader's column (128 characters; PostgreSQL refuses a longer value, and the class would
+    stop).  An empty value is not written.
+    """
+    from nbgrader.api import Student
+    fields = {}
+    for name in STUDENT_FIELDS:
+        value = meta.get(name)
+        if value:
+            value = inert_name(value, Student.__table__.c[name].type.length)
+            if value:
+                fields[name] = value
+    return fields
+
+
 def _auto_comment(result, function):
     lines = []
     for c in result.get("cells", []):
@@ -409,8 +435,7 @@ def writer(db_url, spec, duedate=None, late=None, course_id=COURSE_ID):
         def write(student, per_notebook, meta=None):
             meta = meta or {}
             with _one_transaction(gb):   # one commit per student: the grades are then read back
-                gb.update_or_create_student(student, **{k: v for k, v in meta.items() if v and k in
-                                                        ("first_name", "last_name", "lms_user_id", "email")})
+                gb.update_or_create_student(student, **student_fields(meta))
                 sub = gb.update_or_create_submission(spec.name, student, timestamp=meta.get("timestamp") or None)
                 grades_of, comments_of = _grades_of(gb, sub), _comments_of(gb, sub)
                 for notebook, result in sorted(per_notebook.items()):

@@ -270,7 +270,7 @@ def check_source(source, assignment):
 # --------------------------------------------------------------------------- the submission
 
 def _printable(name):
-    from .grading import _printable as printable
+    from .learnertext import printable
     return repr(printable(name, 120))
 
 

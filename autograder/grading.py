@@ -74,6 +74,7 @@ from . import checks, feedback
 from .nbgrader_config import COURSE_ID, SOURCE_DIRECTORY
 from .policy import PARSE_LOCK
 from .assignment import AssignmentError, load as load_assignment
+from .learnertext import HTML_SIGNIFICANT, printable
 from .safeio import UnsafeFile, check_inside, read_regular
 from .submission import content_sha256, load_source, read_submission
 
@@ -145,7 +146,7 @@ def load_result(out_dir, student, notebook, assignment=ASSIGNMENT):
         return None
     if not isinstance(data, dict) or data.get("format") != FORMAT or not isinstance(data.get("cells"), list):
         return None
-    return data
+    return printable_result(data)
 
 
 def _remove_stale_temp_files(out_dir):
@@ -180,6 +181,11 @@ def student_id_problem(student):
                 "rename the folder to the student's id")
     if student.startswith("."):
         return f"student folder {student!r} starts with '.', a hidden folder; rename it to the student's id"
+    marks = sorted(set(student).intersection(HTML_SIGNIFICANT + "\\"))
+    if marks:
+        return (f"student folder {student!r} has characters that web pages would read as markup "
+                f"({' '.join(marks)}; nbgrader's formgrader prints student ids unescaped); "
+                "rename the folder to the student's id")
     if student != student.strip():
         return f"student folder {student!r} starts or ends with white space; rename it to the student's id"
     return None
@@ -301,6 +307,28 @@ def _base(student, notebook, assignment):
             "graded_at": _now(), "seconds": 0.0, "isolation": ""}
 
 
+#: the most characters of one piece of learner text (a reason, a note, a feedback line) in a result
+TEXT_CHARS = 2000
+
+
+def printable_result(result):
+    """result with its learner text (reasons, notes, setup messages, feedback lines; they quote the
+    learner's exception messages) reduced to one line of printable characters each
+    (``learnertext.printable``), so that no terminal escape sequence or line break reaches
+    grades.csv, the feedback pages, the gradebook's comments or the terminal.  Every result
+    passes here: when it is made (``_finish``) and when it is read back (``load_result``)."""
+    result["reason"] = printable(result.get("reason", ""), TEXT_CHARS)
+    result["notes"] = [printable(n, TEXT_CHARS) for n in result.get("notes") or []]
+    for item in result.get("setup") or []:
+        if isinstance(item, dict):
+            item["message"] = printable(item.get("message", ""), TEXT_CHARS)
+    for cell in result.get("cells") or []:
+        if isinstance(cell, dict):
+            cell["reason"] = printable(cell.get("reason", ""), TEXT_CHARS)
+            cell["feedback"] = [printable(line, TEXT_CHARS) for line in cell.get("feedback") or []]
+    return result
+
+
 def _finish(result, verdicts):
     cells = []
     for v in verdicts:
@@ -310,7 +338,7 @@ def _finish(result, verdicts):
     result["cells"] = cells
     result["score"] = float(sum(c["score"] for c in cells))
     result["max_score"] = float(sum(c["max_score"] for c in cells))
-    return result
+    return printable_result(result)
 
 
 def _all(notebook, status, reason):
@@ -318,10 +346,6 @@ def _all(notebook, status, reason):
 
 
 TIMESTAMP_MAX_BYTES = 1024
-
-
-def _printable(text, limit=80):
-    return "".join(ch if ch.isprintable() else "?" for ch in str(text))[:limit]
 
 
 def read_timestamp(folder):
@@ -543,26 +567,86 @@ def nbgrader_export(db_url, dest, course_id=COURSE_ID):
     return dest
 
 
-def read_export(path, assignment=ASSIGNMENT):
-    with open(path, newline="", encoding="utf-8") as fh:
-        return {row["student_id"]: float(row["score"]) for row in csv.DictReader(fh)
-                if row.get("assignment") == assignment}
+#: nbgrader's CSV export: these columns before the student's, these after them (all numbers)
+EXPORT_HEAD = ("assignment", "duedate", "timestamp")
+EXPORT_STUDENT = ("student_id", "last_name", "first_name", "email")
+EXPORT_TAIL = ("raw_score", "late_submission_penalty", "score", "max_score")
+
+
+def read_export(path, students, assignment=ASSIGNMENT):
+    """({student_id: score}, lines not attributed) of the assignment's rows of nbgrader's CSV export.
+
+    nbgrader's exporter joins its fields with commas and never quotes one, so a comma in a
+    student id, a name or an e-mail address (``Amy Ng, Jr.``) shifts the columns, and a double
+    quote misleads a CSV reader.  The columns around the student's are safe (the assignment,
+    two dates; four numbers at the end), so a row is read from both ends, and the text
+    between them (``student_id,last_name,first_name,email`` as the exporter writes it) is
+    looked up in ``students`` ({that text: student id}, from the gradebook's rows).  A line
+    that does not read so is returned, not guessed at.
+    """
+    with open(path, encoding="utf-8", errors="replace", newline="") as fh:
+        lines = fh.read().split("\n")
+    scores, unread = {}, []
+    for line in lines[1:]:
+        if not line:
+            continue
+        parts = line.split(",")
+        if len(parts) < len(EXPORT_HEAD) + len(EXPORT_STUDENT) + len(EXPORT_TAIL):
+            unread.append(line)
+            continue
+        if parts[0] != assignment:
+            continue
+        student = students.get(",".join(parts[len(EXPORT_HEAD):-len(EXPORT_TAIL)]))
+        try:
+            score = float(parts[-len(EXPORT_TAIL) + EXPORT_TAIL.index("score")])
+        except ValueError:
+            student = None
+        if student is None or student in scores:
+            unread.append(line)
+        else:
+            scores[student] = score
+    return scores, unread
+
+
+def _export_keys(db_url, course_id=COURSE_ID):
+    """({the student columns of a student's export row: student id}, ids whose row cannot be told
+    apart: two students with the same text there, or a line break in it)."""
+    from .gradebook import open_gradebook
+    with open_gradebook(db_url, course_id) as gb:
+        texts = {s.id: ",".join("" if v is None else str(v) for v in (s.id, s.last_name, s.first_name, s.email))
+                 for s in gb.students}
+    owners = {}
+    for student, text in texts.items():
+        owners.setdefault(text, []).append(student)
+    unclear = sorted(s for text, ids in owners.items() for s in ids
+                     if len(ids) > 1 or "\n" in text or "\r" in text)
+    return {text: ids[0] for text, ids in owners.items() if len(ids) == 1}, unclear
 
 
 def verify_export(db_url, totals, out_dir, assignment=ASSIGNMENT):
-    """Export the gradebook with nbgrader's exporter and compare per-student scores with totals."""
+    """Export the gradebook with nbgrader's exporter and compare per-student scores with totals.
+
+    A student whose export row cannot be told from another's (``_export_keys``) is not
+    compared; that is a note in the answer (``not_compared``), not a disagreement."""
     from .gradebook import export_csv
     with tempfile.TemporaryDirectory(prefix="export-check-") as tmp:
         dest = os.path.join(tmp, "export.csv")
         try:
             export_csv(db_url, dest)
+            keys, unclear = _export_keys(db_url)
         except Exception as exc:  # the gradebook's own failure, reported like nbgrader export's
             raise GradingError(f"nbgrader's export of the gradebook failed: {type(exc).__name__}: "
                                f"{checks._short(exc)}") from exc
-        exported = read_export(dest, assignment)
-    mismatched = sorted(s for s in totals if abs(exported.get(s, float("nan")) - totals[s]) > 1e-9
-                        or s not in exported)
-    return {"ok": not mismatched, "students": len(totals), "mismatched": mismatched[:20]}
+        exported, _unread = read_export(dest, keys, assignment)
+    mismatched = sorted(s for s in totals if s not in unclear and (s not in exported
+                                                                   or abs(exported[s] - totals[s]) > 1e-9))
+    answer = {"ok": not mismatched, "students": len(totals), "mismatched": mismatched[:20]}
+    skipped = sorted(s for s in totals if s in unclear)
+    if skipped:
+        answer["not_compared"] = skipped[:20]
+        answer["note"] = (f"{len(skipped)} student(s) not compared: nbgrader's export does not quote its fields, "
+                          "and their rows cannot be told apart from another student's")
+    return answer
 
 
 class _GradebookThread:
@@ -829,8 +913,24 @@ def _learners(submitted_dir, students, assignment):
     out = {}
     for s in students:
         folder = os.path.join(submitted_dir, s, assignment)
-        out[s] = dict(read_manifest(folder), timestamp=read_timestamp(folder)[0])
+        out[s] = dict(_printable_record(read_manifest(folder)), timestamp=read_timestamp(folder)[0])
     return out
+
+
+#: the most characters of a name or other text collect recorded from the LMS
+RECORD_CHARS = 256
+
+
+def _printable_record(record):
+    """collect's record of a learner with its text (names from the LMS, which a learner may choose)
+    reduced to printable characters: it reaches totals.csv, the LMS files and the feedback page."""
+    def clean(value):
+        if isinstance(value, str):
+            return printable(value, RECORD_CHARS)
+        if isinstance(value, list):
+            return [clean(v) for v in value]
+        return value
+    return {k: clean(v) for k, v in record.items()}
 
 
 def grade_class(submitted_dir, out_dir, root, db_url=None, jobs=2, seed=None, regrade=False, progress=True,
@@ -913,7 +1013,7 @@ def grade_class(submitted_dir, out_dir, root, db_url=None, jobs=2, seed=None, re
         def write_autograded(student, per_notebook):
             for nb in spec.notebooks:
                 dest = autograded.path_of(course_dir, student, assignment, nb)
-                if (student, nb) in regraded or not os.path.exists(dest):
+                if (student, nb) in regraded or not autograded.is_current(dest):
                     autograded.write(course_dir, spec, per_notebook[nb],
                                      os.path.join(submitted_dir, student, assignment, nb + ".ipynb"), root)
 

@@ -52,11 +52,12 @@ def _grade(course):
     return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=900)
 
 
-@pytest.fixture(scope="module")
-def course(tmp_path_factory):
+def new_course(tmp_path_factory, name):
+    """(download folder, course folder) for a course with the source notebooks and the course's
+    nbgrader_config.py; skipped (failed under CI) without Chromium."""
     if not os.path.exists(CHROMIUM):
         skip_or_fail(f"no Chromium at {CHROMIUM} (apt-get install chromium, or set CHROMIUM)")
-    base = tmp_path_factory.mktemp("formgrader")
+    base = tmp_path_factory.mktemp(name)
     course = base / "course"
     course.mkdir()
     shutil.copytree(REPO / "solutions", course / "solutions")
@@ -66,6 +67,12 @@ def course(tmp_path_factory):
         "from autograder.nbgrader_config import make_config\n"
         "c = get_config()\n"
         "c.merge(make_config(os.path.dirname(os.path.abspath(__file__))))\n")
+    return base, course
+
+
+@pytest.fixture(scope="module")
+def course(tmp_path_factory):
+    base, course = new_course(tmp_path_factory, "formgrader")
     solution = (REPO / "solutions" / "cnn_layers" / "pooling.ipynb").read_bytes()
     stub = (REPO / "exercises" / "cnn_layers" / "pooling.ipynb").read_bytes()
     z = L.moodle(base / "moodle.zip", [("Amy Ng", "5001", "pooling.ipynb", solution),

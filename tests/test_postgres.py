@@ -3,9 +3,10 @@
 A server from the system's packages is started for the module
 (tests/pgserver.py).  A class is graded into it; nbgrader's own ``export``
 of that gradebook must equal totals.csv, student ids of 250 characters and
-non-ASCII ids must be stored unchanged, and two grading runs writing to the
-same gradebook at the same time must both succeed with every student's
-total right.
+non-ASCII ids must be stored unchanged, LMS names longer than nbgrader's
+128-character columns (with commas, quotes and markup) must be stored cut and
+inert with the class graded whole, and two grading runs writing to the same
+gradebook at the same time must both succeed with every student's total right.
 """
 import csv
 import os
@@ -104,3 +105,32 @@ def test_two_runs_write_the_same_gradebook_at_once(pg, tmp_path):
     per_cell = pg.query("course_two", "SELECT count(*), count(DISTINCT (notebook_id, cell_id)) FROM grade")[0]
     assert per_cell[0] == per_cell[1] == len(expected) * sum(len(p) for p in B.POINTS.values())
     assert pg.query("course_two", "SELECT count(*) FROM assignment")[0][0] == 1
+
+
+def test_long_and_hostile_lms_names_fit_nbgraders_columns(pg, tmp_path):
+    """LMS names longer than nbgrader's 128-character columns, with commas, quotes and markup: the
+    class is graded whole into PostgreSQL, every name is stored cut to its column and inert, and
+    nbgrader's export (which does not quote its fields) still agrees with totals.csv."""
+    import json
+    url = pg.create_database("course_names")
+    students = _class("n")
+    records = {students[0].student_id: {"first_name": "Amy" * 60, "last_name": "Ng, Jr." + "x" * 200,
+                                        "email": "a" * 200 + "@example.org", "lms_user_id": "9" * 200},
+               students[1].student_id: {"first_name": 'Mallory "Evil', "last_name": "<svg onload=alert(1)>"},
+               students[2].student_id: {"first_name": "Bo\x00", "last_name": "Lee"}}   # PostgreSQL refuses NUL
+    manifest = B.write_class(students, tmp_path / "submitted")
+    for sid, record in records.items():
+        folder = tmp_path / "submitted" / sid / "cnn_layers"
+        (folder / "collect.json").write_text(json.dumps(dict(record, lms="moodle")), encoding="utf-8")
+    proc = run_grade(tmp_path / "submitted", tmp_path / "out", "--db", url)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    totals = _totals(tmp_path / "out")
+    assert totals == {s: m["total"] for s, m in manifest.items()}
+    run = json.loads((tmp_path / "out" / "run.json").read_text())
+    assert run["export_check"] == {"ok": True, "students": 3, "mismatched": []}
+    rows = {r[0]: r[1:] for r in pg.query("course_names", "SELECT id, first_name, last_name, email, lms_user_id "
+                                                          "FROM student")}
+    first = students[0].student_id
+    assert rows[first] == (("Amy" * 60)[:128], ("Ng, Jr." + "x" * 200)[:128], "a" * 128, "9" * 128)
+    assert rows[students[1].student_id] == ("Mallory ＂Evil", "＜svg onload=alert(1)＞", None, None)
+    assert rows[students[2].student_id] == ("Bo?", "Lee", None, None)
