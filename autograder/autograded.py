@@ -24,8 +24,7 @@ import os
 import nbformat
 
 from .nbgrader_config import AUTOGRADED_DIRECTORY, RELEASE_DIRECTORY
-from .safeio import read_regular
-from .submission import MAX_NOTEBOOK_BYTES
+from .submission import NotebookUnreadable, read_notebook
 
 STATUS_LINE = {"passed": "passed", "failed": "FAILED", "error": "ERROR", "timeout": "TIME LIMIT",
                "out-of-memory": "OUT OF MEMORY", "killed": "STOPPED", "ungradable": "NOT GRADED"}
@@ -66,9 +65,10 @@ def _learner_notebook(path):
     """(notebook, None) or (None, why it cannot be shown)."""
     if not os.path.lexists(path):
         return None, "the notebook was not submitted"
-    try:
-        data = read_regular(path, MAX_NOTEBOOK_BYTES)
-        return nbformat.reads(data.decode("utf-8"), as_version=4), None
+    try:  # without outputs, bounded as the grader reads it
+        return read_notebook(path, keep_text=True)[0], None
+    except NotebookUnreadable as exc:
+        return None, f"the submitted notebook could not be read ({exc})"
     except Exception as exc:  # not readable as a notebook: show the release instead
         return None, f"the submitted notebook could not be read ({type(exc).__name__})"
 

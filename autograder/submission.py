@@ -20,7 +20,12 @@
     reason names the cell by its position and first line).
 ``reason``
     set when the whole notebook is ungradable (corrupt JSON, not a notebook,
-    no cells); ``cells`` is then empty.
+    no cells, past a limit of ``read_notebook``); ``cells`` is then empty.
+
+Reading.  ``read_notebook`` skips outputs, attachments and the text of markdown
+cells without decoding them, so a large figure or a notebook of notes costs
+neither points nor memory; the limits (file size, cells of any kind, what is
+left besides outputs) stop a flood early, with the reason.
 
 What a graded function depends on.  A function needs the cell that defines it
 and, transitively, the cells that define the global names it reads (a helper,
@@ -36,6 +41,7 @@ import ast
 import errno
 import hashlib
 import json
+import mmap
 import os
 import re
 import symtable
@@ -47,9 +53,18 @@ import nbformat
 
 from . import checks
 from .policy import ALLOWED_IMPORTS, PARSE_LOCK, parse_source, scan_imports
-from .safeio import UnsafeFile, open_regular, read_regular
+from .safeio import UnsafeFile, open_regular
 
+#: a notebook file is read up to this size, outputs included; its outputs (figures, printed
+#: text) are skipped without being decoded, so a large figure costs neither memory nor points
+MAX_FILE_BYTES = 1 << 30
+#: what is left once outputs, attachments and (for grading) the text of markdown cells are dropped
 MAX_NOTEBOOK_BYTES = 50 << 20
+#: cells of any kind (markdown and raw included): a notebook of notes has hundreds, not thousands
+MAX_CELLS = 10_000
+#: brackets, keys and cells the reader steps through in the whole file (strings and numbers
+#: are skipped at once); an honest notebook needs a few thousand
+MAX_JSON_STEPS = 2_000_000
 #: what the grader parses: a learner's code cell is at most this long, a notebook has at most this many
 MAX_CELL_CHARS = 100_000
 MAX_CODE_CHARS = 1_000_000
@@ -121,6 +136,233 @@ def content_sha256(path):
             digest.update(chunk)
 
 
+class NotebookUnreadable(ValueError):
+    """The notebook cannot be read; the message says why, and what the learner can do."""
+
+
+_WS = re.compile(rb"[ \t\r\n]*+")
+_STRING = re.compile(rb'"[^"\\]*+(?:\\.[^"\\]*+)*+"', re.DOTALL)
+#: a run of anything but brackets (strings, numbers, literals, commas, colons, spaces), in one step
+_FLAT = re.compile(rb'(?:"[^"\\]*+(?:\\.[^"\\]*+)*+"|[^"\[\]{}])*+', re.DOTALL)
+_SCALAR = re.compile(rb"[-+.0-9eE]++|true|false|null")
+#: what a cell keeps besides code: the keys the grader (and formgrader) read
+_CELL_KEYS = ("cell_type", "id", "metadata", "level")
+_TEXT_CELL_KEYS = _CELL_KEYS + ("source",)
+_CLEAR_OUTPUTS = "clear its outputs (Edit > Clear Outputs of All Cells) and hand it in again"
+
+
+def _invalid():
+    return NotebookUnreadable("the file is not valid notebook JSON (ValueError)")
+
+
+class _Reader:
+    """Steps through a notebook's JSON text, keeping what is graded and skipping the rest undecoded.
+
+    Outputs (a figure, printed text), attachments and, unless ``keep_text``, the text of
+    markdown and raw cells are skipped: only their brackets are counted, strings are passed
+    over by one regular-expression match, so neither their size nor their number builds
+    anything in memory.  Cells of any kind are counted, and reading stops at the first cell
+    past a limit.  ``pruned`` is the notebook without what was skipped, as JSON text.
+    """
+
+    def __init__(self, buf, keep_text):
+        self.buf, self.keep_text, self.steps = buf, keep_text, MAX_JSON_STEPS
+        self.cells = self.code_cells = self.kept = 0
+
+    def _step(self):
+        self.steps -= 1
+        if self.steps < 0:
+            raise NotebookUnreadable(f"the notebook's JSON holds more than {MAX_JSON_STEPS} lists, objects and "
+                                     f"keys; {_CLEAR_OUTPUTS}")
+
+    def _ws(self, i):
+        return _WS.match(self.buf, i).end()
+
+    def _char(self, i):
+        return self.buf[i:i + 1]
+
+    def _text(self, start, end):
+        self.kept += end - start
+        if self.kept > MAX_NOTEBOOK_BYTES:
+            raise NotebookUnreadable(f"the notebook holds more than {MAX_NOTEBOOK_BYTES} bytes besides its outputs; "
+                                     "at most that much is read (load data from a file instead of pasting it "
+                                     "into cells)")
+        return bytes(self.buf[start:end])
+
+    def value(self, i):
+        """(start, end) of the JSON value at i, not decoded."""
+        i = self._ws(i)
+        c = self._char(i)
+        if c == b'"':
+            m = _STRING.match(self.buf, i)
+            if m is None:
+                raise _invalid()
+            return i, m.end()
+        if c in (b"{", b"["):
+            start, depth = i, 0
+            while True:
+                self._step()
+                c = self._char(i)
+                if c in (b"{", b"["):
+                    depth += 1
+                elif c in (b"}", b"]"):
+                    depth -= 1
+                else:
+                    raise _invalid()
+                i += 1
+                if depth == 0:
+                    return start, i
+                i = _FLAT.match(self.buf, i).end()
+        m = _SCALAR.match(self.buf, i)
+        if m is None:
+            raise _invalid()
+        return i, m.end()
+
+    def members(self, i, read=None):
+        """([(key or None when long, value start, value end, text)], end) of the object at i; None if not one.
+
+        ``read``: key -> a function(start) -> (text, end) that reads that key's value (text is
+        then its pruned JSON); other values are skipped (text None).
+        """
+        i = self._ws(i)
+        if self._char(i) != b"{":
+            return None, self.value(i)[1]
+        out, i = [], self._ws(i + 1)
+        if self._char(i) == b"}":
+            return out, i + 1
+        while True:
+            self._step()
+            m = _STRING.match(self.buf, i)
+            if m is None:
+                raise _invalid()
+            key = json.loads(bytes(self.buf[i:m.end()])) if m.end() - i <= 64 else None
+            i = self._ws(m.end())
+            if self._char(i) != b":":
+                raise _invalid()
+            if read and key in read:
+                start = self._ws(i + 1)
+                text, end = read[key](start)
+            else:
+                (start, end), text = self.value(i + 1), None
+            out.append((key, start, end, text))
+            i = self._ws(end)
+            if self._char(i) == b"}":
+                return out, i + 1
+            if self._char(i) != b",":
+                raise _invalid()
+            i = self._ws(i + 1)
+
+    def array(self, i, each):
+        """JSON text of the array at i, each element mapped by each(start) -> (text or None, end)."""
+        i = self._ws(i)
+        if self._char(i) != b"[":
+            start, end = self.value(i)
+            return self._text(start, end), end
+        parts, i = [], self._ws(i + 1)
+        if self._char(i) == b"]":
+            return b"[]", i + 1
+        while True:
+            self._step()
+            text, i = each(i)
+            if text is not None:
+                parts.append(text)
+            i = self._ws(i)
+            if self._char(i) == b"]":
+                return b"[" + b",".join(parts) + b"]", i + 1
+            if self._char(i) != b",":
+                raise _invalid()
+            i += 1
+
+    def cell(self, i):
+        members, end = self.members(i)
+        self.cells += 1
+        if self.cells > MAX_CELLS:
+            raise NotebookUnreadable(f"the notebook has more than {MAX_CELLS} cells (markdown and raw cells "
+                                     f"included); at most {MAX_CELLS} are read (merge or delete cells)")
+        if members is None:
+            return None, end
+        spans = {key: (start, stop) for key, start, stop, _ in members if key is not None}
+        kind = None
+        if "cell_type" in spans and spans["cell_type"][1] - spans["cell_type"][0] <= 64:
+            kind = json.loads(bytes(self.buf[slice(*spans["cell_type"])]))
+        if kind == "code":
+            self.code_cells += 1
+            if self.code_cells > MAX_CODE_CELLS:
+                raise NotebookUnreadable(f"the notebook has more than {MAX_CODE_CELLS} code cells; at most "
+                                         f"{MAX_CODE_CELLS} are graded (merge or delete scratch cells)")
+            keep = [k for k in spans if k not in ("outputs", "attachments")]
+            extra = [b'"outputs":[]']
+        else:
+            keep = [k for k in spans if k in (_TEXT_CELL_KEYS if self.keep_text else _CELL_KEYS)]
+            extra = [] if "source" in keep else [b'"source":""']
+        parts = [json.dumps(k).encode() + b":" + self._text(*spans[k]) for k in keep]
+        return b"{" + b",".join(parts + extra) + b"}", end
+
+    def _object(self, i, read):
+        members, end = self.members(i, read)
+        if members is None:
+            return None, end
+        parts = [json.dumps(key).encode() + b":" + (text if text is not None else self._text(start, stop))
+                 for key, start, stop, text in members if key is not None]
+        return b"{" + b",".join(parts) + b"}", end
+
+    def worksheet(self, i):   # nbformat 3
+        return self._object(i, {"cells": lambda at: self.array(at, self.cell)})
+
+    def pruned(self):
+        text, end = self._object(0, {"cells": lambda at: self.array(at, self.cell),
+                                     "worksheets": lambda at: self.array(at, self.worksheet)})
+        if text is None:
+            raise NotebookUnreadable("the file is not a Jupyter notebook")
+        if self._ws(end) != len(self.buf):
+            raise _invalid()
+        return text
+
+
+def read_notebook(path, keep_text=False):
+    """(notebook as a NotebookNode of nbformat 4, its cells as in the file) of a submitted notebook.
+
+    Reads a regular file (never through a link) of at most ``MAX_FILE_BYTES``, without its
+    outputs and attachments, nor the text of markdown and raw cells unless ``keep_text``
+    (see ``_Reader``): the notebook's memory and time grow with its code, not with its
+    figures or notes.  Raises NotebookUnreadable with the reason when the file cannot be
+    read, is not a notebook, or is past a limit.
+    """
+    try:
+        fh = open_regular(path, MAX_FILE_BYTES)
+    except UnsafeFile as exc:
+        raise NotebookUnreadable(f"{exc}; {_CLEAR_OUTPUTS}" if "too large" in str(exc) else str(exc)) from None
+    except OSError as exc:
+        raise NotebookUnreadable(f"the file could not be read ({exc.strerror})") from None
+    with fh:
+        size = os.fstat(fh.fileno()).st_size
+        if size == 0:
+            raise _invalid()
+        try:
+            buf = mmap.mmap(fh.fileno(), size, access=mmap.ACCESS_READ)
+        except (OSError, ValueError) as exc:
+            raise NotebookUnreadable(f"the file could not be read ({exc})") from None
+        try:
+            text = _Reader(buf, keep_text).pruned()
+        except RecursionError:
+            raise _invalid() from None
+        finally:
+            buf.close()
+    try:
+        data = json.loads(text.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise NotebookUnreadable(f"the file is not valid notebook JSON ({type(exc).__name__})") from None
+    if not isinstance(data, dict) or "cells" not in data and "worksheets" not in data:
+        raise NotebookUnreadable("the file is not a Jupyter notebook")
+    try:
+        with warnings.catch_warnings():  # duplicated ids, missing fields: noted by the caller, not printed
+            warnings.simplefilter("ignore")
+            nb = nbformat.reads(text.decode("utf-8"), as_version=4)
+    except Exception as exc:
+        raise NotebookUnreadable(f"the file is not a readable notebook ({type(exc).__name__})") from None
+    return nb, [c for c in data.get("cells") or [] if isinstance(c, dict)]
+
+
 def load_source(path, notebook=None):
     """SourceInfo of a source (or release) notebook."""
     nb = nbformat.read(path, as_version=4)
@@ -177,24 +419,9 @@ def read_submission(path, source, notebook=None, allowed=ALLOWED_IMPORTS):
     functions = checks.functions_of(notebook)
 
     try:
-        raw = read_regular(path, MAX_NOTEBOOK_BYTES)
-        data = json.loads(raw.decode("utf-8"))
-    except UnsafeFile as exc:
+        nb, raw_cells = read_notebook(path)
+    except NotebookUnreadable as exc:
         return _ungradable_notebook(notebook, str(exc), functions)
-    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-        return _ungradable_notebook(notebook, f"the file is not valid notebook JSON ({type(exc).__name__})",
-                                    functions)
-    except OSError as exc:
-        return _ungradable_notebook(notebook, f"the file could not be read ({exc.strerror})", functions)
-    if not isinstance(data, dict) or "cells" not in data and "worksheets" not in data:
-        return _ungradable_notebook(notebook, "the file is not a Jupyter notebook", functions)
-    try:
-        with warnings.catch_warnings():  # duplicated ids, missing fields: noted below, not printed
-            warnings.simplefilter("ignore")
-            nb = nbformat.reads(raw.decode("utf-8"), as_version=4)
-    except Exception as exc:
-        return _ungradable_notebook(notebook, f"the file is not a readable notebook ({type(exc).__name__})",
-                                    functions)
     cells = [c for c in nb.get("cells", []) if isinstance(c, dict)]
     if not cells:
         return _ungradable_notebook(notebook, "the notebook has no cells", functions)
@@ -215,8 +442,8 @@ def read_submission(path, source, notebook=None, allowed=ALLOWED_IMPORTS):
     sub = Submission(notebook, functions=functions)
     seen_ids, seen_gids, seen_tests = {}, {}, set()
     learner = []  # (position in the notebook, 1-based; source)
-    for raw_cell in data.get("cells") or []:  # nbformat renames duplicated ids on reading
-        cid = raw_cell.get("id") if isinstance(raw_cell, dict) else None
+    for raw_cell in raw_cells:  # nbformat renames duplicated ids on reading
+        cid = raw_cell.get("id")
         if isinstance(cid, str):
             seen_ids[cid] = seen_ids.get(cid, 0) + 1
     for position, cell in enumerate(cells, 1):
