@@ -12,8 +12,9 @@
 ``notes``
     what the instructor (and the learner, in the feedback) should know: test
     cells edited or deleted (the originals stand: test cells are never run
-    for grading), duplicated cell ids or grade_ids (every copy is kept, in
-    order), IPython magics skipped, cells not run, forbidden imports.
+    for grading), duplicated cell ids or grade_ids (every copy is read, in
+    notebook order), IPython magics skipped, cells not run, definitions replaced
+    by a later one, forbidden imports.
 ``ungradable``
     function name -> reason, for the graded functions that cannot be graded:
     never defined, or a forbidden import in code the function depends on (the
@@ -29,7 +30,12 @@ left besides outputs) stop a flood early, with the reason.
 
 What a graded function depends on.  A function needs the cell that defines it
 and, transitively, the cells that define the global names it reads (a helper,
-a constant, ``zero_pad``), in whatever order the learner ran them.  Only
+a constant, ``zero_pad``), in whatever order the learner ran them.  The cells
+run in notebook order, so the graded function is the definition its name
+binds in the end: a draft that a later cell replaces is not a dependency,
+unless code that runs for grading used it before it was replaced (see
+``_closure``).  A redefinition inside an ``if``, a loop or a ``try``, or in a
+cell that does not parse, may not happen, so it replaces nothing.  Only
 those cells run for grading, so a scratch, plotting or timing cell never costs
 a point, whatever it imports.  A name that a cell binds only by an import
 statement (``import numpy as np`` next to ``import matplotlib.pyplot as plt``
@@ -38,6 +44,7 @@ cell.  The import policy (``autograder.policy``) is applied to exactly what
 runs: a forbidden import zeroes the functions that depend on it, and only those.
 """
 import ast
+import bisect
 import errno
 import hashlib
 import json
@@ -478,9 +485,9 @@ def read_submission(path, source, notebook=None, allowed=ALLOWED_IMPORTS):
     dup_ids = sorted(i for i, n in seen_ids.items() if n > 1)
     dup_gids = sorted(i for i, n in seen_gids.items() if n > 1)
     if dup_ids:
-        sub.notes.append("duplicated cell ids: " + ", ".join(dup_ids[:10]) + "; every copy is kept, in order")
+        sub.notes.append("duplicated cell ids: " + ", ".join(dup_ids[:10]) + "; every copy is read, in notebook order")
     if dup_gids:
-        sub.notes.append("duplicated grade_ids: " + ", ".join(dup_gids[:10]) + "; every copy is kept, in order")
+        sub.notes.append("duplicated grade_ids: " + ", ".join(dup_gids[:10]) + "; every copy is read, in notebook order")
 
     magic_cells = 0
     analysed = []
@@ -504,10 +511,12 @@ PRELUDE_NAMES = frozenset({"np"})
 
 @dataclass
 class _Stmt:
-    binds: frozenset
-    reads: frozenset
+    binds: frozenset     # every global name it may bind
+    reads: frozenset     # global names read when it runs
     source: str          # the statement alone (for an import statement taken without its cell)
     is_import: bool
+    later: frozenset = frozenset()  # global names read when a function it defines is called
+    sure: frozenset = frozenset()   # names it binds whenever it runs (a def, class, import, assignment)
 
 
 @dataclass
@@ -529,27 +538,65 @@ def _first_line(src):
     return "empty"
 
 
+_COMPREHENSIONS = frozenset({"listcomp", "setcomp", "dictcomp", "genexpr"})
+
+
 def _scope_names(src):
-    """(names bound, global names read) by the module-level code src, functions included."""
+    """(names bound, global names read when src runs, global names read when a function of src is called).
+
+    A class body and a comprehension run with the code around them; the body of a function or
+    a lambda runs when it is called (a generator expression may run either way: both).
+    """
     with PARSE_LOCK:  # symtable runs CPython's parser, which is not thread-safe on 3.11
         top = symtable.symtable(src, "<cell>", "exec")
-    binds, reads = set(), set()
+    binds, now, later = set(), set(), set()
     for sym in top.get_symbols():
         if sym.is_assigned() or sym.is_imported():
             binds.add(sym.get_name())
         if sym.is_referenced():
-            reads.add(sym.get_name())
-    stack = list(top.get_children())
+            now.add(sym.get_name())
+    stack = [(table, False) for table in top.get_children()]
     while stack:
-        table = stack.pop()
+        table, deferred = stack.pop()
+        if table.get_type() == "function" and table.get_name() not in _COMPREHENSIONS:
+            deferred = True
         for sym in table.get_symbols():
             if sym.is_global():
                 if sym.is_referenced():
-                    reads.add(sym.get_name())
+                    (later if deferred else now).add(sym.get_name())
+                    if table.get_name() == "genexpr":
+                        later.add(sym.get_name())
                 if sym.is_declared_global() and sym.is_assigned():
                     binds.add(sym.get_name())
-        stack.extend(table.get_children())
-    return frozenset(binds), frozenset(reads)
+        stack.extend((child, deferred) for child in table.get_children())
+    return frozenset(binds), frozenset(now), frozenset(later)
+
+
+def _target_names(node):
+    if isinstance(node, ast.Name):
+        return {node.id}
+    if isinstance(node, (ast.Tuple, ast.List)):
+        return set().union(*(_target_names(e) for e in node.elts)) if node.elts else set()
+    if isinstance(node, ast.Starred):
+        return _target_names(node.value)
+    return set()
+
+
+def _sure_binds(node):
+    """Names a top-level statement binds whenever it runs to its end (not in an if, a loop, a try)."""
+    if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+        return {node.name}
+    if isinstance(node, ast.Import):
+        return {a.asname or a.name.partition(".")[0] for a in node.names}
+    if isinstance(node, ast.ImportFrom):
+        return {a.asname or a.name for a in node.names if a.name != "*"}
+    if isinstance(node, ast.Assign):
+        return set().union(*(_target_names(t) for t in node.targets))
+    if isinstance(node, ast.AnnAssign) and node.value is not None:
+        return _target_names(node.target)
+    if isinstance(node, ast.Delete):   # unbinds: what came before is gone as surely
+        return set().union(*(_target_names(t) for t in node.targets))
+    return set()
 
 
 def _source_lines(src):
@@ -611,32 +658,126 @@ def _analyse(position, src):
             is_import = isinstance(node, (ast.Import, ast.ImportFrom))
             text = None if is_import else _statement_text(src, node, lines)
             try:
-                binds, reads = _scope_names(text) if text is not None else (None, None)
+                binds, reads, later = _scope_names(text) if text is not None else (None, None, None)
             except SyntaxError:
                 binds = None
             if binds is None:   # an import (run on its own, so in a normal form), or no clean segment
                 text = ast.unparse(node)
-                binds, reads = _scope_names(text)
-            stmts.append(_Stmt(binds, reads, text, is_import))
+                binds, reads, later = _scope_names(text)
+            stmts.append(_Stmt(binds, reads, text, is_import, later, frozenset(_sure_binds(node)) & binds))
         cell.stmts = stmts
     except (SyntaxError, ValueError, RecursionError, MemoryError):
         cell.stmts = None
     return cell
 
 
-def _closure(function, cells):
-    """(whole cells, {cell: import statements}) that function's definition reaches."""
-    binders = {}
-    for k, cell in enumerate(cells):
-        if cell.stmts is None:
-            # a cell that does not parse: it runs (and fails, which the feedback reports) only
-            # if it is where the function is written
-            if _def_pattern(function).search(cell.source):
-                binders.setdefault(function, []).append((k, None))
+#: steps of the search for what a function depends on (see ``_closure``); an honest notebook
+#: takes hundreds.  Past it (a tangle of conditional definitions that no learner writes), every
+#: definition of a name counts, as if none were superseded: more cells run, never fewer.
+MAX_CLOSURE_STEPS = 200_000
+
+
+class _Tangled(Exception):
+    pass
+
+
+class _Index:
+    """The learner's top-level statements in notebook order, and where each name is bound."""
+
+    def __init__(self, cells, functions):
+        self.at = []        # position -> (cell index, statement index; None for a cell that does not parse)
+        self.binders = {}   # name -> positions of the statements that may bind it, ascending
+        self.sure = {}      # name -> for each of those, whether it binds the name whenever it runs
+        for k, cell in enumerate(cells):
+            if cell.stmts is None:
+                # a cell that does not parse runs (and fails, which the feedback reports) only
+                # if a graded function is written there; it binds nothing for sure
+                for f in functions:
+                    if _def_pattern(f).search(cell.source):
+                        self._add(f, False)
+                self.at.append((k, None))
+                continue
+            for j, stmt in enumerate(cell.stmts):
+                for name in stmt.binds:
+                    self._add(name, name in stmt.sure)
+                self.at.append((k, j))
+        self.end = len(self.at)
+        # last_sure[name][m]: the last m' <= m whose statement surely binds name (0 if none)
+        self.last_sure = {}
+        for name, flags in self.sure.items():
+            last, out = 0, []
+            for m, flag in enumerate(flags):
+                last = m if flag else last
+                out.append(last)
+            self.last_sure[name] = out
+
+    def _add(self, name, sure):
+        self.binders.setdefault(name, []).append(len(self.at))
+        self.sure.setdefault(name, []).append(sure)
+
+
+def _closure(function, cells, index):
+    """(whole cells, {cell: import statements}, defined) that function's final definition depends on.
+
+    The learner's cells run in notebook order, so a read of a name sees the statement that
+    last bound it before the read, and the conditional bindings (in an if, a loop, a try)
+    after that statement.  The graded function is the one its name binds once every cell
+    has run; a function body reads the names it uses when it is called, at the end for the
+    graded function, or at any time after a statement that runs reads the function, and then
+    sees the bindings live from that time on.  So a definition that a later cell replaces
+    (a draft above the final version) is not a dependency, unless code that runs used it
+    before it was replaced (``TABLE = helper()`` between the draft and the final helper).
+    """
+    best = {}          # position -> earliest time a function its statement defines may be called
+    own_from = {}      # name -> binders from this index on were reached from their own position
+    budget = [MAX_CLOSURE_STEPS]
+    work = []
+
+    def reach(name, t, later):
+        """The bindings of name that a read at time t sees (and, if later, any read after t)."""
+        pos = index.binders.get(name)
+        if not pos:
+            return
+        hi = bisect.bisect_left(pos, t)
+        lo = index.last_sure[name][hi - 1] if hi else 0
+        work.extend((pos[m], t) for m in range(lo, hi))
+        spent = hi - lo
+        if later and hi < own_from.get(name, len(pos)):
+            work.extend((pos[m], pos[m]) for m in range(hi, own_from.get(name, len(pos))))
+            spent += own_from.get(name, len(pos)) - hi
+            own_from[name] = hi
+        budget[0] -= spent + 1
+        if budget[0] < 0:
+            raise _Tangled
+
+    reach(function, index.end, False)
+    while work:
+        p, t = work.pop()
+        if p in best and best[p] <= t:
             continue
-        for j, stmt in enumerate(cell.stmts):
-            for name in stmt.binds:
-                binders.setdefault(name, []).append((k, j))
+        first = p not in best
+        best[p] = t
+        k, j = index.at[p]
+        if j is None:
+            continue
+        stmt = cells[k].stmts[j]
+        if first:
+            for name in stmt.reads:
+                reach(name, p, False)
+        for name in stmt.later:
+            reach(name, t, True)
+    whole, imports = set(), {}
+    for p in best:
+        k, j = index.at[p]
+        if j is not None and cells[k].stmts[j].is_import:
+            imports.setdefault(k, set()).add(j)
+        else:
+            whole.add(k)
+    return whole, imports, function in index.binders
+
+
+def _closure_every_binding(function, cells, index):
+    """``_closure`` where every binding of a name counts (for a tangle past MAX_CLOSURE_STEPS)."""
     whole, imports = set(), {}
     seen, queue = set(), [function]
     while queue:
@@ -644,7 +785,8 @@ def _closure(function, cells):
         if name in seen:
             continue
         seen.add(name)
-        for k, j in binders.get(name, ()):
+        for p in index.binders.get(name, ()):
+            k, j = index.at[p]
             if j is None:
                 whole.add(k)
                 continue
@@ -653,19 +795,31 @@ def _closure(function, cells):
                 imports.setdefault(k, set()).add(j)
             else:
                 whole.add(k)
-                queue.extend(stmt.reads - seen)
-    return whole, imports, function in binders
+                queue.extend((stmt.reads | stmt.later) - seen)
+    return whole, imports, function in index.binders
 
 
 def _select(sub, cells, functions, allowed):
     """Fill sub.cells, sub.labels and sub.ungradable from the analysed learner cells."""
     needs = {}
     scanned = {}   # code -> its import findings: a cell several functions depend on is read once
+    index = _Index(cells, functions)
     for f in functions:
-        whole, imports, defined = _closure(f, cells)
+        try:
+            whole, imports, defined = _closure(f, cells, index)
+        except _Tangled:
+            whole, imports, defined = _closure_every_binding(f, cells, index)
         if not defined:
             sub.ungradable[f] = f"function {f} is not defined"
             continue
+        run = set(whole) | set(imports)
+        drafts = sorted({cells[index.at[p][0]].position for p in index.binders[f]} -
+                        {cells[k].position for k in run})
+        graded = [cells[index.at[p][0]].position for p in index.binders[f] if index.at[p][0] in run]
+        if drafts and graded:
+            sub.notes.append(f"{f} is defined again in cell {max(graded)} of the notebook; the earlier "
+                             f"definition(s) in cell(s) {', '.join(map(str, drafts[:10]))} are not run for "
+                             "grading, since the later one replaces them before anything graded uses them")
         refusal = None
         for k in sorted(set(whole) | set(imports)):
             code = cells[k].source if k in whole else "\n".join(cells[k].stmts[j].source

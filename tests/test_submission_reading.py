@@ -4,6 +4,9 @@
   flood of markdown cells is refused after the first 10,000 cells, fast and small; the
   limits on the file, on what is left besides outputs, on code cells and on JSON nesting
   each give a reason.
+* The graded function is the definition its name binds in the end: a draft replaced before
+  anything graded uses it is not run and its imports cost nothing; a draft that graded code
+  used before it was replaced, or a redefinition that may not happen, still counts.
 """
 import json
 import os
@@ -15,7 +18,7 @@ import pytest
 
 from autograder import checks
 from autograder import submission as S
-from autograder.submission import read_submission
+from autograder.submission import Submission, _analyse, _select, read_submission
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SOURCE = {nb: os.path.join(ROOT, "solutions", "cnn_layers", nb + ".ipynb") for nb in checks.NOTEBOOKS}
@@ -134,3 +137,68 @@ def test_markdown_text_is_kept_only_when_asked():
         assert a.source == (c.source if c.cell_type == "code" else "")
         if c.cell_type == "code":
             assert a.outputs == b.outputs == []
+
+
+# --------------------------------------------------------------------------- what is graded
+
+def _select_cells(*cells, functions=("f",)):
+    analysed = [_analyse(k + 1, c) for k, c in enumerate(cells)]
+    sub = Submission("x", functions=list(functions))
+    _select(sub, analysed, list(functions), frozenset({"numpy"}))
+    return sub
+
+
+DRAFT = "import matplotlib.pyplot as plt\n\ndef f(x):\n    plt.plot(x)\n    return 0\n"
+FINAL = "def f(x):\n    return x\n"
+
+
+def test_a_draft_replaced_before_any_use_is_not_run():
+    sub = _select_cells(DRAFT, "y = f(3)\nplt.plot(y)\n", FINAL)
+    assert sub.ungradable == {}
+    assert sub.cells[1:] == [FINAL]
+    assert any(n.startswith("f is defined again in cell 3") for n in sub.notes), sub.notes
+
+
+def test_the_final_version_decides_even_when_it_is_the_bad_one():
+    sub = _select_cells(FINAL, DRAFT)
+    assert "import matplotlib.pyplot is not allowed" in sub.ungradable["f"]
+    assert "cell 2 of the notebook" in sub.ungradable["f"]
+
+
+def test_a_helper_replaced_before_the_graded_call_is_not_run():
+    sub = _select_cells("import matplotlib\n\ndef h(x):\n    return 1\n", "def f(x):\n    return h(x)\n",
+                        "def h(x):\n    return 2\n")
+    assert sub.ungradable == {} and len(sub.cells) == 3
+
+
+@pytest.mark.parametrize("cells", [
+    # a constant computed by the draft before it was replaced
+    ("import matplotlib\n\ndef h():\n    return 1\n", "T = h()\n", "def h():\n    return 2\n",
+     "def f(x):\n    return T + h()\n"),
+    # a function called between the draft and its replacement reads the draft
+    ("def make():\n    return h()\n", "import matplotlib\n\ndef h():\n    return 1\n", "T = make()\n",
+     "def h():\n    return 2\n", "def f(x):\n    return T\n"),
+    # an alias taken while the draft was the definition
+    ("import matplotlib\n\ndef g(x):\n    return 1\n", "f = g\n", "def g(x):\n    return 2\n"),
+    # a redefinition that may not happen (if, try) or that does not parse replaces nothing
+    (DRAFT, "if RUN:\n    def f(x):\n        return x\n"),
+    (DRAFT, "try:\n    def f(x):\n        return x\nexcept Exception:\n    pass\n"),
+    (DRAFT, "def f(x:\n    return x\n"),
+])
+def test_a_draft_that_is_used_or_not_surely_replaced_still_counts(cells):
+    sub = _select_cells(*cells)
+    assert "import matplotlib" in sub.ungradable.get("f", ""), (sub.ungradable, sub.cells)
+
+
+def test_a_tangle_past_the_step_limit_counts_every_definition(monkeypatch):
+    monkeypatch.setattr(S, "MAX_CLOSURE_STEPS", 1)
+    sub = _select_cells(DRAFT, FINAL)
+    assert "import matplotlib" in sub.ungradable["f"]
+
+
+def test_many_conditional_definitions_take_bounded_time():
+    cells = ["def f(x):\n    return x\n"] + ["if x:\n    f = f\n"] * 350
+    start = time.process_time()
+    sub = _select_cells(*cells)
+    assert time.process_time() - start < 10
+    assert sub.ungradable == {}
