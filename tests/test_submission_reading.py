@@ -7,6 +7,7 @@
 * The graded function is the definition its name binds in the end: a draft replaced before
   anything graded uses it is not run and its imports cost nothing; a draft that graded code
   used before it was replaced, or a redefinition that may not happen, still counts.
+* A complex result whose imaginary parts are exactly zero is graded as its real part.
 """
 import json
 import os
@@ -14,6 +15,7 @@ import time
 import tracemalloc
 
 import nbformat
+import numpy as np
 import pytest
 
 from autograder import checks
@@ -202,3 +204,20 @@ def test_many_conditional_definitions_take_bounded_time():
     sub = _select_cells(*cells)
     assert time.process_time() - start < 10
     assert sub.ungradable == {}
+
+
+# --------------------------------------------------------------------------- complex results
+
+def test_a_complex_result_with_zero_imaginary_parts_is_its_real_part():
+    value = np.arange(6.0).reshape(2, 3)
+    got = checks._array(value.astype(np.complex128), "out", (2, 3), "case 1")
+    assert got.dtype == np.float64 and np.array_equal(got, value)
+
+
+@pytest.mark.parametrize("imag", [1e-300, 1.0, np.nan])
+def test_a_nonzero_imaginary_part_fails_with_a_hint(imag):
+    value = np.zeros((2, 3), dtype=np.complex128)
+    value[1, 2] += 1j * imag
+    with pytest.raises(checks.CaseFailure) as exc:
+        checks._array(value, "out", (2, 3), "case 1")
+    assert "nonzero imaginary part" in str(exc.value.lines), exc.value.lines
