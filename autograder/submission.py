@@ -151,7 +151,7 @@ _WS = re.compile(rb"[ \t\r\n]*+")
 _STRING = re.compile(rb'"[^"\\]*+(?:\\.[^"\\]*+)*+"', re.DOTALL)
 #: a run of anything but brackets (strings, numbers, literals, commas, colons, spaces), in one step
 _FLAT = re.compile(rb'(?:"[^"\\]*+(?:\\.[^"\\]*+)*+"|[^"\[\]{}])*+', re.DOTALL)
-_SCALAR = re.compile(rb"[-+.0-9eE]++|true|false|null")
+_SCALAR = re.compile(rb"[-+.0-9eE]++|true|false|null|NaN|-?Infinity")   # what json.loads accepts
 #: what a cell keeps besides code: the keys the grader (and formgrader) read
 _CELL_KEYS = ("cell_type", "id", "metadata", "level")
 _TEXT_CELL_KEYS = _CELL_KEYS + ("source",)
@@ -347,14 +347,17 @@ def read_notebook(path, keep_text=False):
             raise _invalid()
         try:
             buf = mmap.mmap(fh.fileno(), size, access=mmap.ACCESS_READ)
-        except (OSError, ValueError) as exc:
-            raise NotebookUnreadable(f"the file could not be read ({exc})") from None
+        except (OSError, ValueError) as exc:   # a file system without mmap: read what fits
+            if size > MAX_NOTEBOOK_BYTES:
+                raise NotebookUnreadable(f"the file could not be read ({exc})") from None
+            buf = fh.read(size)
         try:
             text = _Reader(buf, keep_text).pruned()
         except RecursionError:
             raise _invalid() from None
         finally:
-            buf.close()
+            if isinstance(buf, mmap.mmap):
+                buf.close()
     try:
         data = json.loads(text.decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
