@@ -21,6 +21,8 @@ from . import build as B
 from . import honest as H
 from . import variants as V
 
+_correct = H._correct   # full marks, styles rotating with k; the wrong cases set their own kind
+
 DRAFT_CONV_BACKWARD = '''\
 import matplotlib.pyplot as plt
 
@@ -42,10 +44,6 @@ assert MAXPOOL_FORWARD_COMPLEX_IMAG != MAXPOOL_FORWARD_COMPLEX
 FIGURE_BYTES = 57_000_000
 FLOOD_CELLS = 500_000
 NOTES_CELLS = 3_000
-
-
-def _correct(sid, note, k=0):
-    return B.all_correct(sid, B._rotating_styles(k), kind="reading", note=note)
 
 
 def draft_importing_matplotlib(sid):
