@@ -89,6 +89,7 @@ def test_a_markdown_flood_is_refused_cheaply(graded):
     run = json.loads((out / "run.json").read_text())
     # before: 1913 MiB and 108 s for the flood alone; the 57 MB figure and the 51 MiB of
     # metadata are never held as parsed JSON either
-    assert run["grader_peak_rss_mib"] < 400, run["grader_peak_rss_mib"]
+    assert run["grader_peak_rss_mib"] < 600, run["grader_peak_rss_mib"]   # 354 MiB measured
     longest, who, nb = run["longest_notebook_s"]
     assert longest < 60, (longest, who, nb)
+    print(f"grader peak memory {run['grader_peak_rss_mib']} MiB; longest notebook {longest} s ({who}/{nb})")
