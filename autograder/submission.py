@@ -353,7 +353,9 @@ def read_notebook(path, keep_text=False):
             buf = fh.read(size)
         try:
             text = _Reader(buf, keep_text).pruned()
-        except RecursionError:
+        except NotebookUnreadable:
+            raise
+        except (ValueError, RecursionError):   # a key or cell type that is not valid JSON (json.loads)
             raise _invalid() from None
         finally:
             if isinstance(buf, mmap.mmap):
@@ -490,7 +492,8 @@ def read_submission(path, source, notebook=None, allowed=ALLOWED_IMPORTS):
     if dup_ids:
         sub.notes.append("duplicated cell ids: " + ", ".join(dup_ids[:10]) + "; every copy is read, in notebook order")
     if dup_gids:
-        sub.notes.append("duplicated grade_ids: " + ", ".join(dup_gids[:10]) + "; every copy is read, in notebook order")
+        sub.notes.append("duplicated grade_ids: " + ", ".join(dup_gids[:10])
+                         + "; every copy is read, in notebook order")
 
     magic_cells = 0
     analysed = []

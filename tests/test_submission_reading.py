@@ -128,6 +128,16 @@ def test_broken_json_in_outputs_is_still_broken(tmp_path):
     assert not sub.gradable and "not valid notebook JSON" in sub.reason, sub.reason
 
 
+@pytest.mark.parametrize("bad", [rb'"cell_type": "co\xde"', rb'"\x": 1', b'"cell_type": "\xff"'])
+def test_a_key_or_cell_type_that_is_not_json_is_broken_json(tmp_path, bad):
+    """An invalid escape or byte where the reader decodes (a key, a cell type): not a crash."""
+    text = json.dumps(_release()).encode().replace(b'"cell_type": "code"', bad, 1)
+    path = tmp_path / "p.ipynb"
+    path.write_bytes(text)
+    sub = read_submission(str(path), SOURCE["pooling"], "pooling")
+    assert not sub.gradable and "not valid notebook JSON" in sub.reason, sub.reason
+
+
 def test_markdown_text_is_kept_only_when_asked():
     path = os.path.join(ROOT, "exercises", "cnn_layers", "pooling.ipynb")
     full = nbformat.read(path, as_version=4)
