@@ -40,7 +40,7 @@ import nbformat
 
 from .nbgrader_config import AUTOGRADED_DIRECTORY, RELEASE_DIRECTORY
 from .safeio import UnsafeFile, read_regular
-from .submission import MAX_NOTEBOOK_BYTES, _grade_id
+from .submission import MAX_NOTEBOOK_BYTES, NotebookUnreadable, _grade_id, read_notebook
 
 #: the version of what ``build`` writes, kept in the notebook's metadata; a notebook written by an
 #: earlier version (which kept the learner's markup) is written again on the next run
@@ -102,12 +102,13 @@ def _learner_notebook(path):
     """(notebook, None) or (None, why it cannot be shown)."""
     if not os.path.lexists(path):
         return None, "the notebook was not submitted"
-    try:
-        data = read_regular(path, MAX_NOTEBOOK_BYTES)
-        nb = nbformat.reads(data.decode("utf-8"), as_version=4)
+    try:  # without outputs, bounded as the grader reads it
+        nb = read_notebook(path, keep_text=True)[0]
         if not isinstance(nb.get("cells"), list):
             raise ValueError("no list of cells")
         return nb, None
+    except NotebookUnreadable as exc:
+        return None, f"the submitted notebook could not be read ({exc})"
     except Exception as exc:  # not readable as a notebook: show the release instead
         return None, f"the submitted notebook could not be read ({type(exc).__name__})"
 

@@ -8,7 +8,8 @@ one check, ``CHECKS[grade_id](call, rng, budgets=None) -> Verdict``:
   one learner function (the sandbox's ``LearnerProcess.call``; ``budget_s`` is a
   number or a ``LazyBudget``); only its ``status``, ``value``, ``args_after``
   (asked for by the cases that judge the arguments) and ``message`` are read, and ``value`` is
-  validated here (container, exact shape, real dtype cast to float64, finite)
+  validated here (container, exact shape, real dtype cast to float64 -- a complex array
+  whose imaginary parts are all exactly zero is its real part --, finite)
   before it is compared with the reference (``rel_error <= TOL``, 1e-12).
 * ``rng`` is a ``numpy.random.Generator``; the shapes of the cases are fixed,
   their values are drawn from ``rng``.
@@ -311,11 +312,21 @@ def _unpack(value, n, func, form, label):
 
 
 def _array(value, name, shape, label, shape_hint=None):
-    """Validate one returned array: numeric real dtype, exact shape, finite -> float64."""
+    """Validate one returned array: numeric real dtype (or complex with zero imaginary parts), exact shape,
+    finite -> float64."""
     try:
         arr = np.asarray(value)
     except Exception:
         raise CaseFailure("failed", f"{label}: {name} is not an array")
+    if arr.dtype.kind == "c":
+        # a complex result whose imaginary parts are all exactly zero is its real part
+        # (np.complex128 arithmetic on real data); any other imaginary part is a wrong answer
+        if not np.all(arr.imag == 0):
+            raise CaseFailure("failed", f"{label}: {name} has complex values with a nonzero imaginary part "
+                                        f"(dtype {arr.dtype}); expected real numbers (float64). Hint: a complex "
+                                        "result is graded as its real part only when every imaginary part is "
+                                        "exactly zero")
+        arr = arr.real
     if arr.dtype.kind not in "iuf":
         raise CaseFailure("failed", f"{label}: {name} has dtype {arr.dtype}, expected real numbers (float64)")
     if arr.shape != tuple(shape):

@@ -39,8 +39,8 @@ from dataclasses import dataclass, field
 from . import checks, lms
 from .assignment import registered, unknown_message
 from .safeio import UnsafeFile, describe_mode, read_regular
+from .submission import MAX_FILE_BYTES   # the grader reads notebooks up to this size (outputs skipped)
 
-MAX_FILE_BYTES = 50 << 20
 MAX_SIDE_FILE_BYTES = 1 << 20
 MANIFEST = "collect.json"
 _SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+-]{0,127}$")

@@ -843,10 +843,15 @@ while _os.times()[4] - _t0 < 9.5:
 def stalls(sid):
     """Eight convolution cells that wait 9.5 s each (76 s, past the 60 s for all
     cells) and a conv_forward that ends its process: the notebook deadline
-    bounds the time this notebook holds a worker."""
+    bounds the time this notebook holds a worker.  conv_forward reads a name that
+    each waiting cell binds, so all eight are code it depends on (a cell that only
+    defines ``_grab_os`` again is replaced by the next and would not run)."""
     s = _honest(sid, note="eight 9.5 s cells and os._exit in conv_forward")
-    s.sources = {"conv_forward": "def conv_forward(x, w, b, stride=1, pad=0):\n    _grab_os()._exit(0)\n"}
-    s.extra = {"convolution": _extra("convolution", GRAB_OS, *([WAIT] * 8))}
+    waited = ", ".join(f"_waited_{k}" for k in range(8))
+    s.sources = {"conv_forward": "def conv_forward(x, w, b, stride=1, pad=0):\n"
+                                 f"    _used = ({waited})\n    _grab_os()._exit(0)\n"}
+    s.extra = {"convolution": _extra("convolution", GRAB_OS,
+                                     *(WAIT + f"\n_waited_{k} = True\n" for k in range(8)))}
     s.zero = {"conv_forward", "zero_pad", "conv_backward"}
     return s
 
