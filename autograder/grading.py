@@ -713,16 +713,12 @@ def grade_learner(tasks):
             proc.close()
 
 
-def _worker_init():
-    """A grading worker ends with the process that started it (Linux), never grading on alone."""
-    import signal
-    try:
-        import ctypes
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGKILL)   # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
-    if os.getppid() == 1:
+def _worker_init(grader_pid):
+    """A grading worker ends with the fork server that started it (Linux), which ends with the
+    grading process (``autograder._preload``): never grading on alone, its sandboxes with it."""
+    from .proctree import _pid_alive, die_with_parent
+    die_with_parent(None)
+    if not _pid_alive(grader_pid):   # gone before the signal was set: its fork server is going too
         os._exit(1)
 
 
@@ -754,9 +750,19 @@ def _start_fork_server():
     """
     import multiprocessing
     from multiprocessing import forkserver
+    from .proctree import FORK_SERVER_PARENT
     ctx = multiprocessing.get_context("forkserver")
     ctx.set_forkserver_preload(["autograder._preload", "dateutil.parser"])
-    forkserver.ensure_running()
+    # the server ends with this process (autograder._preload): it is told whose child it is
+    before = os.environ.get(FORK_SERVER_PARENT)
+    os.environ[FORK_SERVER_PARENT] = str(os.getpid())
+    try:
+        forkserver.ensure_running()
+    finally:
+        if before is None:
+            os.environ.pop(FORK_SERVER_PARENT, None)
+        else:
+            os.environ[FORK_SERVER_PARENT] = before
     return ctx
 
 
@@ -772,7 +778,8 @@ def _grade_in_processes(jobs, items, on_result):
     """
     from concurrent.futures import ProcessPoolExecutor, as_completed
     ctx = _start_fork_server()
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_worker_init) as pool:
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_worker_init,
+                             initargs=(os.getpid(),)) as pool:
         futures = {pool.submit(grade_learner, tasks): keys for keys, tasks in items}
         for fut in as_completed(futures):
             keys = futures.pop(fut)

@@ -399,6 +399,32 @@ class LearnerGroup:
                     time.sleep(0.01)
 
 
+_PR_SET_PDEATHSIG = 1
+#: the environment variable that tells the grading workers' fork server whose child it is
+FORK_SERVER_PARENT = "AUTOGRADER_FORK_SERVER_PARENT"
+
+
+def die_with_parent(parent_pid):
+    """End this process (SIGKILL) when the thread that started it ends, as the kernel's
+    parent-death signal does (Linux); end it now if its parent, parent_pid, is gone already.
+
+    The signal is tied to the thread that forked this process, is not inherited by this
+    process's own children, and is cleared when a process changes its user: each process of
+    a run sets it for itself (the grading workers and their fork server), and the learner's
+    processes die with their sandbox instead (bubblewrap's ``--die-with-parent``, its PID
+    namespace).  Returns whether the signal could be set.
+    """
+    try:
+        import ctypes
+        libc = ctypes.CDLL(None, use_errno=True)
+        armed = libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        armed = False
+    if parent_pid is not None and os.getppid() != parent_pid:
+        os._exit(1)   # the parent ended before the signal was set: it would never come
+    return armed
+
+
 def remove_stale_groups():
     """Kill and remove the groups of grading processes that no longer run."""
     cgroup_mode()
