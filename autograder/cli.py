@@ -100,12 +100,19 @@ def cmd_grade(args):
         return _fail(f"{args.submitted} does not exist: collect the submissions first "
                      f"('python -m autograder collect DOWNLOAD.zip --to {args.submitted}'), or pass the folder "
                      "that holds them")
-    limits = None
+    limits, changed = None, {}
     if args.notebook_timeout is not None:
         if not args.notebook_timeout > 0:
             return _fail("--notebook-timeout must be a positive number of seconds")
+        changed["notebook_timeout"] = float(args.notebook_timeout)
+    if args.learner_memory is not None:
+        if not 64 <= args.learner_memory <= 1 << 20:
+            return _fail("--learner-memory must be a number of MiB between 64 and 1048576 "
+                         "(the default is 2048)")
+        changed["learner_memory_bytes"] = int(args.learner_memory) << 20
+    if changed:
         from .sandbox import Limits
-        limits = Limits(notebook_timeout=float(args.notebook_timeout))
+        limits = Limits(**changed)
     try:
         summary = grade_class(args.submitted, args.out, args.root, db_url=args.db, jobs=args.jobs,
                               regrade=args.regrade, progress=not args.no_progress, assignment=args.assignment,
@@ -252,6 +259,9 @@ def build_parser():
     g.add_argument("--notebook-timeout", type=float, default=None, metavar="SECONDS",
                    help="wall-clock time one notebook may use in all, cells and calls together "
                         "(default 180)")
+    g.add_argument("--learner-memory", type=int, default=None, metavar="MIB",
+                   help="memory of all of one learner's processes together, swap included, in MiB "
+                        "(default 2048; needs a cgroup memory controller, see run.json 'learner_memory')")
     g.add_argument("--course-key", default=None, metavar="FILE",
                    help="the secret course key the hidden inputs are derived from, made on first use "
                         "(default: $AUTOGRADER_COURSE_KEY_FILE, else OUT/course.key)")

@@ -1062,6 +1062,7 @@ def grade_class(submitted_dir, out_dir, root, db_url=None, jobs=2, seed=None, re
                                  if c.manual_score is not None),
             "isolation": mode,
             "cgroups": sandbox.cgroup_mode(),
+            "learner_memory": ("cgroup" if sandbox.memory_limited() else "none"),
             "limits": asdict(limits),
             "time_budget": {"factor": checks.BUDGET_FACTOR, "minimum_s": checks.MIN_BUDGET_S},
             "jobs": jobs,

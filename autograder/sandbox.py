@@ -99,8 +99,12 @@ class Limits:
 
     ``cell_timeout``: wall-clock seconds per cell; ``setup_timeout``: for
     starting the interpreter and running all cells; ``cpu_seconds``: CPU time
-    of the whole process (RLIMIT_CPU); ``memory_bytes``: address space
-    (RLIMIT_AS); ``max_processes``: processes and threads (RLIMIT_NPROC);
+    of the whole process (RLIMIT_CPU); ``memory_bytes``: address space of
+    each process (RLIMIT_AS); ``learner_memory_bytes``: memory of all the
+    learner's processes together, swap and their in-memory ``/tmp`` and
+    ``/job`` included (their control group's memory limit, where the machine
+    has a cgroup memory controller: ``proctree.memory_limited``);
+    ``max_processes``: processes and threads (RLIMIT_NPROC);
     ``output_bytes``: largest file the child may write, printed output
     included (RLIMIT_FSIZE); ``open_files``: RLIMIT_NOFILE; ``tmp_bytes``:
     size of the private ``/tmp`` and ``job_bytes`` of the job folder ``/job``
@@ -113,6 +117,7 @@ class Limits:
     setup_timeout: float = 60.0
     cpu_seconds: int = 300
     memory_bytes: int = 2 << 30
+    learner_memory_bytes: int = 2 << 30
     max_processes: int = 64
     output_bytes: int = 20 << 20
     open_files: int = 64
@@ -835,6 +840,7 @@ class LearnerProcess:
         cpu = group is not None and group.accounts_cpu
         start = time.monotonic()
         cpu0 = group.cpu_seconds() if cpu else None
+        oom0 = self._oom_kills()
         lazy = hasattr(budget_s, "floor") and not isinstance(budget_s, (int, float))
         budget = [None if lazy else float(budget_s)]
 
@@ -858,10 +864,13 @@ class LearnerProcess:
         except _Dead as dead:
             seconds = time.monotonic() - start
             used = (group.cpu_seconds() - cpu0) if cpu else None
+            oomed = self._oom_since(oom0)
             self._end_learner()
             self._cleanup_files(nonce)
             if dead.status == "timeout" and dead.message in (_CPU_OUT, _WALL_OUT) and budget[0] is None:
                 budget[0] = float(budget_s)
+            if oomed:   # ended, or stalled, while the kernel ended its processes for memory
+                return CallResult("out-of-memory", message=oomed, seconds=seconds, cpu_seconds=used)
             if dead.status == "timeout" and dead.message == _CPU_OUT:
                 msg = f"{func} used {used:.2f} s of CPU time, over its budget of {budget[0]:.2f} s"
             elif dead.status == "timeout" and dead.message == _WALL_OUT and cpu:
@@ -882,9 +891,32 @@ class LearnerProcess:
         try:
             res = self._result(func, reply, nonce, seconds)
             res.cpu_seconds = used
+            oomed = self._oom_since(oom0)
+            if oomed:
+                # a process of the call was ended for memory: whatever came back is not graded, and
+                # the learner process starts afresh
+                self._end_learner()
+                return CallResult("out-of-memory", None, res.args_after, oomed, seconds, used)
             return res
         finally:
             self._cleanup_files(nonce)
+
+    def _oom_kills(self) -> int | None:
+        """How many of this sandbox's processes the kernel ended for memory so far (None: unknown)."""
+        return self._group.oom_kills() if self._group is not None else None
+
+    def _oom_since(self, before: int | None) -> str:
+        """What to tell the learner when the kernel ended one of this sandbox's processes for
+        memory since ``before`` (a count from ``_oom_kills``); "" when it did not."""
+        now = self._oom_kills()
+        if before is None or now is None or now <= before:
+            return ""
+        limit = self._group.memory_bytes
+        if limit and self._group.reached_memory_limit():
+            return (f"your code's processes together used more than their memory limit of "
+                    f"{limit / (1 << 20):g} MiB (swap included), so the system stopped one of them")
+        return ("the grader ran short of memory, and the system stopped one of your code's processes "
+                "(they are the first to go)")
 
     @property
     def cpu_accounting(self) -> bool:
@@ -944,7 +976,8 @@ class LearnerProcess:
                 os.symlink(path, os.path.join(site, os.path.basename(path)))
             sys_path = [site]
             in_child = out_child = job
-        group = LearnerGroup.create(int(lim.max_processes) + 5)  # + launcher, bwrap's init, shell, template
+        # + launcher, bwrap's init, shell, template
+        group = LearnerGroup.create(int(lim.max_processes) + 5, int(lim.learner_memory_bytes))
         nproc_base = _count_tasks(NOBODY if as_root else os.getuid())
         req_r, req_w = os.pipe()
         rep_r, rep_w = os.pipe()
@@ -1258,13 +1291,14 @@ class LearnerProcess:
             self._send({"op": "continue", "nonce": nonce})
         except _Dead:
             pass  # noticed by the next receive
-        current, cell_start = None, 0.0
+        current, cell_start, cell_oom = None, 0.0, None
         while True:
             deadline = setup_deadline if current is None else min(
                 setup_deadline, cell_start + lim.cell_timeout)
             try:
                 msg = self._receive(nonce, deadline, accept=("cell-start", "cell-done", "setup-done"))
             except _Dead as dead:
+                oomed = self._oom_since(cell_oom) if current is not None else ""
                 self._end_learner()
                 if dead.message == _NOTEBOOK_OUT:
                     self._expired = True
@@ -1277,7 +1311,10 @@ class LearnerProcess:
                         raise SandboxError("the learner process did not finish its setup")
                     raise SandboxError(f"the learner process ended between cells: {dead.message}")
                 seconds = time.monotonic() - cell_start
-                if dead.status == "timeout":
+                if oomed:   # ended, or stalled, while the kernel ended its processes for memory
+                    self._fatal_cells[current] = CellReport(
+                        current, "out-of-memory", f"{oomed} (this cell was skipped afterwards)", (), seconds)
+                elif dead.status == "timeout":
                     if cell_start + lim.cell_timeout <= setup_deadline:
                         text = f"the cell ran longer than its limit of {lim.cell_timeout:g} s"
                     else:
@@ -1295,14 +1332,18 @@ class LearnerProcess:
             if not isinstance(index, int) or isinstance(index, bool) or not 0 <= index < len(self.cells):
                 continue
             if op == "cell-start":
-                current, cell_start = index, time.monotonic()
+                current, cell_start, cell_oom = index, time.monotonic(), self._oom_kills()
             elif op == "cell-done" and index == current:
                 status = msg.get("status")
                 if status not in ("ok", "error", "out-of-memory"):
                     status = "error"
+                message = msg.get("message")
+                message = _printable(message, 300) if isinstance(message, str) else ""
+                oomed = self._oom_since(cell_oom)
+                if oomed:   # a process the cell started was ended for memory
+                    status, message = "out-of-memory", oomed
                 defined = tuple(_str_list(msg.get("defined"), 200))
-                runs[index] = CellReport(index, status, str(msg.get("message", ""))[:300],
-                                         defined, time.monotonic() - cell_start)
+                runs[index] = CellReport(index, status, message, defined, time.monotonic() - cell_start)
                 current = None
                 # what the cell started dies with it; then the child may run the next cell
                 self._kill_strays()
