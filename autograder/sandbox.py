@@ -1508,7 +1508,11 @@ class LearnerProcess:
             if not where:
                 text = f"{func} returned {desc} instead of NumPy arrays of numbers"
             elif isinstance(value, (list, tuple)) and value and all(isinstance(v, Unreadable) for v in value):
-                text = f"{func} returned a {kind} whose items are not NumPy arrays of numbers (the first: {desc})"
+                if re.fullmatch(r"an? [\w.]+ object", desc):   # 'a Foo object': 'a list of Foo objects'
+                    text = (f"{func} returned a {kind} of {desc.removeprefix('a ').removeprefix('an ')}s"
+                            " instead of an ndarray")
+                else:
+                    text = f"{func} returned a {kind} whose items are not NumPy arrays of numbers (the first: {desc})"
             else:
                 text = (f"{func} returned a {kind} whose item {where} is {desc}, "
                         "not a NumPy array of numbers")
