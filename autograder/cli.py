@@ -117,7 +117,8 @@ def cmd_grade(args):
         summary = grade_class(args.submitted, args.out, args.root, db_url=args.db, jobs=args.jobs,
                               regrade=args.regrade, progress=not args.no_progress, assignment=args.assignment,
                               students=args.student, course_dir=args.course, lms_column=args.lms_column,
-                              limits=limits, dask=args.dask, course_key=args.course_key)
+                              limits=limits, dask=args.dask, course_key=args.course_key,
+                              fit_memory=args.learner_memory is None)
     except GradingError as exc:
         return _fail(exc)
     why = summary["graded_why"]
@@ -131,6 +132,8 @@ def cmd_grade(args):
         print(f"{summary['not_graded_waiting']} notebook(s) of other students are new or changed and were not "
               "graded (only --student was asked for); run grade without --student to grade them")
     print("cell statuses: " + ", ".join(f"{k} {v}" for k, v in summary["cell_statuses"].items()))
+    if summary.get("learner_memory_note"):
+        print(f"note: {summary['learner_memory_note']}", file=sys.stderr)
     if summary["late"]:
         print(f"late: {', '.join(summary['late'][:20])}")
     if summary["manual_scores"]:

@@ -191,13 +191,13 @@ def _grade_in_cgroup(folder, submitted, out, *extra):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("learner_memory", [None, 256], ids=["grader-runs-short", "learner-limit"])
+@pytest.mark.parametrize("learner_memory", [None, 2048], ids=["default-fitted", "grader-runs-short"])
 def test_a_memory_hungry_learner_never_ends_a_memory_limited_grader(tmp_path, learner_memory):
-    """The grader in a cgroup of 1 GiB; a learner forks 40 x 56 MiB.  With the default learner
-    limit (2 GiB, more than the grader has) the grader's group runs short and the kernel ends the
-    learner's processes, never the grader (their OOM score); with --learner-memory 256 the
-    learner's own limit stops them.  Either way: exit 0, run.json, exact honest scores, and the
-    learner's cell says out-of-memory and why."""
+    """The grader in a cgroup of 1 GiB (--jobs 2); a learner forks 40 x 56 MiB.  By default the
+    learners' limit is lowered to fit the grader's memory (256 MiB each), and the learner's own limit
+    stops them; with --learner-memory 2048 (kept, with a note) the grader's group runs short and the
+    kernel ends the learner's processes, never the grader (their OOM score).  Either way: exit 0,
+    run.json, exact honest scores, and the learner's cell says out-of-memory and why."""
     students = [forks_memory("h_memory"), B.all_correct("n1_loops", "loops"),
                 B.with_mistake("n2_mistake", "pool_ties_to_all")]
     manifest = B.write_class(students, tmp_path / "submitted")
@@ -211,13 +211,21 @@ def test_a_memory_hungry_learner_never_ends_a_memory_limited_grader(tmp_path, le
     assert proc.returncode == 0, (proc.returncode, proc.stderr[-3000:])
     run = json.loads((out / "run.json").read_text())
     assert run["grader_errors"] == [] and run["learner_memory"] == "cgroup"
+    assert run["learner_memory_note"] and run["learner_memory_note"] in proc.stderr
     totals = {r["student_id"]: float(r["score"]) for r in read_csv(out / "totals.csv")}
     assert totals == {sid: m["total"] for sid, m in manifest.items()}, totals
     assert totals["n1_loops"] == B.MAX_TOTAL
     pooling = json.loads((out / "results" / "h_memory" / B.ASSIGNMENT / "pooling.json").read_text())
     memory = [s for s in pooling["setup"] if s["status"] == "out-of-memory"]
     assert memory, pooling["setup"]
-    want = ("memory limit of 256 MiB" if learner_memory else "the grader ran short of memory")
+    if learner_memory is None:
+        assert run["limits"]["learner_memory_bytes"] == 256 * MIB
+        assert "memory limit is 256 MiB in this run" in run["learner_memory_note"]
+        want = "memory limit of 256 MiB"
+    else:
+        assert run["limits"]["learner_memory_bytes"] == 2048 * MIB
+        assert "lower --learner-memory or --jobs" in run["learner_memory_note"]
+        want = "the grader ran short of memory"
     assert want in memory[0]["message"], memory[0]["message"]
-    print(f"grader in 1 GiB, learner limit {learner_memory or 2048} MiB: exit {proc.returncode}, "
-          f"totals {totals}; the hog's cell: {memory[0]['message']}")
+    print(f"grader in 1 GiB, learner limit {run['limits']['learner_memory_bytes'] // MIB} MiB: exit "
+          f"{proc.returncode}, totals {totals}; the hog's cell: {memory[0]['message']}")
