@@ -86,10 +86,13 @@ def _cgroup_members(pids):
     return procs
 
 
-def test_kill_9_of_grade_ends_every_process_of_the_run(tmp_path):
+@pytest.mark.parametrize("where", ["workers", "dask-local"])
+def test_kill_9_of_grade_ends_every_process_of_the_run(tmp_path, where):
+    """Graded by the run's own workers (a fork server) or by a local Dask cluster."""
     students = [looping("h_loop1"), looping("h_loop2"), B.all_correct("n1", "loops")]
     B.write_class(students, tmp_path / "submitted")
-    victim = subprocess.Popen(grade_command(tmp_path / "submitted", tmp_path / "out"), cwd=B.REPO,
+    extra = ("--dask", "local") if where == "dask-local" else ()
+    victim = subprocess.Popen(grade_command(tmp_path / "submitted", tmp_path / "out", *extra), cwd=B.REPO,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     tracked = {}
     try:
@@ -107,8 +110,9 @@ def test_kill_9_of_grade_ends_every_process_of_the_run(tmp_path):
         assert victim.poll() is None, "the run ended before its learners' cells looped"
         for p in _cgroup_members(set(tracked) | {victim.pid}):
             tracked.setdefault(p.pid, p)
-        kinds = {"fork server": "forkserver", "resource tracker": "resource_tracker",
-                 "sandbox": "bwrap", "learner process": "_child.py"}
+        kinds = {"sandbox": "bwrap", "learner process": "_child.py"}
+        if where == "workers":
+            kinds.update({"fork server": "forkserver", "resource tracker": "resource_tracker"})
         for what, marker in kinds.items():
             assert any(marker in _cmdline(p) for p in tracked.values()), f"no {what} seen: the test is not testing"
         os.kill(victim.pid, signal.SIGKILL)
