@@ -86,13 +86,15 @@ def _cgroup_members(pids):
     return procs
 
 
-@pytest.mark.parametrize("where", ["workers", "dask-local"])
+@pytest.mark.parametrize("where", ["workers", "one-process", "dask-local"])
 def test_kill_9_of_grade_ends_every_process_of_the_run(tmp_path, where):
-    """Graded by the run's own workers (a fork server) or by a local Dask cluster."""
+    """Graded by the run's own workers (a fork server), by the grading process itself (--jobs 1),
+    or by a local Dask cluster."""
     students = [looping("h_loop1"), looping("h_loop2"), B.all_correct("n1", "loops")]
     B.write_class(students, tmp_path / "submitted")
     extra = ("--dask", "local") if where == "dask-local" else ()
-    victim = subprocess.Popen(grade_command(tmp_path / "submitted", tmp_path / "out", *extra), cwd=B.REPO,
+    command = grade_command(tmp_path / "submitted", tmp_path / "out", *extra, jobs=1 if where == "one-process" else 2)
+    victim = subprocess.Popen(command, cwd=B.REPO,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     tracked = {}
     try:
@@ -105,7 +107,8 @@ def test_kill_9_of_grade_ends_every_process_of_the_run(tmp_path, where):
             except psutil.Error:
                 break
             busy = [p for p in tracked.values() if _alive(p) and "_child.py" in _cmdline(p)]
-            if len(busy) >= 8:   # two sandboxes: template, learner process and its two busy children
+            if len(busy) >= (4 if where == "one-process" else 8):   # per sandbox: template, learner
+                # process and its two busy children
                 break
         assert victim.poll() is None, "the run ended before its learners' cells looped"
         for p in _cgroup_members(set(tracked) | {victim.pid}):

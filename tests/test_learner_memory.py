@@ -32,23 +32,30 @@ pytestmark = pytest.mark.skipif(not memory_limited(),
 MIB = 1 << 20
 WIDE = ALLOWED_IMPORTS | {"os", "time"}
 
-#: forks `n` children that each fill 56 MiB at once and then wait; the caller waits 4 s, then ends
+#: _hog(os, n): forks n children that each fill 56 MiB at once and then wait, then waits 4 s itself
+#: (learner code: it takes the os module as an argument, where the learner may not import it)
 HOG = '''
-import os, time
-
-def _hog(n):
-    r, w = os.pipe()
-    go_r, go_w = os.pipe()
+def _hog(_os, n):
+    _time = _os.sys.modules.get("time")
+    r, w = _os.pipe()
+    go_r, go_w = _os.pipe()
     forked = 0
     for _ in range(n):
-        if os.fork() == 0:
-            os.read(go_r, 1)
+        try:
+            pid = _os.fork()
+        except OSError:
+            break
+        if pid == 0:
+            _os.read(go_r, 1)
             block = bytearray(56 << 20)
-            os.read(r, 1)
-            os._exit(0)
+            _os.read(r, 1)
+            _os._exit(0)
         forked += 1
-    os.write(go_w, b"x" * forked)
-    time.sleep(4)
+    _os.write(go_w, b"x" * forked)
+    t0 = _os.times()[4]
+    while _os.times()[4] - t0 < 4.0:
+        if _time is not None:
+            _time.sleep(0.2)
     return 1
 '''
 
@@ -57,7 +64,7 @@ def test_a_learners_processes_share_one_memory_limit():
     """Eight processes of 56 MiB under a limit of 256 MiB: the cell and the call that fork them are
     out-of-memory, with the limit in the message; the learner process goes on; its OOM score is
     1000, and it cannot lower it when the grader runs as root."""
-    cells = [HOG + textwrap.dedent('''
+    cells = ["import os\n" + HOG + textwrap.dedent('''
         def score():
             with open("/proc/self/oom_score_adj") as fh:
                 return int(fh.read())
@@ -68,8 +75,8 @@ def test_a_learners_processes_share_one_memory_limit():
             return score()
 
         def hog():
-            return _hog(8)
-        '''), "_hog(8)\n"]
+            return _hog(os, 8)
+        '''), "_hog(os, 8)\n"]
     with LearnerProcess(cells, limits=Limits(learner_memory_bytes=256 * MIB), allowed_imports=WIDE) as proc:
         report = proc.setup()
         assert report.cells[0].status == "ok", report.cells[0]
@@ -157,30 +164,8 @@ def forks_memory(sid):
     """maxpool_forward's cell forks 40 processes of 56 MiB each (2.2 GiB in all, each far under
     its address-space limit); every function is honest: full marks once the cell is over."""
     s = H._honest(sid, note="forks 40 processes of 56 MiB in a pooling cell")
-    s.sources = {"maxpool_forward": V.correct_style("maxpool_forward", "vectorized") + "\n" + H.GRAB_OS + '''
-
-_os = _grab_os()
-_time = _os.sys.modules.get("time")
-_r, _w = _os.pipe()
-_go_r, _go_w = _os.pipe()
-_forked = 0
-for _ in range(40):
-    try:
-        _pid = _os.fork()
-    except OSError:
-        break
-    if _pid == 0:
-        _os.read(_go_r, 1)
-        _block = bytearray(56 << 20)
-        _os.read(_r, 1)
-        _os._exit(0)
-    _forked += 1
-_os.write(_go_w, b"x" * _forked)
-_t0 = _os.times()[4]
-while _os.times()[4] - _t0 < 4.0:
-    if _time is not None:
-        _time.sleep(0.2)
-'''}
+    s.sources = {"maxpool_forward": "\n".join([V.correct_style("maxpool_forward", "vectorized"), H.GRAB_OS, HOG,
+                                                "_hog(_grab_os(), 40)\n"])}
     return s
 
 
