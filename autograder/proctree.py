@@ -46,7 +46,8 @@ import secrets
 import signal
 import time
 
-__all__ = ["LearnerGroup", "remove_stale_groups", "cgroup_mode", "memory_limited", "die_with_parent"]
+__all__ = ["LearnerGroup", "remove_stale_groups", "cgroup_mode", "memory_limited", "memory_available",
+           "die_with_parent"]
 
 log = logging.getLogger(__name__)
 
@@ -137,6 +138,46 @@ def cgroup_mode():
                     kind, where = None, None
         _LAYOUT, _MEMORY = (kind, where), memory
     return {"v1": "cgroup-v1", "v2": "cgroup-v2"}.get(_LAYOUT[0], "none")
+
+
+def memory_available():
+    """The memory this process and its children may use, in bytes: the machine's, or less where
+    its own memory cgroup (or one above it) has a limit, swap not counted."""
+    best = None
+    try:
+        with open("/proc/meminfo", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("MemTotal:"):
+                    best = int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    mounts, own = _mounts(), _own_paths()
+    limits = []
+    for point, opts in mounts["cgroup"]:
+        if "memory" in opts.split(",") and "memory" in own:
+            try:
+                stat = os.path.join(point, own["memory"].lstrip("/"), "memory.stat")
+                limits.append(_counter(stat, "hierarchical_memory_limit"))
+            except (OSError, ValueError):
+                pass
+    for point, _opts in mounts["cgroup2"]:
+        if "" not in own:
+            continue
+        folder = os.path.join(point, own[""].lstrip("/"))
+        while folder.startswith(point.rstrip("/") + "/") or folder == point:
+            try:
+                text = _read(os.path.join(folder, "memory.max")).strip()
+                if text.isdigit():
+                    limits.append(int(text))
+            except OSError:
+                pass
+            if folder.rstrip("/") == point.rstrip("/"):
+                break
+            folder = os.path.dirname(folder.rstrip("/"))
+    for limit in limits:
+        if limit is not None and (best is None or limit < best):
+            best = limit
+    return best
 
 
 def memory_limited():
@@ -347,9 +388,10 @@ class LearnerGroup:
         """argv, started by a shell that first makes itself the kernel's first choice when memory
         runs out (an OOM score of 1000, inherited by everything it starts) and moves itself into
         the group, then execs argv."""
-        steps = [f"echo {OOM_SCORE_ADJ} > /proc/self/oom_score_adj"]
-        steps += [f"echo $$ > '{p}'" for p in self._procs_files()]
-        return ["/bin/sh", "-c", " && ".join(steps) + ' && exec "$@"', "sh", *argv]
+        # (a kernel that has no OOM score to set does not stop the learner from starting)
+        first = f"{{ echo {OOM_SCORE_ADJ} > /proc/self/oom_score_adj; }} 2>/dev/null; "
+        joins = "".join(f"echo $$ > '{p}' && " for p in self._procs_files())
+        return ["/bin/sh", "-c", first + joins + 'exec "$@"', "sh", *argv]
 
     def attach(self, pid):
         self.root_pid = pid
