@@ -352,6 +352,7 @@ class LearnerGroup:
         self._protected = set()
         self._ns = None
         self._usage_fd = None   # the CPU-time file, kept open: it is read many times a second
+        self._oom_fd = None     # the file that counts OOM kills, kept open: read twice per call
         self.memory_bytes = None    # the memory limit of the group's processes together, if any
         self._limit_hits = 0        # cgroup v2: times the limit was reached, when last asked
 
@@ -465,11 +466,19 @@ class LearnerGroup:
     def oom_kills(self):
         """How many of the group's processes the kernel's OOM killer ended so far; None when
         unknown (no memory controller, or a kernel that does not count them)."""
+        if self.kind == "v1" and "memory" in self.dirs:
+            path = os.path.join(self.dirs["memory"], "memory.oom_control")
+        elif self.kind == "v2":
+            path = os.path.join(self.dirs[""], "memory.events")
+        else:
+            return None
         try:
-            if self.kind == "v1" and "memory" in self.dirs:
-                return _counter(os.path.join(self.dirs["memory"], "memory.oom_control"), "oom_kill")
-            if self.kind == "v2":
-                return _counter(os.path.join(self.dirs[""], "memory.events"), "oom_kill")
+            if self._oom_fd is None:
+                self._oom_fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            for line in os.pread(self._oom_fd, 4096, 0).decode("ascii").splitlines():
+                name, _, value = line.partition(" ")
+                if name == "oom_kill":
+                    return int(value)
         except (OSError, ValueError):
             return None
         return None
@@ -536,9 +545,10 @@ class LearnerGroup:
 
     def remove(self):
         """Kill what is left and delete the group's folders."""
-        if self._usage_fd is not None:
-            os.close(self._usage_fd)
-            self._usage_fd = None
+        for fd in (self._usage_fd, self._oom_fd):
+            if fd is not None:
+                os.close(fd)
+        self._usage_fd = self._oom_fd = None
         if self.kind is None:
             if self.root_pid is not None:
                 self.kill_all()
