@@ -870,7 +870,8 @@ class LearnerProcess:
             if dead.status == "timeout" and dead.message in (_CPU_OUT, _WALL_OUT) and budget[0] is None:
                 budget[0] = float(budget_s)
             if oomed:   # ended, or stalled, while the kernel ended its processes for memory
-                return CallResult("out-of-memory", message=oomed, seconds=seconds, cpu_seconds=used)
+                return CallResult("out-of-memory", message=f"{func} ran out of memory ({oomed})", seconds=seconds,
+                                  cpu_seconds=used)
             if dead.status == "timeout" and dead.message == _CPU_OUT:
                 msg = f"{func} used {used:.2f} s of CPU time, over its budget of {budget[0]:.2f} s"
             elif dead.status == "timeout" and dead.message == _WALL_OUT and cpu:
@@ -896,7 +897,8 @@ class LearnerProcess:
                 # a process of the call was ended for memory: whatever came back is not graded, and
                 # the learner process starts afresh
                 self._end_learner()
-                return CallResult("out-of-memory", None, res.args_after, oomed, seconds, used)
+                return CallResult("out-of-memory", None, res.args_after, f"{func} ran out of memory ({oomed})",
+                                  seconds, used)
             return res
         finally:
             self._cleanup_files(nonce)

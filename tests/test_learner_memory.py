@@ -84,7 +84,8 @@ def test_a_learners_processes_share_one_memory_limit():
         assert cell.status == "out-of-memory", cell
         assert "memory limit of 256 MiB (swap included)" in cell.message, cell.message
         res = proc.call("hog", budget_s=20.0)
-        assert res.status == "out-of-memory" and "memory limit of 256 MiB" in res.message, res
+        assert res.status == "out-of-memory" and res.message.startswith("hog ran out of memory (your code"), res
+        assert "memory limit of 256 MiB" in res.message, res
         assert proc.call("score").value == 1000
         lowered = proc.call("lower")
         if os.getuid() == 0:
