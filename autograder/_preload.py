@@ -1,10 +1,19 @@
 """What a grading worker process loads before the fork server forks it.
 
-The grader's modules, with jsonschema (nbformat's validator) imported the cheap way that
+Imported in the fork server first: the server ends when the grading process that started
+it ends (``kill -9`` included), and its workers, and their sandboxes, end with it.  Then the
+grader's modules, with jsonschema (nbformat's validator) imported the cheap way that
 the command line uses (``cli._import_jsonschema_without_iri_grammars``), so that starting
 the workers of a parallel run costs a fraction of a second, not seconds.
 """
-from .cli import _import_jsonschema_without_iri_grammars
+import os
+
+from .proctree import FORK_SERVER_PARENT, die_with_parent
+
+if os.environ.get(FORK_SERVER_PARENT, "").isdigit():   # set by grading._start_fork_server
+    die_with_parent(int(os.environ[FORK_SERVER_PARENT]))
+
+from .cli import _import_jsonschema_without_iri_grammars  # noqa: E402
 
 _import_jsonschema_without_iri_grammars()
 

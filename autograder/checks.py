@@ -280,7 +280,7 @@ class _Grader:
             failure.detail = msg
             raise failure
         if status == "out-of-memory":
-            raise CaseFailure("out-of-memory", f"{where} ran out of memory")
+            raise CaseFailure("out-of-memory", f"{where}: {msg}" if msg else f"{where} ran out of memory")
         if status == "killed":
             raise CaseFailure("killed", f"{where}: the process running your code was stopped"
                               + (f" ({msg})" if msg else ""))

@@ -104,17 +104,25 @@ def cmd_grade(args):
         return _fail(f"{args.submitted} does not exist: collect the submissions first "
                      f"('python -m autograder collect DOWNLOAD.zip --to {args.submitted}'), or pass the folder "
                      "that holds them")
-    limits = None
+    limits, changed = None, {}
     if args.notebook_timeout is not None:
         if not args.notebook_timeout > 0:
             return _fail("--notebook-timeout must be a positive number of seconds")
+        changed["notebook_timeout"] = float(args.notebook_timeout)
+    if args.learner_memory is not None:
+        if not 64 <= args.learner_memory <= 1 << 20:
+            return _fail("--learner-memory must be a number of MiB between 64 and 1048576 "
+                         "(the default is 2048)")
+        changed["learner_memory_bytes"] = int(args.learner_memory) << 20
+    if changed:
         from .sandbox import Limits
-        limits = Limits(notebook_timeout=float(args.notebook_timeout))
+        limits = Limits(**changed)
     try:
         summary = grade_class(args.submitted, args.out, args.root, db_url=args.db, jobs=args.jobs,
                               regrade=args.regrade, progress=not args.no_progress, assignment=args.assignment,
                               students=args.student, course_dir=args.course, lms_column=args.lms_column,
-                              limits=limits, dask=args.dask, course_key=args.course_key)
+                              limits=limits, dask=args.dask, course_key=args.course_key,
+                              fit_memory=args.learner_memory is None)
     except GradingError as exc:
         return _fail(exc)
     why = summary["graded_why"]
@@ -128,6 +136,8 @@ def cmd_grade(args):
         print(f"{summary['not_graded_waiting']} notebook(s) of other students are new or changed and were not "
               "graded (only --student was asked for); run grade without --student to grade them")
     print("cell statuses: " + ", ".join(f"{k} {v}" for k, v in summary["cell_statuses"].items()))
+    if summary.get("learner_memory_note"):
+        print(f"note: {summary['learner_memory_note']}", file=sys.stderr)
     if summary["late"]:
         print(f"late: {', '.join(summary['late'][:20])}")
     if summary["manual_scores"]:
@@ -273,6 +283,9 @@ def build_parser():
     g.add_argument("--notebook-timeout", type=float, default=None, metavar="SECONDS",
                    help="wall-clock time one notebook may use in all, cells and calls together "
                         "(default 180)")
+    g.add_argument("--learner-memory", type=int, default=None, metavar="MIB",
+                   help="memory of all of one learner's processes together, swap included, in MiB "
+                        "(default 2048; needs a cgroup memory controller, see run.json 'learner_memory')")
     g.add_argument("--course-key", default=None, metavar="FILE",
                    help="the secret course key the hidden inputs are derived from, made on first use "
                         "(default: $AUTOGRADER_COURSE_KEY_FILE, else OUT/course.key)")

@@ -66,7 +66,7 @@ import threading
 import time
 import traceback
 import unicodedata
-from dataclasses import asdict
+from dataclasses import asdict, replace
 
 import numpy as np
 
@@ -796,16 +796,12 @@ def grade_learner(tasks):
             proc.close()
 
 
-def _worker_init():
-    """A grading worker ends with the process that started it (Linux), never grading on alone."""
-    import signal
-    try:
-        import ctypes
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGKILL)   # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
-    if os.getppid() == 1:
+def _worker_init(grader_pid):
+    """A grading worker ends with the fork server that started it (Linux), which ends with the
+    grading process (``autograder._preload``): never grading on alone, its sandboxes with it."""
+    from .proctree import _pid_alive, die_with_parent
+    die_with_parent(None)
+    if not _pid_alive(grader_pid):   # gone before the signal was set: its fork server is going too
         os._exit(1)
 
 
@@ -837,9 +833,19 @@ def _start_fork_server():
     """
     import multiprocessing
     from multiprocessing import forkserver
+    from .proctree import FORK_SERVER_PARENT
     ctx = multiprocessing.get_context("forkserver")
     ctx.set_forkserver_preload(["autograder._preload", "dateutil.parser"])
-    forkserver.ensure_running()
+    # the server ends with this process (autograder._preload): it is told whose child it is
+    before = os.environ.get(FORK_SERVER_PARENT)
+    os.environ[FORK_SERVER_PARENT] = str(os.getpid())
+    try:
+        forkserver.ensure_running()
+    finally:
+        if before is None:
+            os.environ.pop(FORK_SERVER_PARENT, None)
+        else:
+            os.environ[FORK_SERVER_PARENT] = before
     return ctx
 
 
@@ -855,7 +861,8 @@ def _grade_in_processes(jobs, items, on_result):
     """
     from concurrent.futures import ProcessPoolExecutor, as_completed
     ctx = _start_fork_server()
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_worker_init) as pool:
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_worker_init,
+                             initargs=(os.getpid(),)) as pool:
         futures = {pool.submit(grade_learner, tasks): keys for keys, tasks in items}
         for fut in as_completed(futures):
             keys = futures.pop(fut)
@@ -865,6 +872,45 @@ def _grade_in_processes(jobs, items, on_result):
                 results = [exc] * len(keys)
             for key, result in zip(keys, results):
                 on_result(key, result)
+
+
+#: memory the grading process, its fork server and its workers need besides the learners' (about)
+GRADER_MEMORY_RESERVE = 768 << 20
+#: the least memory a learner is given when the default limit is lowered to fit (honest code needs
+#: about 100 MiB: the interpreter, NumPy and the hidden cases)
+LEARNER_MEMORY_FLOOR = 256 << 20
+
+
+def fit_learner_memory(limits, learners_at_once, lower=True):
+    """(limits, note): the learners' memory limit, lowered where the grader's memory (the machine's,
+    or its memory cgroup's) cannot hold ``learners_at_once`` learners at their limit besides the
+    grader itself, and a note that says so ("" when nothing was wrong).
+
+    Each learner's processes are limited together (``Limits.learner_memory_bytes``); when the
+    learners graded at the same time can together take more than the grader has, a memory-hungry
+    learner makes the kernel end *some* learner process, and that may be a classmate's.  With
+    ``lower`` the limit is lowered to fit (not under ``LEARNER_MEMORY_FLOOR``); without (a limit
+    the instructor chose, ``--learner-memory``) it is kept, with the note.
+    """
+    from .proctree import memory_available, memory_limited
+    available = memory_available()
+    if not memory_limited() or not available or learners_at_once < 1:
+        return limits, ""
+    wanted = limits.learner_memory_bytes
+    if learners_at_once * wanted + GRADER_MEMORY_RESERVE <= available:
+        return limits, ""
+    fits = max(LEARNER_MEMORY_FLOOR, (available - GRADER_MEMORY_RESERVE) // learners_at_once)
+    fits -= fits % (1 << 20)
+    mib = 1 << 20
+    where = (f"the grader may use {available // mib} MiB, and {learners_at_once} learner(s) graded at "
+             f"once at {wanted // mib} MiB each, with about {GRADER_MEMORY_RESERVE // mib} MiB for the "
+             "grader itself, do not fit")
+    if not lower or fits >= wanted:
+        return limits, (f"{where}: a learner who uses all of their memory can make the system stop a "
+                        "classmate's process graded at the same time; lower --learner-memory or --jobs")
+    return replace(limits, learner_memory_bytes=fits), (
+        f"{where}: each learner's memory limit is {fits // mib} MiB in this run (--learner-memory sets it; "
+        "give the grader more memory, or lower --jobs, to keep the default)")
 
 
 def _by_learner(items):
@@ -935,7 +981,7 @@ def _printable_record(record):
 
 def grade_class(submitted_dir, out_dir, root, db_url=None, jobs=2, seed=None, regrade=False, progress=True,
                 limits=None, isolation=None, check_export=True, assignment=ASSIGNMENT, students=None,
-                course_dir=None, lms_column=None, dask=None, course_key=None):
+                course_dir=None, lms_column=None, dask=None, course_key=None, fit_memory=True):
     """Grade the class's notebooks that need it; return a summary dict (also written to OUT/run.json).
 
     See the module docstring for the output files.  A notebook is graded when it has no
@@ -945,7 +991,9 @@ def grade_class(submitted_dir, out_dir, root, db_url=None, jobs=2, seed=None, re
     (default: the folder that holds SUBMITTED, as in nbgrader's layout): the gradebook
     ``gradebook.db`` (unless ``db_url``) and ``autograded/``.  ``course_key`` is the path of
     the course key file the hidden inputs are derived from (see ``course_key_path``);
-    ``seed`` replaces the key (tests only); ``limits`` and ``isolation`` go to the sandbox.
+    ``seed`` replaces the key (tests only); ``limits`` and ``isolation`` go to the sandbox, with the
+    learners' memory limit lowered to fit the grader's memory unless ``fit_memory`` is false
+    (``fit_learner_memory``).
     ``dask`` is the address of a Dask scheduler, or ``"local"``, to grade each notebook as a
     task on its workers (``autograder.cluster``); everything else stays in this process.
     """
@@ -977,6 +1025,9 @@ def grade_class(submitted_dir, out_dir, root, db_url=None, jobs=2, seed=None, re
         limits = limits or sandbox.Limits()
         in_order = list(dict.fromkeys(s for s, _nb, _why in todo))
         sequential = not dask and (jobs <= 1 or len(in_order) <= 1)
+        # the learners' memory must fit beside each other and the grader (a cluster's workers: theirs)
+        limits, memory_note = (limits, "") if dask or not todo else fit_learner_memory(
+            limits, 1 if sequential else min(jobs, len(in_order)), lower=fit_memory)
         # the first learner's sandbox (or the workers' fork server) starts now, while the rest
         # of the run is set up
         spare = _prestarted(sandbox, limits, isolation) if sequential and todo else None
@@ -1154,6 +1205,8 @@ def grade_class(submitted_dir, out_dir, root, db_url=None, jobs=2, seed=None, re
                                  if c.manual_score is not None),
             "isolation": mode,
             "cgroups": sandbox.cgroup_mode(),
+            "learner_memory": ("cgroup" if sandbox.memory_limited() else "none"),
+            "learner_memory_note": memory_note,
             "limits": asdict(limits),
             "time_budget": {"factor": checks.BUDGET_FACTOR, "minimum_s": checks.MIN_BUDGET_S},
             "jobs": jobs,

@@ -14,7 +14,18 @@ so that:
 * the CPU time of a call is the group's, measured by the kernel, whatever
   the learner code forks or claims, and whatever classmates do;
 * the number of processes is capped per learner (``pids.max``), not per uid;
+* the memory of all the learner's processes together is capped, swap included
+  (``memory.max`` and ``memory.swap.max``, or cgroup v1's ``memory.limit_in_bytes``
+  and ``memory.memsw.limit_in_bytes``), where the memory controller can be used:
+  a learner that forks many processes, each under its address-space limit, meets
+  the kernel's OOM killer inside their own group, and ``oom_kills`` says so;
 * every process of the learner can be found and killed.
+
+Every learner process, with or without a cgroup, starts with an OOM score of
+1000 (``/proc/<pid>/oom_score_adj``), set by the launcher before any learner
+code runs: when the memory of the grader's own group or of the machine runs out,
+the kernel ends learner processes first, never the grader.  Set by a grader
+running as root, the learner cannot lower it.
 
 Where no cgroup can be created, ``LearnerGroup.create`` returns a group that
 finds the learner's processes by their PID namespace (bubblewrap's
@@ -35,11 +46,14 @@ import secrets
 import signal
 import time
 
-__all__ = ["LearnerGroup", "remove_stale_groups", "cgroup_mode"]
+__all__ = ["LearnerGroup", "remove_stale_groups", "cgroup_mode", "memory_limited", "memory_available",
+           "die_with_parent"]
 
 log = logging.getLogger(__name__)
 
 _PREFIX = "autograder-"
+#: the OOM score adjustment of every learner process: the kernel's first victims
+OOM_SCORE_ADJ = 1000
 
 
 def _mounts():
@@ -77,18 +91,19 @@ def _writable_dir(path):
 
 
 def _layout():
-    """('v1', {'cpu': dir, 'cpuacct': dir, 'pids': dir}) or ('v2', dir) or (None, None):
-    the folders under which this grader may create its groups."""
+    """('v1', {'cpu': dir, 'cpuacct': dir, 'pids': dir[, 'memory': dir]}) or ('v2', dir) or
+    (None, None): the folders under which this grader may create its groups (the memory
+    hierarchy only where it is mounted and writable)."""
     mounts, own = _mounts(), _own_paths()
     v1 = {}
     for point, opts in mounts["cgroup"]:
         ctls = set(opts.split(","))
-        for ctl in ("cpu", "cpuacct", "pids"):
+        for ctl in ("cpu", "cpuacct", "pids", "memory"):
             if ctl in ctls and ctl not in v1:
                 base = os.path.join(point, own.get(ctl, "/").lstrip("/"))
                 if _writable_dir(base):
                     v1[ctl] = base
-    if set(v1) == {"cpu", "cpuacct", "pids"}:
+    if {"cpu", "cpuacct", "pids"} <= set(v1):
         return "v1", v1
     for point, _opts in mounts["cgroup2"]:
         base = os.path.join(point, own.get("", "/").lstrip("/"))
@@ -105,15 +120,70 @@ def _layout():
 _LAYOUT = None
 
 
+_MEMORY = None   # whether learner groups get a memory limit (found with the layout)
+
+
 def cgroup_mode():
     """'cgroup-v1', 'cgroup-v2' or 'none' (what LearnerGroup.create will use)."""
-    global _LAYOUT
+    global _LAYOUT, _MEMORY
     if _LAYOUT is None:
         kind, where = _layout()
-        if kind is not None and not _probe(kind, where):
-            kind, where = None, None
-        _LAYOUT = (kind, where)
+        memory = False
+        if kind is not None:
+            memory = _probe(kind, where, memory=True)
+            if not memory:
+                if kind == "v1":
+                    where = {ctl: d for ctl, d in where.items() if ctl != "memory"}
+                if not _probe(kind, where, memory=False):
+                    kind, where = None, None
+        _LAYOUT, _MEMORY = (kind, where), memory
     return {"v1": "cgroup-v1", "v2": "cgroup-v2"}.get(_LAYOUT[0], "none")
+
+
+def memory_available():
+    """The memory this process and its children may use, in bytes: the machine's, or less where
+    its own memory cgroup (or one above it) has a limit, swap not counted."""
+    best = None
+    try:
+        with open("/proc/meminfo", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("MemTotal:"):
+                    best = int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    mounts, own = _mounts(), _own_paths()
+    limits = []
+    for point, opts in mounts["cgroup"]:
+        if "memory" in opts.split(",") and "memory" in own:
+            try:
+                stat = os.path.join(point, own["memory"].lstrip("/"), "memory.stat")
+                limits.append(_counter(stat, "hierarchical_memory_limit"))
+            except (OSError, ValueError):
+                pass
+    for point, _opts in mounts["cgroup2"]:
+        if "" not in own:
+            continue
+        folder = os.path.join(point, own[""].lstrip("/"))
+        while folder.startswith(point.rstrip("/") + "/") or folder == point:
+            try:
+                text = _read(os.path.join(folder, "memory.max")).strip()
+                if text.isdigit():
+                    limits.append(int(text))
+            except OSError:
+                pass
+            if folder.rstrip("/") == point.rstrip("/"):
+                break
+            folder = os.path.dirname(folder.rstrip("/"))
+    for limit in limits:
+        if limit is not None and (best is None or limit < best):
+            best = limit
+    return best
+
+
+def memory_limited():
+    """Whether each learner's processes get a memory limit together (a cgroup memory controller)."""
+    cgroup_mode()
+    return bool(_MEMORY)
 
 
 def _write(path, text):
@@ -124,6 +194,15 @@ def _write(path, text):
 def _read(path):
     with open(path, encoding="ascii") as fh:
         return fh.read()
+
+
+def _counter(path, key):
+    """The number after key in a cgroup file of 'key value' lines (None when it has no such line)."""
+    for line in _read(path).splitlines():
+        name, _, value = line.partition(" ")
+        if name == key:
+            return int(value)
+    return None
 
 
 _made_runs = set()
@@ -151,25 +230,52 @@ def _run_dirs(kind, where):
     d = os.path.join(where, name)
     os.makedirs(d, exist_ok=True)
     _made_runs.add(d)
-    try:
-        _write(os.path.join(d, "cgroup.subtree_control"), "+cpu +pids")
-    except OSError:
-        pass
+    for controllers in ("+cpu +pids +memory", "+cpu +pids"):
+        try:
+            _write(os.path.join(d, "cgroup.subtree_control"), controllers)
+            break
+        except OSError:
+            continue
     return {"": d}
 
 
-def _probe(kind, where):
-    """Can a group be made, joined by nothing, and removed here?"""
+#: the memory limit the probe sets (any value the kernel takes will do)
+_PROBE_MEMORY = 64 << 20
+
+
+def _probe(kind, where, memory):
+    """Can a group be made (with a memory limit when ``memory``), joined by nothing, and removed here?"""
     try:
-        group = _make_group(kind, where, 8)
+        group = _make_group(kind, where, 8, _PROBE_MEMORY if memory else None)
     except OSError as exc:
-        log.info("no cgroup for learner processes: %s", exc)
+        log.info("no cgroup%s for learner processes: %s", " memory limit" if memory else "", exc)
         return False
     group.remove()
     return True
 
 
-def _make_group(kind, where, max_processes):
+def _set_memory(kind, dirs, memory_bytes):
+    """Cap the group's memory at memory_bytes, swap included (OSError where the kernel refuses)."""
+    limit = str(int(memory_bytes))
+    if kind == "v1":
+        folder = dirs.get("memory")
+        if folder is None:
+            raise OSError("the cgroup v1 memory hierarchy is not available")
+        _write(os.path.join(folder, "memory.limit_in_bytes"), limit)
+        memsw = os.path.join(folder, "memory.memsw.limit_in_bytes")
+        if os.path.exists(memsw):   # absent where the kernel does not account swap: no swap to count
+            _write(memsw, limit)
+        return
+    folder = dirs[""]
+    if not os.path.exists(os.path.join(folder, "memory.max")):
+        raise OSError("the cgroup v2 memory controller is not enabled for the grader's groups")
+    _write(os.path.join(folder, "memory.max"), limit)
+    swap = os.path.join(folder, "memory.swap.max")
+    if os.path.exists(swap):
+        _write(swap, "0")
+
+
+def _make_group(kind, where, max_processes, memory_bytes=None):
     run = _run_dirs(kind, where)
     leaf = "learner-" + secrets.token_hex(6)
     dirs = {ctl: os.path.join(d, leaf) for ctl, d in run.items()}
@@ -184,6 +290,8 @@ def _make_group(kind, where, max_processes):
         else:
             _write(os.path.join(dirs[""], "pids.max"), str(int(max_processes)))
             _write(os.path.join(dirs[""], "cpu.weight"), "100")
+        if memory_bytes is not None:
+            _set_memory(kind, dirs, memory_bytes)
     except OSError:
         for d in reversed(made):
             try:
@@ -244,17 +352,28 @@ class LearnerGroup:
         self._protected = set()
         self._ns = None
         self._usage_fd = None   # the CPU-time file, kept open: it is read many times a second
+        self._oom_fd = None     # the file that counts OOM kills, kept open: read twice per call
+        self.memory_bytes = None    # the memory limit of the group's processes together, if any
+        self._limit_hits = 0        # cgroup v2: times the limit was reached, when last asked
 
     # -- making ------------------------------------------------------------
 
     @classmethod
-    def create(cls, max_processes):
-        """A group in a new cgroup when the machine allows it, else a process-tree group."""
+    def create(cls, max_processes, memory_bytes=None):
+        """A group in a new cgroup when the machine allows it, else a process-tree group.
+
+        ``memory_bytes`` caps the memory of all the group's processes together, swap
+        included, where the machine has a cgroup memory controller (``memory_limited``);
+        ``memory_bytes`` of the group is then that limit, else None.
+        """
         cgroup_mode()
         kind, where = _LAYOUT
         if kind is not None:
+            memory = int(memory_bytes) if memory_bytes is not None and _MEMORY else None
             try:
-                return _make_group(kind, where, max_processes)
+                group = _make_group(kind, where, max_processes, memory)
+                group.memory_bytes = memory
+                return group
             except OSError as exc:
                 log.warning("could not create a cgroup for a learner process: %s", exc)
         return cls(None, {})
@@ -267,11 +386,13 @@ class LearnerGroup:
         return [os.path.join(d, "cgroup.procs") for d in dict.fromkeys(self.dirs.values())]
 
     def wrap(self, argv):
-        """argv, started by a shell that first moves itself into the group (then execs argv)."""
-        if self.kind is None:
-            return list(argv)
-        joins = " && ".join(f"echo $$ > '{p}'" for p in self._procs_files())
-        return ["/bin/sh", "-c", joins + ' && exec "$@"', "sh", *argv]
+        """argv, started by a shell that first makes itself the kernel's first choice when memory
+        runs out (an OOM score of 1000, inherited by everything it starts) and moves itself into
+        the group, then execs argv."""
+        # (a kernel that has no OOM score to set does not stop the learner from starting)
+        first = f"{{ echo {OOM_SCORE_ADJ} > /proc/self/oom_score_adj; }} 2>/dev/null; "
+        joins = "".join(f"echo $$ > '{p}' && " for p in self._procs_files())
+        return ["/bin/sh", "-c", first + joins + 'exec "$@"', "sh", *argv]
 
     def attach(self, pid):
         self.root_pid = pid
@@ -342,6 +463,50 @@ class LearnerGroup:
             return None
         return None
 
+    def oom_kills(self):
+        """How many of the group's processes the kernel's OOM killer ended so far; None when
+        unknown (no memory controller, or a kernel that does not count them)."""
+        if self.kind == "v1" and "memory" in self.dirs:
+            path = os.path.join(self.dirs["memory"], "memory.oom_control")
+        elif self.kind == "v2":
+            path = os.path.join(self.dirs[""], "memory.events")
+        else:
+            return None
+        try:
+            if self._oom_fd is None:
+                self._oom_fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            for line in os.pread(self._oom_fd, 4096, 0).decode("ascii").splitlines():
+                name, _, value = line.partition(" ")
+                if name == "oom_kill":
+                    return int(value)
+        except (OSError, ValueError):
+            return None
+        return None
+
+    def reached_memory_limit(self):
+        """Whether the group's memory reached its own limit since this was last asked (else an
+        OOM kill came from memory running out above the group: the grader's group, the machine)."""
+        try:
+            if self.kind == "v1" and "memory" in self.dirs:
+                reached = False
+                for prefix in ("memory.", "memory.memsw."):
+                    path = os.path.join(self.dirs["memory"], prefix)
+                    if not os.path.exists(path + "failcnt"):
+                        continue
+                    # some kernels do not count failures: a peak at the limit is one too
+                    reached |= (int(_read(path + "failcnt")) > 0
+                                or int(_read(path + "max_usage_in_bytes")) >= int(_read(path + "limit_in_bytes")))
+                    _write(path + "failcnt", "0")
+                    _write(path + "max_usage_in_bytes", "0")   # the peak starts again from the usage now
+                return reached
+            if self.kind == "v2":
+                hits = _counter(os.path.join(self.dirs[""], "memory.events"), "max") or 0
+                reached, self._limit_hits = hits > self._limit_hits, hits
+                return reached
+        except (OSError, ValueError):
+            pass
+        return False
+
     # -- killing -----------------------------------------------------------
 
     def kill_strays(self):
@@ -380,9 +545,10 @@ class LearnerGroup:
 
     def remove(self):
         """Kill what is left and delete the group's folders."""
-        if self._usage_fd is not None:
-            os.close(self._usage_fd)
-            self._usage_fd = None
+        for fd in (self._usage_fd, self._oom_fd):
+            if fd is not None:
+                os.close(fd)
+        self._usage_fd = self._oom_fd = None
         if self.kind is None:
             if self.root_pid is not None:
                 self.kill_all()
@@ -397,6 +563,32 @@ class LearnerGroup:
                     break
                 except OSError:  # processes still exiting
                     time.sleep(0.01)
+
+
+_PR_SET_PDEATHSIG = 1
+#: the environment variable that tells the grading workers' fork server whose child it is
+FORK_SERVER_PARENT = "AUTOGRADER_FORK_SERVER_PARENT"
+
+
+def die_with_parent(parent_pid):
+    """End this process (SIGKILL) when the thread that started it ends, as the kernel's
+    parent-death signal does (Linux); end it now if its parent, parent_pid, is gone already.
+
+    The signal is tied to the thread that forked this process, is not inherited by this
+    process's own children, and is cleared when a process changes its user: each process of
+    a run sets it for itself (the grading workers and their fork server), and the learner's
+    processes die with their sandbox instead (bubblewrap's ``--die-with-parent``, its PID
+    namespace).  Returns whether the signal could be set.
+    """
+    try:
+        import ctypes
+        libc = ctypes.CDLL(None, use_errno=True)
+        armed = libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        armed = False
+    if parent_pid is not None and os.getppid() != parent_pid:
+        os._exit(1)   # the parent ended before the signal was set: it would never come
+    return armed
 
 
 def remove_stale_groups():

@@ -59,10 +59,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from numpy.lib import format as npy_format
 
-from .policy import ALLOWED_IMPORTS, FORBIDDEN_HINTS, PARSE_LOCK, import_message
-from .proctree import LearnerGroup, _pid_alive, cgroup_mode, remove_stale_groups
+from .policy import ALLOWED_IMPORTS, FORBIDDEN_HINTS, import_message
+from .proctree import LearnerGroup, _pid_alive, cgroup_mode, memory_limited, remove_stale_groups
 from .safeio import open_regular
 
 __all__ = [
@@ -84,6 +83,8 @@ _MAX_LINE = 1 << 20           # longest protocol line the parent will parse
 WALL_FACTOR = 10.0
 WALL_MIN_S = 10.0
 _MAX_FILES = 100_000          # most .npy files one reply may refer to
+_MAX_NODES = 200_000          # most values (nodes of its tree) one reply may hold
+_INT_RANGE = 1 << 63          # integers come back as int64 values (the child sends larger ones as floats)
 _NUMPY_PRELOAD = ["numpy.fft", "numpy.linalg", "numpy.random", "numpy.polynomial",
                   "numpy.ma", "numpy.testing", "numpy.lib.stride_tricks"]
 
@@ -98,8 +99,12 @@ class Limits:
 
     ``cell_timeout``: wall-clock seconds per cell; ``setup_timeout``: for
     starting the interpreter and running all cells; ``cpu_seconds``: CPU time
-    of the whole process (RLIMIT_CPU); ``memory_bytes``: address space
-    (RLIMIT_AS); ``max_processes``: processes and threads (RLIMIT_NPROC);
+    of the whole process (RLIMIT_CPU); ``memory_bytes``: address space of
+    each process (RLIMIT_AS); ``learner_memory_bytes``: memory of all the
+    learner's processes together, swap and their in-memory ``/tmp`` and
+    ``/job`` included (their control group's memory limit, where the machine
+    has a cgroup memory controller: ``proctree.memory_limited``);
+    ``max_processes``: processes and threads (RLIMIT_NPROC);
     ``output_bytes``: largest file the child may write, printed output
     included (RLIMIT_FSIZE); ``open_files``: RLIMIT_NOFILE; ``tmp_bytes``:
     size of the private ``/tmp`` and ``job_bytes`` of the job folder ``/job``
@@ -112,6 +117,7 @@ class Limits:
     setup_timeout: float = 60.0
     cpu_seconds: int = 300
     memory_bytes: int = 2 << 30
+    learner_memory_bytes: int = 2 << 30
     max_processes: int = 64
     output_bytes: int = 20 << 20
     open_files: int = 64
@@ -579,37 +585,63 @@ _NPY_HEADER = re.compile(r"\{'descr': '([<>|=]?[biufc]\d{1,2})', 'fortran_order'
                          r"'shape': \(((?:\d{1,18}, )*(?:\d{1,18},?)?)\), \} *\n")
 
 
+class _NotNumbers(ValueError):
+    """A .npy file whose values are not plain numbers (its dtype says what they are)."""
+
+
+#: the most dimensions, and the longest dimension, of an array read back (NumPy's own limit is 32)
+_MAX_NDIM = 32
+_MAX_DIM = 1 << 40
+#: the longest header read (NumPy writes a few hundred bytes at most for a numeric array)
+_MAX_HEADER = 4096
+_DESCR = re.compile(r"\{'descr': '([^'\\]{1,40})'")
+
+
 def _read_npy(fh) -> np.ndarray:
-    """An array from an open .npy file written by the child, without pickles or parsing by ast.
+    """A plain numeric array from an open .npy file written by the child, without pickles.
 
     The header must be exactly what ``numpy.lib.format.write_array`` writes for a plain
-    numeric array (checked with a regular expression, not evaluated), and the file must hold
-    exactly the values the header announces.  Anything else falls back to NumPy's own
-    reader (``allow_pickle=False``).  Raises ValueError for a file that is not a readable
-    array.
+    numeric array (checked with a regular expression, never evaluated or parsed by NumPy:
+    a forged header costs the grader no more than the match), and the file must hold exactly
+    as many bytes of values as the header announces, so that no header can make the grader
+    allocate more than the file's size.  Raises ValueError (``_NotNumbers`` for an array whose
+    values are not numbers) and nothing else for a file that is not such an array.
     """
+    total = os.fstat(fh.fileno()).st_size
     head = fh.read(10)
-    match = None
-    if head[:6] == b"\x93NUMPY" and head[6:8] in (b"\x01\x00", b"\x02\x00", b"\x03\x00"):
-        if head[6] == 1:
-            size, start = int.from_bytes(head[8:10], "little"), 10
-        else:
-            head += fh.read(2)
-            size, start = int.from_bytes(head[8:12], "little"), 12
-        if size <= 65536:
-            text = fh.read(size)
-            if len(text) == size:
-                match = _NPY_HEADER.fullmatch(text.decode("latin-1"))
+    if head[:6] != b"\x93NUMPY" or head[6:8] not in (b"\x01\x00", b"\x02\x00", b"\x03\x00"):
+        raise ValueError("not a .npy file")
+    if head[6] == 1:
+        size = int.from_bytes(head[8:10], "little")
+    else:
+        head += fh.read(2)
+        size = int.from_bytes(head[8:12], "little")
+    if size > _MAX_HEADER:
+        raise ValueError(f"a .npy header over {_MAX_HEADER} bytes")
+    text = fh.read(size)
+    if len(text) != size:
+        raise ValueError("a .npy file cut short in its header")
+    header = text.decode("latin-1")
+    match = _NPY_HEADER.fullmatch(header)
     if match is None:
-        fh.seek(0)
-        with PARSE_LOCK:  # NumPy parses the header with ast (not thread-safe on CPython 3.11)
-            return npy_format.read_array(fh, allow_pickle=False)
-    dtype = np.dtype(match.group(1))
+        descr = _DESCR.match(header)
+        if descr is not None and not re.fullmatch(r"[<>|=]?[biufc]\d{1,2}", descr.group(1)):
+            raise _NotNumbers(f"an ndarray of dtype {_printable(descr.group(1), 40)}")
+        raise ValueError("a .npy header that is not the one NumPy writes for an array of numbers")
+    try:
+        dtype = np.dtype(match.group(1))
+    except TypeError:   # '<f3', '<i7': the pattern allows widths NumPy has not
+        raise ValueError(f"an unknown dtype {match.group(1)!r}") from None
     shape = tuple(int(n) for n in match.group(3).replace(",", " ").split())
+    if len(shape) > _MAX_NDIM or any(n > _MAX_DIM for n in shape):
+        raise ValueError("a .npy header with an impossible shape")
     count = 1
     for n in shape:
         count *= n
     expected = count * dtype.itemsize
+    if expected != total - fh.tell():
+        raise ValueError(f"the file holds {max(0, total - fh.tell())} bytes of values, "
+                         f"the header announces {expected}")
     data = fh.read(expected + 1)
     if len(data) != expected:
         raise ValueError(f"the file holds {len(data)} bytes of values, the header announces {expected}")
@@ -617,6 +649,24 @@ def _read_npy(fh) -> np.ndarray:
     if match.group(2) == "True":
         return arr.reshape(shape[::-1]).transpose()
     return arr.reshape(shape)
+
+
+def _float(value) -> float | None:
+    """A JSON number as a float (NaN and infinities included); None for anything else, or an
+    integer too large for a float."""
+    if isinstance(value, float):
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        try:
+            return float(value)
+        except OverflowError:
+            return None
+    return None
+
+
+def _printable(text, limit: int) -> str:
+    """Untrusted text as printable characters only (others become '?'), at most limit of them."""
+    return "".join(ch if ch.isprintable() else "?" for ch in str(text)[:limit])
 
 
 class _Dead(Exception):
@@ -790,6 +840,7 @@ class LearnerProcess:
         cpu = group is not None and group.accounts_cpu
         start = time.monotonic()
         cpu0 = group.cpu_seconds() if cpu else None
+        oom0 = self._oom_kills()
         lazy = hasattr(budget_s, "floor") and not isinstance(budget_s, (int, float))
         budget = [None if lazy else float(budget_s)]
 
@@ -813,10 +864,14 @@ class LearnerProcess:
         except _Dead as dead:
             seconds = time.monotonic() - start
             used = (group.cpu_seconds() - cpu0) if cpu else None
+            oomed = self._oom_since(oom0)
             self._end_learner()
             self._cleanup_files(nonce)
             if dead.status == "timeout" and dead.message in (_CPU_OUT, _WALL_OUT) and budget[0] is None:
                 budget[0] = float(budget_s)
+            if oomed:   # ended, or stalled, while the kernel ended its processes for memory
+                return CallResult("out-of-memory", message=f"{func} ran out of memory ({oomed})", seconds=seconds,
+                                  cpu_seconds=used)
             if dead.status == "timeout" and dead.message == _CPU_OUT:
                 msg = f"{func} used {used:.2f} s of CPU time, over its budget of {budget[0]:.2f} s"
             elif dead.status == "timeout" and dead.message == _WALL_OUT and cpu:
@@ -837,9 +892,33 @@ class LearnerProcess:
         try:
             res = self._result(func, reply, nonce, seconds)
             res.cpu_seconds = used
+            oomed = self._oom_since(oom0)
+            if oomed:
+                # a process of the call was ended for memory: whatever came back is not graded, and
+                # the learner process starts afresh
+                self._end_learner()
+                return CallResult("out-of-memory", None, res.args_after, f"{func} ran out of memory ({oomed})",
+                                  seconds, used)
             return res
         finally:
             self._cleanup_files(nonce)
+
+    def _oom_kills(self) -> int | None:
+        """How many of this sandbox's processes the kernel ended for memory so far (None: unknown)."""
+        return self._group.oom_kills() if self._group is not None else None
+
+    def _oom_since(self, before: int | None) -> str:
+        """What to tell the learner when the kernel ended one of this sandbox's processes for
+        memory since ``before`` (a count from ``_oom_kills``); "" when it did not."""
+        now = self._oom_kills()
+        if before is None or now is None or now <= before:
+            return ""
+        limit = self._group.memory_bytes
+        if limit and self._group.reached_memory_limit():
+            return (f"your code's processes together used more than their memory limit of "
+                    f"{limit / (1 << 20):g} MiB (swap included), so the system stopped one of them")
+        return ("the grader ran short of memory, and the system stopped one of your code's processes "
+                "(they are the first to go)")
 
     @property
     def cpu_accounting(self) -> bool:
@@ -899,7 +978,8 @@ class LearnerProcess:
                 os.symlink(path, os.path.join(site, os.path.basename(path)))
             sys_path = [site]
             in_child = out_child = job
-        group = LearnerGroup.create(int(lim.max_processes) + 5)  # + launcher, bwrap's init, shell, template
+        # + launcher, bwrap's init, shell, template
+        group = LearnerGroup.create(int(lim.max_processes) + 5, int(lim.learner_memory_bytes))
         nproc_base = _count_tasks(NOBODY if as_root else os.getuid())
         req_r, req_w = os.pipe()
         rep_r, rep_w = os.pipe()
@@ -1213,13 +1293,14 @@ class LearnerProcess:
             self._send({"op": "continue", "nonce": nonce})
         except _Dead:
             pass  # noticed by the next receive
-        current, cell_start = None, 0.0
+        current, cell_start, cell_oom = None, 0.0, None
         while True:
             deadline = setup_deadline if current is None else min(
                 setup_deadline, cell_start + lim.cell_timeout)
             try:
                 msg = self._receive(nonce, deadline, accept=("cell-start", "cell-done", "setup-done"))
             except _Dead as dead:
+                oomed = self._oom_since(cell_oom) if current is not None else ""
                 self._end_learner()
                 if dead.message == _NOTEBOOK_OUT:
                     self._expired = True
@@ -1232,7 +1313,10 @@ class LearnerProcess:
                         raise SandboxError("the learner process did not finish its setup")
                     raise SandboxError(f"the learner process ended between cells: {dead.message}")
                 seconds = time.monotonic() - cell_start
-                if dead.status == "timeout":
+                if oomed:   # ended, or stalled, while the kernel ended its processes for memory
+                    self._fatal_cells[current] = CellReport(
+                        current, "out-of-memory", f"{oomed} (this cell was skipped afterwards)", (), seconds)
+                elif dead.status == "timeout":
                     if cell_start + lim.cell_timeout <= setup_deadline:
                         text = f"the cell ran longer than its limit of {lim.cell_timeout:g} s"
                     else:
@@ -1250,14 +1334,18 @@ class LearnerProcess:
             if not isinstance(index, int) or isinstance(index, bool) or not 0 <= index < len(self.cells):
                 continue
             if op == "cell-start":
-                current, cell_start = index, time.monotonic()
+                current, cell_start, cell_oom = index, time.monotonic(), self._oom_kills()
             elif op == "cell-done" and index == current:
                 status = msg.get("status")
                 if status not in ("ok", "error", "out-of-memory"):
                     status = "error"
+                message = msg.get("message")
+                message = _printable(message, 300) if isinstance(message, str) else ""
+                oomed = self._oom_since(cell_oom)
+                if oomed:   # a process the cell started was ended for memory
+                    status, message = "out-of-memory", oomed
                 defined = tuple(_str_list(msg.get("defined"), 200))
-                runs[index] = CellReport(index, status, str(msg.get("message", ""))[:300],
-                                         defined, time.monotonic() - cell_start)
+                runs[index] = CellReport(index, status, message, defined, time.monotonic() - cell_start)
                 current = None
                 # what the cell started dies with it; then the child may run the next cell
                 self._kill_strays()
@@ -1309,22 +1397,29 @@ class LearnerProcess:
                 budget: dict | None = None):
         """Rebuild a value from the child's tree; unreadable leaves become Unreadable.
 
-        ``budget`` bounds what one reply may make the grader load: each file
-        once, and at most ``Limits.job_bytes`` in all.
+        Every node is checked before it is used (its type, the range of a number, the
+        nesting, the number of nodes): whatever the child wrote, this returns a value
+        and raises nothing.  ``budget`` bounds what one reply may make the grader load:
+        each file once, at most ``Limits.job_bytes`` in all, and ``_MAX_NODES`` nodes.
         """
         if budget is None:
-            budget = {"seen": set(), "bytes": 0}
+            budget = {"seen": set(), "bytes": 0, "nodes": 0}
+        budget["nodes"] = budget.get("nodes", 0) + 1
 
         def unreadable(desc):
-            desc = "".join(ch if ch.isprintable() else "?" for ch in str(desc))[:120]
+            desc = _printable(desc, 120)
             bad.append((path, desc))
             return Unreadable(desc)
 
+        if budget["nodes"] > _MAX_NODES:
+            return unreadable(f"a structure of more than {_MAX_NODES} values")
         if depth > 40 or not isinstance(node, dict) or len(node) not in (1, 2):
             return unreadable("a value the grader could not read")
         kind, val = next(iter(node.items()))
         if kind == "a":
-            if not isinstance(val, int) or isinstance(val, bool) or not 0 <= val < _MAX_FILES:
+            scalar = node.get("scalar", False)
+            if (not isinstance(val, int) or isinstance(val, bool) or not 0 <= val < _MAX_FILES
+                    or not isinstance(scalar, bool) or len(node) != 1 + ("scalar" in node)):
                 return unreadable("a value the grader could not read")
             if (prefix, val) in budget["seen"]:
                 return unreadable("an array file named twice in one reply")
@@ -1337,51 +1432,67 @@ class LearnerProcess:
                         raise ValueError(f"the reply holds more than {self.limits.job_bytes >> 20} MiB of arrays")
                     budget["bytes"] += size
                     arr = _read_npy(fh)
+            except _NotNumbers as exc:
+                return unreadable(str(exc))
             except (OSError, ValueError, EOFError) as exc:
                 return unreadable(f"an array the grader could not read ({exc})")
-            if type(arr) is not np.ndarray or arr.dtype.kind not in "biufc" or arr.dtype.fields:
-                return unreadable(f"an ndarray of dtype {arr.dtype}")
-            return arr[()] if node.get("scalar") is True else arr
+            return arr[()] if scalar else arr
         if len(node) != 1:
             return unreadable("a value the grader could not read")
-        if kind == "n":
+        if kind == "n" and val is None:
             return None
         if kind == "b" and isinstance(val, bool):
             return val
         if kind == "i" and isinstance(val, int) and not isinstance(val, bool):
-            return val
-        if kind == "f" and isinstance(val, (int, float)) and not isinstance(val, bool):
-            return float(val)
+            if -_INT_RANGE <= val < _INT_RANGE:
+                return val
+            return unreadable("an integer too large for 64 bits")
+        if kind == "f":
+            number = _float(val)
+            if number is not None:
+                return number
+            if isinstance(val, int) and not isinstance(val, bool):
+                return unreadable("a number too large for a float")
+            return unreadable("a number the grader could not read")
         if kind == "c" and isinstance(val, list) and len(val) == 2:
-            return complex(float(val[0]), float(val[1]))
+            real, imag = _float(val[0]), _float(val[1])
+            if real is not None and imag is not None:
+                return complex(real, imag)
+            return unreadable("a complex number the grader could not read")
         if kind == "s" and isinstance(val, str):
             return val[:200]
         if kind == "x":
-            return unreadable(val)
+            return unreadable(val if isinstance(val, str) else "a value the grader could not read")
         if kind in ("t", "l") and isinstance(val, list):
             items = [self._decode(v, prefix, nonce, bad, f"{path}[{i}]", depth + 1, budget)
-                     for i, v in enumerate(val)]
+                     for i, v in enumerate(val[:_MAX_NODES + 1])]
             return tuple(items) if kind == "t" else items
         if kind == "d" and isinstance(val, list):
             out = {}
-            for pair in val:
+            for pair in val[:_MAX_NODES + 1]:
                 if isinstance(pair, list) and len(pair) == 2 and isinstance(pair[0], str):
-                    out[pair[0]] = self._decode(pair[1], prefix, nonce, bad,
-                                                f"{path}[{pair[0]!r}]", depth + 1, budget)
+                    key = pair[0][:200]
+                    out[key] = self._decode(pair[1], prefix, nonce, bad,
+                                            f"{path}[{_printable(repr(key), 40)}]", depth + 1, budget)
+                else:
+                    budget["nodes"] += 1
+                    bad.append((path, "a dict entry the grader could not read"))
             return out
         return unreadable("a value the grader could not read")
 
     def _result(self, func: str, reply: dict, nonce: str, seconds: float) -> CallResult:
         status = reply.get("status")
-        message = str(reply.get("message", ""))[:300]
+        message = reply.get("message", "")
+        message = _printable(message, 300) if isinstance(message, str) else ""
         if status not in ("ok", "error", "missing", "out-of-memory"):
             status, message = "error", f"the inputs could not be read: {message}"
         if status == "missing":
             return CallResult("missing", message=(
                 f"{message} (did the cell that defines it run without errors?)"), seconds=seconds)
+        budget = {"seen": set(), "bytes": 0, "nodes": 0}   # one reply: its arrays and values together
         args_after = None
         if "args_after" in reply:
-            after = self._decode(reply["args_after"], "arg", nonce, [], "args")
+            after = self._decode(reply["args_after"], "arg", nonce, [], "args", budget=budget)
             args_after = tuple(after) if isinstance(after, list) else None
         if status == "out-of-memory":
             # the process may hold on to the memory: start afresh next time
@@ -1391,15 +1502,19 @@ class LearnerProcess:
         if status == "error":
             return CallResult(status, None, args_after, message, seconds)
         bad: list = []
-        value = self._decode(reply.get("value"), "out", nonce, bad, "")
+        value = self._decode(reply.get("value"), "out", nonce, bad, "", budget=budget)
         if bad:
             where, desc = bad[0]
+            where = _printable(where, 120)
             kind = type(value).__name__
             if not where:
                 text = f"{func} returned {desc} instead of NumPy arrays of numbers"
-            elif isinstance(value, (list, tuple)) and all(isinstance(v, Unreadable) for v in value):
-                text = (f"{func} returned a {kind} of {desc.removeprefix('a ').removeprefix('an ')}s"
-                        " instead of an ndarray")
+            elif isinstance(value, (list, tuple)) and value and all(isinstance(v, Unreadable) for v in value):
+                if re.fullmatch(r"an? [\w.]+ object", desc):   # 'a Foo object': 'a list of Foo objects'
+                    text = (f"{func} returned a {kind} of {desc.removeprefix('a ').removeprefix('an ')}s"
+                            " instead of an ndarray")
+                else:
+                    text = f"{func} returned a {kind} whose items are not NumPy arrays of numbers (the first: {desc})"
             else:
                 text = (f"{func} returned a {kind} whose item {where} is {desc}, "
                         "not a NumPy array of numbers")

@@ -780,7 +780,7 @@ def forged_big_reply(sid):
     s.sources = {"maxpool_backward": '''\
 def maxpool_backward(dout, cache):
     f = _frames_up(1)
-    rn, chan, job = f["rn"], f["chan"], f["job"]
+    rn, chan, job = f["rn"], f["chan"], _frames_up(2)["job"]   # job: the sandbox main()'s
     with open(job + "/out-" + rn + "-0.npy", "wb") as fh:
         np.save(fh, np.ones(2 << 20))
     chan.send({"nonce": rn, "status": "ok", "message": "", "value": {"l": [{"a": 0}] * 60}})
