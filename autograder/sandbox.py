@@ -60,6 +60,7 @@ from typing import Any
 
 import numpy as np
 
+from .learnertext import printable
 from .policy import ALLOWED_IMPORTS, FORBIDDEN_HINTS, import_message
 from .proctree import LearnerGroup, _pid_alive, cgroup_mode, memory_limited, remove_stale_groups
 from .safeio import open_regular
@@ -666,7 +667,7 @@ def _float(value) -> float | None:
 
 def _printable(text, limit: int) -> str:
     """Untrusted text as printable characters only (others become '?'), at most limit of them."""
-    return "".join(ch if ch.isprintable() else "?" for ch in str(text)[:limit])
+    return printable(str(text)[:4 * limit], limit)
 
 
 class _Dead(Exception):
