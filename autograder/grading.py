@@ -917,6 +917,9 @@ def grade_class(submitted_dir, out_dir, root, db_url=None, jobs=2, seed=None, re
                 if (student, nb) in regraded or not os.path.exists(dest):
                     autograded.write(course_dir, spec, per_notebook[nb],
                                      os.path.join(submitted_dir, student, assignment, nb + ".ipynb"), root)
+            # nbgrader's timestamp.txt and submission_secret.txt, for its generate/release_feedback
+            autograded.carry_submission_files(course_dir, student, assignment,
+                                              os.path.join(submitted_dir, student, assignment))
 
         book.begin(spec, learners, duedate_of(config, assignment), config,
                    lambda student: _results_for(out_dir, [student], spec.notebooks, assignment)[student],
