@@ -1,4 +1,4 @@
-"""The instructor's command line: ``python -m autograder {release,validate,collect,grade,export,gradescope}``.
+"""The instructor's command line: ``python -m autograder {release,validate,collect,grade,export,gradescope,watch}``.
 
     python -m autograder [--assignment NAME] release [--check]
     python -m autograder [--assignment NAME] validate
@@ -10,6 +10,8 @@
     python -m autograder [--assignment NAME] export [--course DIR | --db URL] [--to FILE]
     python -m autograder [--assignment NAME] gradescope [--out autograder.zip] [--course-key FILE]
                          [--visibility visible|after_due_date|after_published|hidden]
+    python -m autograder [--assignment NAME] watch [--course DIR] [--out DIR] [--db URL] [--jobs N]
+                         [--interval SECONDS] [--notebook-timeout SECONDS] [--course-key FILE]
 
 Exit codes: 0 success; 1 the command ran and found a problem (stale release,
 failed validation, files that could not be placed, gradebook export that
@@ -183,6 +185,24 @@ def cmd_gradescope(args):
     return 0
 
 
+def cmd_watch(args):
+    from .grading import GradingError
+    from .watch import WatchError, main as watch_main
+    course = os.path.abspath(args.course or os.getcwd())
+    limits = None
+    if args.notebook_timeout is not None:
+        if not args.notebook_timeout > 0:
+            return _fail("--notebook-timeout must be a positive number of seconds")
+        from .sandbox import Limits
+        limits = Limits(notebook_timeout=float(args.notebook_timeout))
+    try:
+        return watch_main(args.root, course, args.out or os.path.join(course, "grading"), args.assignment,
+                          jobs=args.jobs, interval=args.interval, limits=limits, course_key=args.course_key,
+                          db_url=args.db)
+    except (WatchError, GradingError) as exc:
+        return _fail(exc)
+
+
 def cmd_validate(args):
     from nbgrader.validator import Validator
     from traitlets.config import Config
@@ -288,6 +308,18 @@ def build_parser():
     s.add_argument("--visibility", default="visible", choices=VISIBILITIES,
                    help="when learners see each test's result on Gradescope (default: visible)")
     s.set_defaults(func=cmd_gradescope)
+    w = sub.add_parser("watch", help="grade each submission on nbgrader's exchange as it arrives; release feedback")
+    w.add_argument("--course", default=None, metavar="DIR",
+                   help="the course folder, with its nbgrader_config.py (default: the current folder)")
+    w.add_argument("--out", default=None, help="output folder, as for grade (default: COURSE/grading)")
+    w.add_argument("--db", default=None, help="gradebook SQLAlchemy URL (default: sqlite:///COURSE/gradebook.db)")
+    w.add_argument("--jobs", type=int, default=2, help="learners graded at once (default 2)")
+    w.add_argument("--interval", type=float, default=1.0, help="seconds between looks at the inbound (default 1)")
+    w.add_argument("--notebook-timeout", type=float, default=None, metavar="SECONDS",
+                   help="wall-clock time one notebook may use in all (default 180)")
+    w.add_argument("--course-key", default=None, metavar="FILE",
+                   help="the course key, as for grade (default: $AUTOGRADER_COURSE_KEY_FILE, else OUT/course.key)")
+    w.set_defaults(func=cmd_watch)
     return p
 
 
