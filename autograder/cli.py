@@ -98,18 +98,26 @@ def cmd_collect(args):
     return 0
 
 
+def _limits(args):
+    """The sandbox Limits that --notebook-timeout asks for (None: the defaults); ValueError when bad."""
+    if args.notebook_timeout is None:
+        return None
+    if not args.notebook_timeout > 0:
+        raise ValueError("--notebook-timeout must be a positive number of seconds")
+    from .sandbox import Limits
+    return Limits(notebook_timeout=float(args.notebook_timeout))
+
+
 def cmd_grade(args):
     from .grading import GradingError, grade_class
     if not os.path.exists(args.submitted):
         return _fail(f"{args.submitted} does not exist: collect the submissions first "
                      f"('python -m autograder collect DOWNLOAD.zip --to {args.submitted}'), or pass the folder "
                      "that holds them")
-    limits = None
-    if args.notebook_timeout is not None:
-        if not args.notebook_timeout > 0:
-            return _fail("--notebook-timeout must be a positive number of seconds")
-        from .sandbox import Limits
-        limits = Limits(notebook_timeout=float(args.notebook_timeout))
+    try:
+        limits = _limits(args)
+    except ValueError as exc:
+        return _fail(exc)
     try:
         summary = grade_class(args.submitted, args.out, args.root, db_url=args.db, jobs=args.jobs,
                               regrade=args.regrade, progress=not args.no_progress, assignment=args.assignment,
@@ -189,12 +197,10 @@ def cmd_watch(args):
     from .grading import GradingError
     from .watch import WatchError, main as watch_main
     course = os.path.abspath(args.course or os.getcwd())
-    limits = None
-    if args.notebook_timeout is not None:
-        if not args.notebook_timeout > 0:
-            return _fail("--notebook-timeout must be a positive number of seconds")
-        from .sandbox import Limits
-        limits = Limits(notebook_timeout=float(args.notebook_timeout))
+    try:
+        limits = _limits(args)
+    except ValueError as exc:
+        return _fail(exc)
     try:
         return watch_main(args.root, course, args.out or os.path.join(course, "grading"), args.assignment,
                           jobs=args.jobs, interval=args.interval, limits=limits, course_key=args.course_key,

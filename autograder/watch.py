@@ -157,29 +157,7 @@ def _notebook_ids(folder):
     return sorted(names)
 
 
-# --------------------------------------------------------------------------- small files
-
-def _write_bytes(path, data, mode=None):
-    """Write data to path atomically (temporary file in the same folder, fsync, rename)."""
-    folder = os.path.dirname(path)
-    tmp = os.path.join(folder, f".{os.path.basename(path)}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            if mode is not None:
-                os.fchmod(fh.fileno(), mode)
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    grading._fsync_dir(folder)
-
+# --------------------------------------------------------------------------- pages
 
 def superseded_page(assignment, submitted_at, newer_at):
     e = html.escape
@@ -316,11 +294,11 @@ class Watcher:
             except (OSError, UnsafeFile) as exc:
                 sub["notes"].append(f"{nb}.ipynb not taken: {exc if isinstance(exc, UnsafeFile) else exc.strerror}")
                 continue
-            _write_bytes(os.path.join(folder, nb + ".ipynb"), data)
-        _write_bytes(os.path.join(folder, "timestamp.txt"), sub["timestamp"].encode("utf-8"))
+            grading.atomic_write(os.path.join(folder, nb + ".ipynb"), data)
+        grading.atomic_write(os.path.join(folder, "timestamp.txt"), sub["timestamp"].encode("utf-8"))
         sub["secret"], why = _read_secret(sub["path"])
         if sub["secret"] is not None:
-            _write_bytes(os.path.join(folder, SECRET_NAME), sub["secret"].encode("ascii"))
+            grading.atomic_write(os.path.join(folder, SECRET_NAME), sub["secret"].encode("ascii"))
         else:
             sub["notes"].append(f"feedback cannot be released: {why}")
         sub["notebook_ids"] = _notebook_ids(sub["path"])
@@ -348,6 +326,8 @@ class Watcher:
             ctx = grading._start_fork_server()
             self.pool = futures.ProcessPoolExecutor(max_workers=self.jobs, mp_context=ctx,
                                                     initializer=grading._worker_init)
+            for _ in range(self.jobs):    # the workers start, and test the sandbox, before the first learner
+                self.pool.submit(_warm_worker)
         return self.pool
 
     def start_learners(self):
@@ -432,7 +412,8 @@ class Watcher:
         if not os.path.isdir(self.feedback_dir):
             os.makedirs(self.feedback_dir, exist_ok=True)
             os.chmod(self.feedback_dir, FEEDBACK_DIR_MODE)
-        _write_bytes(os.path.join(self.feedback_dir, feedback_name(secret, notebook)), data, FEEDBACK_FILE_MODE)
+        grading.atomic_write(os.path.join(self.feedback_dir, feedback_name(secret, notebook)), data,
+                             FEEDBACK_FILE_MODE)
 
     def _totals(self):
         import csv
@@ -496,6 +477,9 @@ class Watcher:
         """Poll until stopped; with once, until everything in the inbound now is handled."""
         self._cleanup()
         os.makedirs(self.state_dir, exist_ok=True)
+        self._pool()
+        from . import gradebook, sandbox  # noqa: F401  (loaded now, not when the first learner is written)
+        sandbox.isolation_mode()
         log.info("watching %s for '%s' (course %s); feedback to %s", self.inbound, self.assignment,
                  self.course_id, self.feedback_dir)
         try:
@@ -519,6 +503,12 @@ class Watcher:
         finally:
             if self.pool is not None:
                 self.pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _warm_worker():
+    """Run in each grading worker as it starts: the sandbox's self-test, answered before a learner waits."""
+    from . import sandbox
+    return sandbox.isolation_mode()
 
 
 def main(root, course_dir, out_dir, assignment, jobs=2, interval=1.0, limits=None, course_key=None, db_url=None):

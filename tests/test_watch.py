@@ -97,7 +97,8 @@ class Learner:
 
     def run(self, *args):
         proc = _run(self.command(*args), self.home, env=self.env())
-        assert proc.returncode == 0, f"{self.name}: nbgrader {' '.join(args)}: {proc.stdout[-1500:]}{proc.stderr[-1500:]}"
+        assert proc.returncode == 0, \
+            f"{self.name}: nbgrader {' '.join(args)}: {proc.stdout[-1500:]}{proc.stderr[-1500:]}"
         return proc
 
     def hand_in(self, convolution, pooling):
@@ -375,7 +376,8 @@ def test_watch_end_to_end(exchange, tmp_path):
     # exactly once: one log line per submission over both runs, and one gradebook entry per learner
     for name in plan:
         for stamp in stamps[name]:
-            lines = [line for line in log.splitlines() if f" {name} cnn_layers " in line and f"submitted {stamp}" in line]
+            lines = [line for line in log.splitlines()
+                     if f" {name} cnn_layers " in line and f"submitted {stamp}" in line]
             assert len(lines) == 1, (name, stamp, lines)
     with Gradebook("sqlite:///" + str(course / "gradebook.db"), course_id=COURSE_ID) as gb:
         students = sorted(s.id for s in gb.students)
