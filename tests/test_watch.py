@@ -337,13 +337,18 @@ def test_watch_end_to_end(exchange, tmp_path):
 
         # kill -9 while zoe is being graded; bo hands in a third time while the watcher is down
         learners["zoe"].hand_in(*WORK[47.0])
-        zoe = _submit_all(clock, [(learners["zoe"], 0)])["zoe"]
+        before = learners["zoe"].submissions()
+        submit = learners["zoe"].popen("submit", "cnn_layers")
         staging = course / "grading" / "watch" / "staging" / "zoe"
-        deadline = time.monotonic() + 120
-        while not staging.exists() and time.monotonic() < deadline:
-            time.sleep(0.05)
+        deadline = time.monotonic() + 300
+        while not staging.exists() and time.monotonic() < deadline:    # picked up, not yet released
+            time.sleep(0.02)
         assert staging.exists(), watch.text()[-2000:]
         assert watch.signal(signal.SIGKILL) == -signal.SIGKILL
+        out, _ = submit.communicate(timeout=600)
+        assert submit.returncode == 0, out[-1500:]
+        zoe = [clock.submitted(learners["zoe"], before, time.monotonic())]
+        assert "zoe cnn_layers" not in watch.text()
         learners["bo"].hand_in(*WORK[29.0])
         plan["bo"].append(29.0)
         stamps["bo"] += _submit_all(clock, [(learners["bo"], 0)])["bo"]
@@ -392,3 +397,54 @@ def test_watch_end_to_end(exchange, tmp_path):
     journal = json.loads((course / "grading" / "watch" / "journal.json").read_text())
     outcomes = [v["outcome"] for v in journal["inbound"].values()]
     assert outcomes.count("refused") == 1
+
+
+# --------------------------------------------------------------------------- the pieces, without nbgrader's commands
+
+def test_inbound_names_decide_identity_only_in_nbgraders_pattern():
+    from autograder.watch import parse_inbound_name
+    ok, why = parse_inbound_name("amy+cnn_layers+2026-12-07 16:53:57.372268 UTC+WIxzwi6IFAPB", {"cnn_layers"})
+    assert why is None and ok["student"] == "amy" and ok["when"].isoformat() == "2026-12-07T16:53:57.372268+00:00"
+    assert parse_inbound_name("amy+cnn_layers+2026-12-07 16:53:57.372268 UTC", {"cnn_layers"})[1] is None
+    for name, part in [("amy+cnn_layers+not a date+WIxzwi6IFAPB", "not a date"),
+                       ("amy+other+2026-12-07 16:53:57 UTC+WIxzwi6IFAPB", "not watched"),
+                       ("am\ny+cnn_layers+2026-12-07 16:53:57 UTC+WIxzwi6IFAPB", "control characters"),
+                       (".amy+cnn_layers+2026-12-07 16:53:57 UTC+WIxzwi6IFAPB", "hidden folder"),
+                       ("amy+cnn_layers+2026-12-07 16:53:57 UTC+WIxz/../x", "is not"),
+                       ("amy+bo+cnn_layers+2026-12-07 16:53:57 UTC+WIxzwi6IFAPB", "is not"),
+                       ("amy+cnn_layers+2026-12-07 16:53:57 UTC+WIxzw+extra", "is not")]:
+        info, why = parse_inbound_name(name, {"cnn_layers"})
+        assert info is None and part in why, (name, why)
+
+
+def test_feedback_is_named_as_nbgraders_fetch_feedback_looks_for_it():
+    from nbgrader.utils import notebook_hash
+    from autograder.watch import feedback_name
+    secret = "ab" * 64
+    assert feedback_name(secret, "pooling") == notebook_hash(secret=secret, notebook_id="pooling") + ".html"
+
+
+def test_only_usable_side_files_reach_autograded(tmp_path):
+    from autograder import autograded
+    course, sub = tmp_path / "course", tmp_path / "course" / "submitted" / "amy" / "cnn_layers"
+    sub.mkdir(parents=True)
+    (sub / "timestamp.txt").write_text("2026-12-07 16:53:57.372268 UTC")
+    (sub / "submission_secret.txt").write_text("ab" * 64)
+    assert autograded.carry_submission_files(str(course), "amy", "cnn_layers", str(sub)) == []
+    dest = course / "autograded" / "amy" / "cnn_layers"
+    assert (dest / "timestamp.txt").read_text() == "2026-12-07 16:53:57.372268 UTC"
+    assert (dest / "submission_secret.txt").read_text() == "ab" * 64
+    # a resubmission whose secret links to the course key and whose timestamp is no date: neither is
+    # copied, and the earlier submission's copies go
+    (course / "course.key").write_text("0" * 64)
+    (sub / "submission_secret.txt").unlink()
+    os.symlink(course / "course.key", sub / "submission_secret.txt")
+    (sub / "timestamp.txt").write_text("yesterday, honest")
+    notes = autograded.carry_submission_files(str(course), "amy", "cnn_layers", str(sub))
+    assert notes == ["timestamp.txt was not copied to autograded/ (it does not hold a date)",
+                     "submission_secret.txt was not copied to autograded/ (submission_secret.txt is a symbolic "
+                     "link; only regular files are read)"]
+    assert sorted(os.listdir(dest)) == []
+    (sub / "timestamp.txt").unlink()
+    os.mkfifo(sub / "timestamp.txt")      # never blocks the grader
+    assert "FIFO" in autograded.carry_submission_files(str(course), "amy", "cnn_layers", str(sub))[0]
