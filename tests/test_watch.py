@@ -14,9 +14,11 @@ commands run under bubblewrap with an ``/etc/passwd`` whose only account is ``jo
   restart, SIGTERM.
 """
 import hashlib
+import html
 import json
 import math
 import os
+import re
 import shutil
 import signal
 import statistics
@@ -214,16 +216,18 @@ class Clock:
         self.root = root
         self.watching = {}     # (learner, stamp) -> (secret, notebooks, end of submit)
         self.latency = {}
+        self.took = {}         # how long nbgrader submit itself ran
         self.lock = threading.Lock()
         self.done = threading.Event()
         self.thread = threading.Thread(target=self._poll, daemon=True)
         self.thread.start()
 
-    def submitted(self, learner, before, end):
+    def submitted(self, learner, before, end, start=None):
         for stamp, (secret, notebooks) in learner.submissions().items():
             if stamp not in before:
                 with self.lock:
                     self.watching[(learner.name, stamp)] = (secret, notebooks, end)
+                    self.took[(learner.name, stamp)] = end - (start if start is not None else end)
                 return stamp
         raise AssertionError(f"{learner.name}: no new submission in the cache")
 
@@ -250,13 +254,14 @@ def _submit_all(clock, jobs):
     def one(learner, delay):
         time.sleep(delay)
         before = learner.submissions()
+        start = time.monotonic()
         proc = learner.popen("submit", "cnn_layers")
         out, _ = proc.communicate(timeout=600)
         end = time.monotonic()
         if proc.returncode != 0:
             errors.append(f"{learner.name}: {out[-1000:]}")
             return
-        stamps.setdefault(learner.name, []).append(clock.submitted(learner, before, end))
+        stamps.setdefault(learner.name, []).append(clock.submitted(learner, before, end, start))
 
     threads = [threading.Thread(target=one, args=job) for job in jobs]
     for t in threads:
@@ -333,6 +338,10 @@ def test_watch_end_to_end(exchange, tmp_path):
         load = os.getloadavg()
         print(f"\nlatency of {len(figures)} submissions: median {statistics.median(figures):.1f} s, "
               f"p95 {p95:.1f} s, slowest {figures[-1]:.1f} s (load average {load[0]:.1f} {load[1]:.1f})")
+        whole = sorted(clock.latency[k] + clock.took[k] for k in honest)
+        print(f"from the start of nbgrader submit: median {statistics.median(whole):.1f} s, "
+              f"p95 {whole[math.ceil(0.95 * len(whole)) - 1]:.1f} s, slowest {whole[-1]:.1f} s; "
+              f"nbgrader submit itself ran {statistics.median(clock.took[k] for k in honest):.1f} s (median)")
         assert clock.wait([("mallory", stamps["mallory"][0])], 300) == []
 
         # kill -9 while zoe is being graded; bo hands in a third time while the watcher is down
@@ -365,6 +374,7 @@ def test_watch_end_to_end(exchange, tmp_path):
     plan["zoe"] = [47.0]
     stamps["zoe"] = zoe
     log = watch.text()
+    print(log)
 
     # every learner's own fetch_feedback returns the newest submission's total
     fetchers = {n: learners[n].popen("fetch_feedback", "cnn_layers") for n in plan}
@@ -377,6 +387,10 @@ def test_watch_end_to_end(exchange, tmp_path):
         for stamp, score in zip(stamps[name][:-1], plan[name][:-1]):   # earlier hand-ins: their own page
             page = learners[name].fetched(stamp, "pooling")
             assert ("replaced it" in page) or total_of(page) == score, (name, stamp)
+
+    text = re.sub(r"<style>.*?</style>|<[^>]+>", " ", learners["bo"].fetched(stamps["bo"][-1], "pooling"), flags=re.S)
+    print("bo's feedback, as fetch_feedback returned it:\n" + "\n".join(
+        " ".join(line.split()) for line in html.unescape(text).splitlines() if line.strip()))
 
     # exactly once: one log line per submission over both runs, and one gradebook entry per learner
     for name in plan:
@@ -397,6 +411,38 @@ def test_watch_end_to_end(exchange, tmp_path):
     journal = json.loads((course / "grading" / "watch" / "journal.json").read_text())
     outcomes = [v["outcome"] for v in journal["inbound"].values()]
     assert outcomes.count("refused") == 1
+
+
+@pytest.mark.slow
+def test_watch_applies_the_due_date_and_late_policy(exchange, tmp_path):
+    """The due date and late policy of the course's nbgrader_config.py hold for watch as for grade,
+    and the learner's fetched feedback says so."""
+    course, root = exchange
+    with open(course / "nbgrader_config.py", "a") as fh:
+        fh.write('c.CourseGrading.duedates = {"cnn_layers": "2026-03-06 12:00:00 UTC"}\n'
+                 'c.LateSubmissionPlugin.penalty_method = "zero"\n')
+    amy = Learner(tmp_path, "amy", root)
+    amy.run("fetch_assignment", "cnn_layers")
+    amy.hand_in(*WORK[47.0])
+    watch = Watch(course, tmp_path / "watch.log")
+    watch.start()
+    try:
+        amy.run("submit", "cnn_layers")
+        ((stamp, (secret, notebooks)),) = amy.submissions().items()
+        deadline = time.monotonic() + LATENCY_BOUND_S
+        while released(root, secret, notebooks) is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert released(root, secret, notebooks) is not None, watch.text()[-3000:]
+        assert watch.signal(signal.SIGTERM) == 0
+    finally:
+        if watch.proc.poll() is None:
+            watch.proc.kill()
+            watch.proc.wait()
+    amy.run("fetch_feedback", "cnn_layers")
+    page = amy.fetched(stamp, "pooling")
+    assert total_of(page) == 0.0
+    assert "after the due date (2026-03-06 12:00 UTC). Late penalty: 47 point(s)." in page
+    assert " amy cnn_layers 0.0/47.0 " in watch.text()
 
 
 # --------------------------------------------------------------------------- the pieces, without nbgrader's commands
