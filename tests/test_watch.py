@@ -445,6 +445,47 @@ def test_watch_applies_the_due_date_and_late_policy(exchange, tmp_path):
     assert " amy cnn_layers 0.0/47.0 " in watch.text()
 
 
+@pytest.mark.slow
+def test_a_manual_score_survives_a_resubmission_under_watch(exchange, tmp_path):
+    from nbgrader.api import Gradebook
+    course, root = exchange
+    amy = Learner(tmp_path, "amy", root)
+    amy.run("fetch_assignment", "cnn_layers")
+    watch = Watch(course, tmp_path / "watch.log")
+    watch.start()
+
+    def submit_and_wait(score):
+        amy.hand_in(*WORK[score])
+        before = amy.submissions()
+        amy.run("submit", "cnn_layers")
+        (stamp,) = set(amy.submissions()) - set(before)
+        secret, notebooks = amy.submissions()[stamp]
+        deadline = time.monotonic() + LATENCY_BOUND_S
+        while released(root, secret, notebooks) is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert released(root, secret, notebooks) is not None, watch.text()[-3000:]
+        return stamp
+
+    try:
+        submit_and_wait(18.0)
+        with Gradebook("sqlite:///" + str(course / "gradebook.db"), course_id=COURSE_ID) as gb:
+            gb.find_grade("maxpool_forward_basic", "pooling", "cnn_layers", "amy").manual_score = 0.5
+            gb.db.commit()
+        time.sleep(1.1)
+        stamp = submit_and_wait(47.0)
+        assert watch.signal(signal.SIGTERM) == 0
+    finally:
+        if watch.proc.poll() is None:
+            watch.proc.kill()
+            watch.proc.wait()
+    amy.run("fetch_feedback", "cnn_layers")
+    page = amy.fetched(stamp, "convolution")
+    assert total_of(page) == 47.0 - 2.0 + 0.5 and "Score set by your instructor: 0.5" in page
+    with Gradebook("sqlite:///" + str(course / "gradebook.db"), course_id=COURSE_ID) as gb:
+        assert gb.find_grade("maxpool_forward_basic", "pooling", "cnn_layers", "amy").manual_score == 0.5
+        assert gb.find_submission("cnn_layers", "amy").score == 45.5
+
+
 # --------------------------------------------------------------------------- the pieces, without nbgrader's commands
 
 def test_inbound_names_decide_identity_only_in_nbgraders_pattern():
