@@ -535,3 +535,50 @@ def test_only_usable_side_files_reach_autograded(tmp_path):
     (sub / "timestamp.txt").unlink()
     os.mkfifo(sub / "timestamp.txt")      # never blocks the grader
     assert "FIFO" in autograded.carry_submission_files(str(course), "amy", "cnn_layers", str(sub))[0]
+
+
+def _inbound_submission(inbound, student, stamp, secret, score):
+    """An inbound folder as nbgrader submit leaves it: notebooks, timestamp.txt, the secret, mode 0777."""
+    folder = inbound / f"{student}+cnn_layers+{stamp}+{hashlib.md5(stamp.encode()).hexdigest()[:12]}"
+    folder.mkdir()
+    for nb, data in zip(("convolution", "pooling"), WORK[score]):
+        (folder / f"{nb}.ipynb").write_bytes(data)
+    (folder / "timestamp.txt").write_text(stamp)
+    (folder / "submission_secret.txt").write_text(secret)
+    os.chmod(folder, 0o777)
+    return folder
+
+
+def test_older_waiting_submissions_are_superseded_by_the_newest(tmp_path):
+    """Submissions that wait for the same learner: only the newest is graded; the others' feedback
+    names the one that replaced them, as does that of a submission older than the one graded."""
+    from autograder.watch import Watcher
+    inbound, course = tmp_path / "exchange" / COURSE_ID / "inbound", tmp_path / "course"
+    inbound.mkdir(parents=True)
+    course.mkdir()
+    old, new = "a1" * 64, "b2" * 64
+    _inbound_submission(inbound, "amy", "2026-12-07 10:00:00.000001 UTC", old, 0.0)
+    _inbound_submission(inbound, "amy", "2026-12-07 10:05:00.000001 UTC", new, 47.0)
+
+    def watch_once():
+        Watcher(str(REPO), str(course), str(course / "grading"), "cnn_layers", jobs=1, interval=0.1,
+                exchange_root=str(tmp_path / "exchange"), course_id=COURSE_ID).run(once=True)
+
+    watch_once()
+    root = tmp_path / "exchange"
+    assert [total_of(p) for p in released(root, new, ["convolution", "pooling"])] == [47.0, 47.0]
+    for page in released(root, old, ["convolution", "pooling"]):
+        assert "2026-12-07 10:00:00.000001 UTC was not graded: your submission of 2026-12-07 10:05:00.000001 UTC " \
+               "replaced it" in page
+    # one that arrives late, with a timestamp older than the one graded, is not graded either
+    older = "c3" * 64
+    _inbound_submission(inbound, "amy", "2026-12-07 09:00:00.000001 UTC", older, 0.0)
+    watch_once()
+    assert "replaced it" in released(root, older, ["pooling"])[0]
+    journal = json.loads((course / "grading" / "watch" / "journal.json").read_text())
+    assert sorted(v["outcome"] for v in journal["inbound"].values()) == ["graded", "superseded", "superseded"]
+    totals = (course / "grading" / "totals.csv").read_text().splitlines()
+    assert len(totals) == 2 and totals[1].startswith("amy,cnn_layers,47.0,47.0,")
+    mode = os.stat(root / COURSE_ID / "feedback").st_mode & 0o777
+    assert mode == 0o711 and all(os.stat(p).st_mode & 0o777 == 0o644
+                                 for p in (root / COURSE_ID / "feedback").iterdir())
