@@ -131,6 +131,20 @@ def released(root, secret, notebooks):
     return [p.read_text() for p in paths] if all(p.exists() for p in paths) else None
 
 
+def submit_and_wait(learner, root, watch):
+    """nbgrader submit as the learner, then wait until the watcher released that submission's feedback;
+    the submission's timestamp."""
+    before = learner.submissions()
+    learner.run("submit", "cnn_layers")
+    (stamp,) = set(learner.submissions()) - set(before)
+    secret, notebooks = learner.submissions()[stamp]
+    deadline = time.monotonic() + LATENCY_BOUND_S
+    while released(root, secret, notebooks) is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert released(root, secret, notebooks) is not None, watch.text()[-3000:]
+    return stamp
+
+
 def total_of(page):
     head = page.split("Total: <strong>", 1)[1]
     return float(head.split(" / ", 1)[0])
@@ -201,6 +215,11 @@ class Watch:
 
     def text(self):
         return Path(self.log).read_text() if Path(self.log).exists() else ""
+
+    def kill(self):
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
 
     def signal(self, sig, timeout=120):
         self.proc.send_signal(sig)
@@ -368,9 +387,7 @@ def test_watch_end_to_end(exchange, tmp_path):
         assert watch.text().rstrip().endswith("stopped")
     finally:
         clock.done.set()
-        if watch.proc is not None and watch.proc.poll() is None:
-            watch.proc.kill()
-            watch.proc.wait()
+        watch.kill()
     plan["zoe"] = [47.0]
     stamps["zoe"] = zoe
     log = watch.text()
@@ -413,6 +430,27 @@ def test_watch_end_to_end(exchange, tmp_path):
     assert outcomes.count("refused") == 1
 
 
+def _hand_ins_under_watch(tmp_path, course, root, scores, between=None):
+    """amy hands in each of scores in turn under a running watcher (``between()`` after the first),
+    then fetches her feedback; (amy, the last submission's timestamp, the watcher's log)."""
+    amy = Learner(tmp_path, "amy", root)
+    amy.run("fetch_assignment", "cnn_layers")
+    watch = Watch(course, tmp_path / "watch.log")
+    watch.start()
+    try:
+        for k, score in enumerate(scores):
+            if k:
+                (between or (lambda: None))()
+                time.sleep(1.1)      # nbgrader's timestamps must differ
+            amy.hand_in(*WORK[score])
+            stamp = submit_and_wait(amy, root, watch)
+        assert watch.signal(signal.SIGTERM) == 0
+    finally:
+        watch.kill()
+    amy.run("fetch_feedback", "cnn_layers")
+    return amy, stamp, watch.text()
+
+
 @pytest.mark.slow
 def test_watch_applies_the_due_date_and_late_policy(exchange, tmp_path):
     """The due date and late policy of the course's nbgrader_config.py hold for watch as for grade,
@@ -421,64 +459,24 @@ def test_watch_applies_the_due_date_and_late_policy(exchange, tmp_path):
     with open(course / "nbgrader_config.py", "a") as fh:
         fh.write('c.CourseGrading.duedates = {"cnn_layers": "2026-03-06 12:00:00 UTC"}\n'
                  'c.LateSubmissionPlugin.penalty_method = "zero"\n')
-    amy = Learner(tmp_path, "amy", root)
-    amy.run("fetch_assignment", "cnn_layers")
-    amy.hand_in(*WORK[47.0])
-    watch = Watch(course, tmp_path / "watch.log")
-    watch.start()
-    try:
-        amy.run("submit", "cnn_layers")
-        ((stamp, (secret, notebooks)),) = amy.submissions().items()
-        deadline = time.monotonic() + LATENCY_BOUND_S
-        while released(root, secret, notebooks) is None and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert released(root, secret, notebooks) is not None, watch.text()[-3000:]
-        assert watch.signal(signal.SIGTERM) == 0
-    finally:
-        if watch.proc.poll() is None:
-            watch.proc.kill()
-            watch.proc.wait()
-    amy.run("fetch_feedback", "cnn_layers")
+    amy, stamp, log = _hand_ins_under_watch(tmp_path, course, root, [47.0])
     page = amy.fetched(stamp, "pooling")
     assert total_of(page) == 0.0
     assert "after the due date (2026-03-06 12:00 UTC). Late penalty: 47 point(s)." in page
-    assert " amy cnn_layers 0.0/47.0 " in watch.text()
+    assert " amy cnn_layers 0.0/47.0 " in log
 
 
 @pytest.mark.slow
 def test_a_manual_score_survives_a_resubmission_under_watch(exchange, tmp_path):
     from nbgrader.api import Gradebook
     course, root = exchange
-    amy = Learner(tmp_path, "amy", root)
-    amy.run("fetch_assignment", "cnn_layers")
-    watch = Watch(course, tmp_path / "watch.log")
-    watch.start()
 
-    def submit_and_wait(score):
-        amy.hand_in(*WORK[score])
-        before = amy.submissions()
-        amy.run("submit", "cnn_layers")
-        (stamp,) = set(amy.submissions()) - set(before)
-        secret, notebooks = amy.submissions()[stamp]
-        deadline = time.monotonic() + LATENCY_BOUND_S
-        while released(root, secret, notebooks) is None and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert released(root, secret, notebooks) is not None, watch.text()[-3000:]
-        return stamp
-
-    try:
-        submit_and_wait(18.0)
+    def set_manual_score():
         with Gradebook("sqlite:///" + str(course / "gradebook.db"), course_id=COURSE_ID) as gb:
             gb.find_grade("maxpool_forward_basic", "pooling", "cnn_layers", "amy").manual_score = 0.5
             gb.db.commit()
-        time.sleep(1.1)
-        stamp = submit_and_wait(47.0)
-        assert watch.signal(signal.SIGTERM) == 0
-    finally:
-        if watch.proc.poll() is None:
-            watch.proc.kill()
-            watch.proc.wait()
-    amy.run("fetch_feedback", "cnn_layers")
+
+    amy, stamp, _log = _hand_ins_under_watch(tmp_path, course, root, [18.0, 47.0], set_manual_score)
     page = amy.fetched(stamp, "convolution")
     assert total_of(page) == 47.0 - 2.0 + 0.5 and "Score set by your instructor: 0.5" in page
     with Gradebook("sqlite:///" + str(course / "gradebook.db"), course_id=COURSE_ID) as gb:
