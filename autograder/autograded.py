@@ -181,3 +181,64 @@ def write(course_dir, spec, result, submitted_path, root):
     nb = build(spec, result, submitted_path, root)
     atomic_write(path, nbformat.writes(nb))
     return path
+
+
+# nbgrader's side files of a submission, which its generate_feedback copies next to the
+# feedback and its release_feedback reads there: the submission time and the secret that
+# names the released feedback in the exchange.
+SUBMISSION_FILES = ("timestamp.txt", "submission_secret.txt")
+SUBMISSION_FILE_MAX_BYTES = 4096
+
+
+def _side_file_problem(name, data):
+    """Why nbgrader could not use this side file (None when it can)."""
+    try:
+        text = data.decode("ascii")
+    except UnicodeDecodeError:
+        return "it is not ASCII text"
+    if not text.strip():
+        return "it is empty"
+    if name == "timestamp.txt":
+        from nbgrader.utils import parse_utc
+        try:
+            parse_utc(text.strip())
+        except (ValueError, OverflowError, TypeError):  # nbgrader's generate_feedback would stop on it
+            return "it does not hold a date"
+    elif any(not ch.isprintable() for ch in text):
+        return "it holds control characters"
+    return None
+
+
+def carry_submission_files(course_dir, student, assignment, submitted_folder):
+    """Copy the submission's ``timestamp.txt`` and ``submission_secret.txt`` into autograded/.
+
+    ``nbgrader generate_feedback`` copies them on to ``feedback/<student>/<assignment>/``
+    (and, without ``--force``, regenerates a submission whose timestamp is newer), and
+    ``nbgrader release_feedback`` needs both there.  Each is copied byte for byte, only
+    from a regular file (never a link, FIFO or device) of at most
+    SUBMISSION_FILE_MAX_BYTES that nbgrader can use; a copy left from an earlier
+    submission is removed when the new one has none.  Returns a note per file not copied.
+    """
+    from .grading import atomic_write
+    from .safeio import UnsafeFile
+    dest_folder = os.path.dirname(path_of(course_dir, student, assignment, "x"))
+    notes = []
+    for name in SUBMISSION_FILES:
+        dest = os.path.join(dest_folder, name)
+        try:
+            data = read_regular(os.path.join(submitted_folder, name), SUBMISSION_FILE_MAX_BYTES)
+            problem = _side_file_problem(name, data)
+        except FileNotFoundError:
+            data, problem = None, None
+        except (OSError, UnsafeFile) as exc:
+            data, problem = None, str(exc) if isinstance(exc, UnsafeFile) else exc.strerror
+        if data is not None and problem is None:
+            atomic_write(dest, data.decode("ascii"))
+            continue
+        if problem is not None:
+            notes.append(f"{name} was not copied to autograded/ ({problem})")
+        try:
+            os.unlink(dest)
+        except FileNotFoundError:
+            pass
+    return notes

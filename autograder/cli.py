@@ -1,4 +1,4 @@
-"""The instructor's command line: ``python -m autograder {release,validate,collect,grade,export,gradescope}``.
+"""The instructor's command line: ``python -m autograder {release,validate,collect,grade,export,gradescope,watch}``.
 
     python -m autograder [--assignment NAME] release [--check]
     python -m autograder [--assignment NAME] validate
@@ -10,6 +10,8 @@
     python -m autograder [--assignment NAME] export [--course DIR | --db URL] [--to FILE]
     python -m autograder [--assignment NAME] gradescope [--out autograder.zip] [--course-key FILE]
                          [--visibility visible|after_due_date|after_published|hidden]
+    python -m autograder [--assignment NAME] watch [--course DIR] [--out DIR] [--db URL] [--jobs N]
+                         [--interval SECONDS] [--notebook-timeout SECONDS] [--course-key FILE]
 
 Exit codes: 0 success; 1 the command ran and found a problem (stale release,
 failed validation, files that could not be placed, gradebook export that
@@ -98,25 +100,34 @@ def cmd_collect(args):
     return 0
 
 
+def _limits(args):
+    """The sandbox Limits that --notebook-timeout and --learner-memory ask for (None: the defaults);
+    ValueError when bad."""
+    changed = {}
+    if args.notebook_timeout is not None:
+        if not args.notebook_timeout > 0:
+            raise ValueError("--notebook-timeout must be a positive number of seconds")
+        changed["notebook_timeout"] = float(args.notebook_timeout)
+    if args.learner_memory is not None:
+        if not 64 <= args.learner_memory <= 1 << 20:
+            raise ValueError("--learner-memory must be a number of MiB between 64 and 1048576 (the default is 2048)")
+        changed["learner_memory_bytes"] = int(args.learner_memory) << 20
+    if not changed:
+        return None
+    from .sandbox import Limits
+    return Limits(**changed)
+
+
 def cmd_grade(args):
     from .grading import GradingError, grade_class
     if not os.path.exists(args.submitted):
         return _fail(f"{args.submitted} does not exist: collect the submissions first "
                      f"('python -m autograder collect DOWNLOAD.zip --to {args.submitted}'), or pass the folder "
                      "that holds them")
-    limits, changed = None, {}
-    if args.notebook_timeout is not None:
-        if not args.notebook_timeout > 0:
-            return _fail("--notebook-timeout must be a positive number of seconds")
-        changed["notebook_timeout"] = float(args.notebook_timeout)
-    if args.learner_memory is not None:
-        if not 64 <= args.learner_memory <= 1 << 20:
-            return _fail("--learner-memory must be a number of MiB between 64 and 1048576 "
-                         "(the default is 2048)")
-        changed["learner_memory_bytes"] = int(args.learner_memory) << 20
-    if changed:
-        from .sandbox import Limits
-        limits = Limits(**changed)
+    try:
+        limits = _limits(args)
+    except ValueError as exc:
+        return _fail(exc)
     try:
         summary = grade_class(args.submitted, args.out, args.root, db_url=args.db, jobs=args.jobs,
                               regrade=args.regrade, progress=not args.no_progress, assignment=args.assignment,
@@ -195,6 +206,22 @@ def cmd_gradescope(args):
     print(f"course key {report['key_path']} (fingerprint {report['key_fingerprint']}): the zip holds it, so keep "
           "the zip private and out of git; upload it on Gradescope's Configure Autograder page")
     return 0
+
+
+def cmd_watch(args):
+    from .grading import GradingError
+    from .watch import WatchError, main as watch_main
+    course = os.path.abspath(args.course or os.getcwd())
+    try:
+        limits = _limits(args)
+    except ValueError as exc:
+        return _fail(exc)
+    try:
+        return watch_main(args.root, course, args.out or os.path.join(course, "grading"), args.assignment,
+                          jobs=args.jobs, interval=args.interval, limits=limits, course_key=args.course_key,
+                          db_url=args.db, fit_memory=args.learner_memory is None)
+    except (WatchError, GradingError) as exc:
+        return _fail(exc)
 
 
 def cmd_validate(args):
@@ -306,6 +333,21 @@ def build_parser():
     s.add_argument("--visibility", default="visible", choices=VISIBILITIES,
                    help="when learners see each test's result on Gradescope (default: visible)")
     s.set_defaults(func=cmd_gradescope)
+    w = sub.add_parser("watch", help="grade each submission on nbgrader's exchange as it arrives; release feedback")
+    w.add_argument("--course", default=None, metavar="DIR",
+                   help="the course folder, with its nbgrader_config.py (default: the current folder)")
+    w.add_argument("--out", default=None, help="output folder, as for grade (default: COURSE/grading)")
+    w.add_argument("--db", default=None, help="gradebook SQLAlchemy URL (default: sqlite:///COURSE/gradebook.db)")
+    w.add_argument("--jobs", type=int, default=2, help="learners graded at once (default 2)")
+    w.add_argument("--interval", type=float, default=1.0, help="seconds between looks at the inbound (default 1)")
+    w.add_argument("--notebook-timeout", type=float, default=None, metavar="SECONDS",
+                   help="wall-clock time one notebook may use in all (default 180)")
+    w.add_argument("--course-key", default=None, metavar="FILE",
+                   help="the course key, as for grade (default: $AUTOGRADER_COURSE_KEY_FILE, else OUT/course.key)")
+    w.add_argument("--learner-memory", type=int, default=None, metavar="MIB",
+                   help="memory for all of one learner's processes, as for grade (default 2048, lowered to fit "
+                        "--jobs learners beside the watcher)")
+    w.set_defaults(func=cmd_watch)
     return p
 
 

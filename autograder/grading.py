@@ -111,15 +111,19 @@ def _fsync_dir(folder):
         os.close(fd)
 
 
-def atomic_write(path, text):
-    """Write text to path so that path holds either the old or the whole new content."""
+def atomic_write(path, text, mode=None):
+    """Write text (str, as UTF-8; or bytes) to path so that path holds either the old or the whole
+    new content; ``mode`` sets the file's permission bits before it appears (default 0600)."""
     folder = os.path.dirname(path) or "."
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
+        with (os.fdopen(fd, "wb") if isinstance(text, bytes)
+              else os.fdopen(fd, "w", encoding="utf-8", newline="")) as fh:
             fh.write(text)
             fh.flush()
+            if mode is not None:
+                os.fchmod(fh.fileno(), mode)
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
@@ -1067,6 +1071,9 @@ def grade_class(submitted_dir, out_dir, root, db_url=None, jobs=2, seed=None, re
                 if (student, nb) in regraded or not autograded.is_current(dest):
                     autograded.write(course_dir, spec, per_notebook[nb],
                                      os.path.join(submitted_dir, student, assignment, nb + ".ipynb"), root)
+            # nbgrader's timestamp.txt and submission_secret.txt, for its generate/release_feedback
+            autograded.carry_submission_files(course_dir, student, assignment,
+                                              os.path.join(submitted_dir, student, assignment))
 
         book.begin(spec, learners, duedate_of(config, assignment), config,
                    lambda student: _results_for(out_dir, [student], spec.notebooks, assignment)[student],
