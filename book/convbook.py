@@ -21,7 +21,8 @@ from matplotlib.patches import Rectangle
 __all__ = ["rot180", "dilate", "show_grid", "outline_windows", "animation_html",
            "FONT", "SMALL", "numerical_gradient", "rel_error", "output_size", "relu_forward",
            "relu_backward", "affine_forward", "affine_backward", "softmax_loss",
-           "avgpool_forward", "avgpool_backward", "load_layers", "layers_used"]
+           "avgpool_forward", "avgpool_backward", "load_layers", "layers_used",
+           "YOURS", "REFERENCE"]
 
 # Text sizes for figures drawn at about 8 inches wide and shown in a ~700 px column:
 # numbers in cells and titles stay readable at page scale.
