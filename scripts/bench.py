@@ -359,10 +359,10 @@ def bench_layer():
             steps["torch"] = torch_step
         # the two in turn, several rounds, the best of each: a busy moment of the machine
         # then falls on both rather than on one
-        best = {name: float("inf") for name in steps}
+        best = {who: float("inf") for who in steps}
         for _round in range(LAYER_ROUNDS):
-            for name, step in steps.items():
-                best[name] = min(best[name], _best_of(step, 3))
+            for who, step in steps.items():
+                best[who] = min(best[who], _best_of(step, 3))
         ours = best["ours"]
         row = {"shape": [N, C, H, W, F, k], "ours_s": ours,
                # forward, dx and dw: three products of 2 N F C k k H' W' flops each

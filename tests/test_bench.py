@@ -46,3 +46,16 @@ def test_layer_only_measures_the_layer_and_nothing_else(bench, tmp_path, monkeyp
     assert "Load average (1, 5, 15 min) before: 0.50, 0.40, 0.30; after: 0.60, 0.40, 0.30" in report
     with pytest.raises(SystemExit):
         bench.main(["--layer-only", "--no-layer"])
+
+
+def test_the_layer_report_names_the_layer_timed(bench, monkeypatch):
+    """The layer's name survives the timing loop (it once came out as 'torch')."""
+    import numpy as np
+    monkeypatch.setattr(bench, "LAYER_SHAPES", [(1, 1, 4, 4, 1, 3)])
+    monkeypatch.setattr(bench, "LAYER_ROUNDS", 1)
+    monkeypatch.setattr(bench, "fast_layer", lambda: (
+        "the layer under test", lambda x, w, b, s, p: (np.zeros((1, 1, 4, 4)), None),
+        lambda dout, cache: None))
+    result = bench.bench_layer()
+    assert result["layer"] == "the layer under test"
+    assert len(result["shapes"]) == 1 and result["shapes"][0]["ours_s"] > 0
