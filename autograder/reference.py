@@ -72,9 +72,9 @@ def conv_forward(x, w, b, stride=1, pad=0):
     if C != C2:
         raise ValueError(f"x has {C} channels but w expects {C2}")
     Ho, Wo = output_size(H, HH, stride, pad), output_size(W, WW, stride, pad)
-    out = w.reshape(F, -1) @ _im2col(x, HH, WW, stride, pad, Ho, Wo)
-    out += b[:, None]
-    out = np.ascontiguousarray(out.reshape(F, N, Ho, Wo).transpose(1, 0, 2, 3))
+    out_mat = w.reshape(F, -1) @ _im2col(x, HH, WW, stride, pad, Ho, Wo)
+    out = np.empty((N, F, Ho, Wo))          # the bias and the (N, F, ...) layout in one pass
+    np.add(out_mat.reshape(F, N, Ho, Wo).transpose(1, 0, 2, 3), b[:, None, None], out=out)
     return out, (x, w, b, stride, pad)
 
 
