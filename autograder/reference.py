@@ -117,11 +117,12 @@ def conv_backward(dout, cache):
     before dcols is made, so the two large matrices are never held at once.
 
     The sum of dw_mat is one product when windows have many entries; when each image has
-    more windows than a window has entries (few channels, large images), it is one product
-    per image, (F, H'*W') @ (H'*W', C*HH*WW), summed over the batch: a single product
-    with an inner dimension of N*H'*W' and a tiny (F, C*HH*WW) result runs far below the
-    matrix product's speed, while the per-image products, read straight from dout's own
-    (N, F, H'*W') layout and a per-image view of cols, do not.
+    many more windows than a window has entries (few channels, large images: at least four
+    times as many), it is one product per image, (F, H'*W') @ (H'*W', C*HH*WW), summed over
+    the batch: a single product with an inner dimension of N*H'*W' and a tiny
+    (F, C*HH*WW) result runs far below the matrix product's speed (and on one thread
+    only), while the per-image products, read straight from dout's own (N, F, H'*W')
+    layout and a per-image view of cols, do not.
     """
     x, w, b, stride, pad = cache
     N = x.shape[0]
@@ -130,7 +131,7 @@ def conv_backward(dout, cache):
     cols = _im2col(x, HH, WW, stride, pad, Ho, Wo)
     K, P = cols.shape[0], Ho * Wo
     dout_mat = dout.transpose(1, 0, 2, 3).reshape(F, -1)
-    if P >= K:
+    if P >= 4 * K:
         per_image = cols.reshape(K, N, P).transpose(1, 2, 0)              # (N, P, K), a view
         dw = np.matmul(dout.reshape(N, F, P), per_image).sum(axis=0)
     else:
