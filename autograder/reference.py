@@ -72,9 +72,9 @@ def conv_forward(x, w, b, stride=1, pad=0):
     if C != C2:
         raise ValueError(f"x has {C} channels but w expects {C2}")
     Ho, Wo = output_size(H, HH, stride, pad), output_size(W, WW, stride, pad)
-    out = w.reshape(F, -1) @ _im2col(x, HH, WW, stride, pad, Ho, Wo)
-    out += b[:, None]
-    out = np.ascontiguousarray(out.reshape(F, N, Ho, Wo).transpose(1, 0, 2, 3))
+    out_mat = w.reshape(F, -1) @ _im2col(x, HH, WW, stride, pad, Ho, Wo)
+    out = np.empty((N, F, Ho, Wo))          # the bias and the (N, F, ...) layout in one pass
+    np.add(out_mat.reshape(F, N, Ho, Wo).transpose(1, 0, 2, 3), b[:, None, None], out=out)
     return out, (x, w, b, stride, pad)
 
 
@@ -112,15 +112,32 @@ def conv_backward(dout, cache):
     """Gradients (dx, dw, db) of the cross-correlation layer, shaped like (x, w, b).
 
     With dout_mat (F, N*H'*W') the upstream gradient laid out as the forward product:
-    dw_mat = dout_mat @ cols.T (one matrix product over every window of the batch), db sums
-    dout_mat's rows, dcols = w_mat.T @ dout_mat (one product) and col2im give dx. cols is
-    dropped before dcols is made, so the two large matrices are never held at once.
+    dw_mat = dout_mat @ cols.T (a sum over every window of the batch), db sums dout_mat's
+    rows, dcols = w_mat.T @ dout_mat (one product) and col2im give dx. cols is dropped
+    before dcols is made, so the two large matrices are never held at once.
+
+    The sum of dw_mat is one product when windows have many entries; when each image has
+    many more windows than a window has entries (few channels, large images: at least four
+    times as many), it is one product per image, (F, H'*W') @ (H'*W', C*HH*WW), summed over
+    the batch: a single product with an inner dimension of N*H'*W' and a tiny
+    (F, C*HH*WW) result runs far below the matrix product's speed (and on one thread
+    only), while the per-image products, read straight from dout's own (N, F, H'*W')
+    layout and a per-image view of cols, do not.
     """
     x, w, b, stride, pad = cache
+    N = x.shape[0]
     F, _, HH, WW = w.shape
     Ho, Wo = dout.shape[2:]
+    cols = _im2col(x, HH, WW, stride, pad, Ho, Wo)
+    K, P = cols.shape[0], Ho * Wo
     dout_mat = dout.transpose(1, 0, 2, 3).reshape(F, -1)
-    dw = (dout_mat @ _im2col(x, HH, WW, stride, pad, Ho, Wo).T).reshape(w.shape)
+    if P >= 4 * K:
+        per_image = cols.reshape(K, N, P).transpose(1, 2, 0)              # (N, P, K), a view
+        dw = np.matmul(dout.reshape(N, F, P), per_image).sum(axis=0)
+    else:
+        dw = dout_mat @ cols.T
+    dw = dw.reshape(w.shape)
+    del cols
     db = dout_mat.sum(axis=1)
     dx = _col2im(w.reshape(F, -1).T @ dout_mat, x.shape, HH, WW, stride, pad, Ho, Wo)
     return dx, dw, db

@@ -12,6 +12,7 @@ the page your functions.
 """
 import importlib
 import re
+import sys
 
 import numpy as np
 import matplotlib.pyplot as plt
@@ -20,7 +21,8 @@ from matplotlib.patches import Rectangle
 __all__ = ["rot180", "dilate", "show_grid", "outline_windows", "animation_html",
            "FONT", "SMALL", "numerical_gradient", "rel_error", "output_size", "relu_forward",
            "relu_backward", "affine_forward", "affine_backward", "softmax_loss",
-           "avgpool_forward", "avgpool_backward", "load_layers", "layers_used"]
+           "avgpool_forward", "avgpool_backward", "load_layers", "layers_used",
+           "YOURS", "REFERENCE"]
 
 # Text sizes for figures drawn at about 8 inches wide and shown in a ~700 px column:
 # numbers in cells and titles stay readable at page scale.
@@ -249,13 +251,16 @@ REFERENCE = "the course's reference layers"
 _used = None
 
 
-def load_layers(*names):
+def load_layers(*names, missing_ok=False):
     """The functions `names` (e.g. "conv_forward", "conv_backward") for a page to call.
 
     Taken from my_layers.py next to the page (the folder the notebook runs in) when there
     is one; else from the course's reference layers, which only the book's build has.
+    my_layers.py is read again at every call, so a page picks up your edits when you run
+    its cells again, without restarting the kernel.
     All come from the same place: a my_layers.py that lacks one of them is an error, not
-    a silent mix. Returns the function for one name, a tuple in the order asked for more.
+    a silent mix, unless missing_ok=True, which gives None for each function it lacks.
+    Returns the function for one name, a tuple in the order asked for more.
     `layers_used()` says afterwards which place they came from.
     """
     global _used
@@ -263,6 +268,9 @@ def load_layers(*names):
         raise TypeError(f"load_layers takes function names as strings, e.g. "
                         f"load_layers('conv_forward', 'conv_backward'); got {names!r}")
     wanted = ", ".join(names)
+    # forget the copy imported before: the file may have been edited, added or removed
+    sys.modules.pop("my_layers", None)
+    importlib.invalidate_caches()
     try:
         module = importlib.import_module("my_layers")
         used = YOURS
@@ -279,13 +287,13 @@ def load_layers(*names):
                 f"as 'import numpy as np') and run the page again; chapter 8, 'Try it with "
                 f"your own layers', shows how", name="my_layers") from None
     lacking = [n for n in names if not callable(getattr(module, n, None))]
-    if lacking:
+    if lacking and not missing_ok:
         raise ImportError(
             f"{module.__file__} defines no function {', '.join(lacking)}; this page needs "
             f"{wanted} from it: add {'it' if len(lacking) == 1 else 'them'} and run the page "
             f"again", name=module.__name__)
     _used = used
-    functions = tuple(getattr(module, n) for n in names)
+    functions = tuple(getattr(module, n) if n not in lacking else None for n in names)
     return functions[0] if len(functions) == 1 else functions
 
 

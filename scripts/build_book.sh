@@ -7,6 +7,9 @@
 # such as a broken cross-reference, is an error (-W -n); --keep-going reports all of
 # them before failing. The exercise notebooks are published through the {download}
 # role, which copies them into _build/html/_downloads/; the script checks they are there.
+# Every page that is a notebook is also published as an .ipynb (scripts/ipynb_download.py
+# converts it with jupytext and lists it in the page's download menu); the script checks
+# that each one is there and that nbformat reads it.
 #
 # MathJax is served from the site, not from a CDN (see _config.yml). The pinned copy is
 # installed with npm into node_modules/ when it is missing; set MATHJAX_NO_INSTALL=1 to
@@ -59,6 +62,25 @@ for name in convolution.ipynb pooling.ipynb; do
     exit 1
   fi
 done
+PY=$(dirname "$JB")/python
+[ -x "$PY" ] || PY=python3
+"$PY" - <<'PYTHON'
+import sys
+from pathlib import Path
+
+import nbformat
+
+sys.path.insert(0, "scripts")
+from ipynb_download import notebook_source
+
+site = Path("_build/html/_sources")
+pages = [p for p in sorted(site.rglob("*.md")) if notebook_source(p)]
+missing = [str(p.with_suffix(".ipynb")) for p in pages if not p.with_suffix(".ipynb").is_file()]
+if not pages or missing:
+    sys.exit(f"build_book: notebook pages without their .ipynb: {missing or 'no pages found'}")
+for page in pages:
+    nbformat.validate(nbformat.read(page.with_suffix(".ipynb"), as_version=4))
+PYTHON
 test -f _build/html/_static/tex-svg-full.js || {
   echo "build_book: MathJax was not copied to _build/html/_static/" >&2
   exit 1

@@ -136,17 +136,17 @@ def _learner_layers():
     return "\n\n".join(parts)
 
 
-def _run_as_reader(page, folder):
+def _run_as_reader(page, folder, layers=None):
     """Run a downloaded page the way a reader does: the page, convbook.py and a my_layers.py
-    with the learner's layers in one folder, and no course package (a first cell makes any
-    import of it fail). Returns the executed notebook, with a last cell that printed where
-    load_layers took the layers from."""
+    with the learner's layers (or the source `layers`) in one folder, and no course package
+    (a first cell makes any import of it fail). Returns the executed notebook, with a last
+    cell that printed where load_layers took the layers from."""
     import jupytext
     from nbclient import NotebookClient
 
     shutil.copy(page, folder / page.name)
     shutil.copy(BOOK / "convbook.py", folder / "convbook.py")
-    (folder / "my_layers.py").write_text(_learner_layers(), encoding="utf-8")
+    (folder / "my_layers.py").write_text(layers or _learner_layers(), encoding="utf-8")
     nb = jupytext.read(folder / page.name)
     cell = lambda source: jupytext.reads(source, fmt="py:percent").cells[0]  # noqa: E731
     nb.cells.insert(0, cell("import sys\nsys.modules['autograder'] = None   # a reader has no course package\n"))
@@ -174,3 +174,105 @@ def test_the_notation_checks_run_on_a_learners_layers(tmp_path):
     """Another page the same way: the notation page's checks, zero_pad included."""
     nb = _run_as_reader(BOOK / "notation.md", tmp_path)
     assert "yours, from my_layers.py" in _said(nb.cells[-1]), _said(nb.cells[-1])
+
+
+# ----------------------------------------------------------------------------- chapter 9
+# Chapter 9 times the reader's layers. It needs PyTorch and threadpoolctl besides what
+# chapter 8 needs, and says so; it runs on a my_layers.py with loop layers only, and on one
+# with vectorised layers and the loop versions beside them.
+CH9 = BOOK / "09_fast.md"
+CH9_NEEDS = {"torch", "threadpoolctl", "tracemalloc", "re"}
+
+
+def _conv_layers(style, loops_too=False):
+    """A my_layers.py with conv_forward and conv_backward in one of the class generator's
+    styles ("loops", "im2col", ...), and optionally the loop versions under the names
+    conv_forward_loops and conv_backward_loops."""
+    from classgen import variants as V
+    parts = ["import numpy as np\n", V.correct_style("conv_forward", style),
+             V.correct_style("conv_backward", style)]
+    if loops_too:
+        parts += [V.correct_style(name, "loops").replace(f"def {name}(", f"def {name}_loops(")
+                  for name in ("conv_forward", "conv_backward")]
+    return "\n\n".join(parts)
+
+
+def test_chapter_9_states_what_it_needs():
+    text = CH9.read_text(encoding="utf-8")
+    outside = {m for m, fallback in page_imports(text) if not fallback} - READER_HAS
+    assert outside <= CH9_NEEDS, f"chapter 9 imports {sorted(outside - CH9_NEEDS)}"
+    intro = text[:text.index("```{code-cell}")]
+    for needed in ("PyTorch", "threadpoolctl", "pip install torch", "conv_forward_loops"):
+        assert needed in intro, f"chapter 9 does not say before its first cell: {needed}"
+
+
+def _said_markdown(cell):
+    return "".join(o.get("data", {}).get("text/markdown", "") + o.get("text", "")
+                   for o in cell.outputs)
+
+
+@pytest.mark.slow
+def test_chapter_9_runs_on_a_learners_loop_layers(tmp_path):
+    """A reader who has only loop layers, named conv_forward and conv_backward (the
+    exercises' names), and no conv_forward_loops: every cell runs, and the page says that
+    it timed one layer and used one image per shape against PyTorch."""
+    import time
+    t0 = time.perf_counter()
+    nb = _run_as_reader(CH9, tmp_path, _conv_layers("loops"))
+    seconds = time.perf_counter() - t0
+    said = "\n".join(_said_markdown(c) for c in nb.cells if c.cell_type == "code")
+    assert "yours, from my_layers.py" in _said(nb.cells[-1]), _said(nb.cells[-1])
+    assert "loop versions: none" in said
+    assert "no loop versions, so there is no speed-up to show" in said
+    assert "so each shape uses one image and one run of each layer" in said
+    assert "The forward pass of your layer allocated" in said
+    assert seconds < 600, f"chapter 9 took {seconds:.0f} s on loop layers"
+
+
+@pytest.mark.slow
+def test_chapter_9_runs_on_a_learners_vectorised_layers(tmp_path):
+    """A reader with vectorised layers and the loop versions beside them: every cell runs,
+    the page times the one against the other and the layer against PyTorch on whole
+    batches."""
+    nb = _run_as_reader(CH9, tmp_path, _conv_layers("im2col", loops_too=True))
+    said = "\n".join(_said_markdown(c) for c in nb.cells if c.cell_type == "code")
+    assert "yours, from my_layers.py" in _said(nb.cells[-1]), _said(nb.cells[-1])
+    assert "loop versions: conv_forward_loops, conv_backward_loops" in said
+    assert "On this build the forward speed-up was" in said
+    assert "times PyTorch's time in float64" in said
+    assert "so each shape uses one image" not in said
+
+
+# ----------------------------------------------------------------------------- downloads
+# Every page written as a notebook downloads as an .ipynb that Jupyter opens as it is.
+
+def test_every_notebook_page_downloads_as_an_ipynb():
+    import jupytext
+    import nbformat
+    from test_browser import SITE, skip_or_fail, toc_docnames
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from ipynb_download import notebook_source
+
+    if not (SITE / "index.html").is_file():
+        skip_or_fail(f"the book is not built ({SITE} has no index.html): run make book")
+    pages = [d for d in toc_docnames() if notebook_source(ROOT / f"{d}.md")]
+    assert "book/09_fast" in pages and "book/08_small_cnn" in pages, pages
+    for doc in pages:
+        notebook = SITE / "_sources" / f"{doc}.ipynb"
+        assert notebook.is_file(), f"{doc} has no {notebook.relative_to(SITE)} in the site"
+        nb = nbformat.read(notebook, as_version=4)
+        nbformat.validate(nb)
+        assert nb.metadata.kernelspec.name == "python3"
+        page = jupytext.read(ROOT / f"{doc}.md")
+        assert [c.source for c in nb.cells if c.cell_type == "code"] == \
+            [c.source for c in page.cells if c.cell_type == "code"], f"{doc}: cells differ"
+        html = (SITE / f"{doc}.html").read_text(encoding="utf-8")
+        assert f"_sources/{doc}.ipynb" in html, \
+            f"{doc}.html does not offer the notebook in its download menu"
+
+
+def test_notebook_pages_are_recognised():
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from ipynb_download import notebook_source
+    assert notebook_source(BOOK / "09_fast.md")
+    assert not notebook_source(ROOT / "README.md")

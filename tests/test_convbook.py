@@ -15,7 +15,7 @@ import pytest  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 CONVBOOK = ROOT / "book" / "convbook.py"
 # What a reader's Jupyter environment has; IPython only for showing an animation.
-ALLOWED_TOP_LEVEL = {"numpy", "matplotlib", "sklearn", "re", "IPython", "importlib"}
+ALLOWED_TOP_LEVEL = {"numpy", "matplotlib", "sklearn", "re", "IPython", "importlib", "sys"}
 # The modules load_layers looks up by name: the reader's file, then the course's layers.
 LOOKED_UP = ["my_layers", "autograder.reference"]
 
@@ -207,13 +207,38 @@ def test_load_layers_takes_the_readers_layers(convbook, reader):
     assert conv_forward(None, None, None) == ("mine", None)
     assert conv_backward(None, None) == "mine backward"
     assert convbook.layers_used() == "yours, from my_layers.py"
-    assert convbook.load_layers("conv_forward") is conv_forward       # one name: no tuple
+    one = convbook.load_layers("conv_forward")                       # one name: no tuple
+    assert callable(one) and one(None, None, None) == ("mine", None)
 
 
 def test_load_layers_names_what_my_layers_lacks(convbook, reader):
     (reader / "my_layers.py").write_text(MINE, encoding="utf-8")
     with pytest.raises(ImportError, match=r"defines no function maxpool_forward, maxpool_backward"):
         convbook.load_layers("conv_forward", "maxpool_forward", "maxpool_backward")
+
+
+def test_load_layers_picks_up_an_edited_my_layers(convbook, reader):
+    """The error says "add them and run the page again": running the cell again must see
+    the edited file, without restarting the kernel."""
+    (reader / "my_layers.py").write_text(MINE, encoding="utf-8")
+    assert convbook.load_layers("conv_forward")(None, None, None) == ("mine", None)
+    with pytest.raises(ImportError, match="defines no function conv_forward_loops"):
+        convbook.load_layers("conv_forward", "conv_forward_loops")
+    (reader / "my_layers.py").write_text(
+        MINE.replace('"mine"', '"edited"')
+        + "\n\ndef conv_forward_loops(x, w, b, stride=1, pad=0):\n    return 'loops', None\n",
+        encoding="utf-8")
+    conv_forward, loops = convbook.load_layers("conv_forward", "conv_forward_loops")
+    assert conv_forward(None, None, None) == ("edited", None)
+    assert loops(None, None, None) == ("loops", None)
+
+
+def test_load_layers_missing_ok_gives_none_for_what_my_layers_lacks(convbook, reader):
+    (reader / "my_layers.py").write_text(MINE, encoding="utf-8")
+    conv_forward, loops = convbook.load_layers("conv_forward", "conv_forward_loops",
+                                               missing_ok=True)
+    assert conv_forward(None, None, None) == ("mine", None) and loops is None
+    assert convbook.layers_used() == "yours, from my_layers.py"
 
 
 def test_load_layers_does_not_hide_an_import_error_inside_my_layers(convbook, reader):
