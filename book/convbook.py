@@ -117,18 +117,25 @@ def outline_windows(ax, Ho, Wo, k, s, **kw):
 
 
 _CDN_LINK = re.compile(r"<link[^>]*font-awesome[^>]*>", re.IGNORECASE)
+_FRAME_IMG = re.compile(r"<img(?=[^>]*\bid=[\"']_anim_img)", re.IGNORECASE)
 
 
-def animation_html(anim, **kwargs):
+def animation_html(anim, alt="", **kwargs):
     """A matplotlib animation as self-contained HTML for the page.
 
     matplotlib's player links Font Awesome from a CDN for its button icons; the book
     is served offline and its theme already draws those icons, so the link is dropped.
-    kwargs go to ``anim.to_jshtml`` (e.g. ``default_mode="once"``).
+    alt describes the animation to a reader who cannot see it: it becomes the alt text
+    of the player's frame. kwargs go to ``anim.to_jshtml`` (e.g. ``default_mode="once"``).
     """
+    from html import escape
+
     from IPython.display import HTML
 
-    return HTML(_CDN_LINK.sub("", anim.to_jshtml(**kwargs)))
+    page = _CDN_LINK.sub("", anim.to_jshtml(**kwargs))
+    if alt:
+        page = _FRAME_IMG.sub(f'<img alt="{escape(alt, quote=True)}"', page, count=1)
+    return HTML(page)
 
 # ----------------------------------------------------------------------------- checking
 # The gradient check of the course, the same code as the helper cell of the exercise

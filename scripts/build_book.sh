@@ -11,14 +11,25 @@
 # converts it with jupytext and lists it in the page's download menu); the script checks
 # that each one is there and that nbformat reads it.
 #
-# MathJax is served from the site, not from a CDN (see _config.yml). The pinned copy is
-# installed with npm into node_modules/ when it is missing; set MATHJAX_NO_INSTALL=1 to
-# forbid that and fail instead.
+# MathJax is served from the site, not from a CDN (see _config.yml). The pinned copy
+# (MathJax 4 and its default font, New Computer Modern) is installed with npm into
+# node_modules/ when it is missing; set MATHJAX_NO_INSTALL=1 to forbid that and fail
+# instead. The files the pages load are then staged in _build/mathjax-static/mathjax/,
+# which _config.yml serves as _static/mathjax/:
+#   tex-svg.js                the single-file component (TeX input, SVG output, the
+#                             menu and the base of the font)
+#   input/ a11y/ sre/ ui/     what it loads on demand: TeX extensions, the speech and
+#                             explorer of the accessibility menu and their rule files
+#   fonts/mathjax-newcm-font/svg/dynamic/
+#                             the font's further character ranges (arrows, double-struck...)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-MATHJAX_VERSION=3.2.2
-MATHJAX_FILE=node_modules/mathjax/es5/tex-svg-full.js
+MATHJAX_VERSION=4.1.3
+MATHJAX_PACKAGES="mathjax@$MATHJAX_VERSION @mathjax/mathjax-newcm-font@$MATHJAX_VERSION"
+MATHJAX_DIR=node_modules/mathjax
+FONT_DIR=node_modules/@mathjax/mathjax-newcm-font
+STAGE=_build/mathjax-static/mathjax
 
 if [ -x .venv/bin/jupyter-book ]; then
   JB=.venv/bin/jupyter-book
@@ -30,21 +41,29 @@ else
   exit 1
 fi
 
-installed_version() {
-  sed -n 's/^ *"version": *"\([^"]*\)".*/\1/p' node_modules/mathjax/package.json 2>/dev/null | head -n 1
+installed_version() {  # installed_version node_modules/PACKAGE
+  sed -n 's/^ *"version": *"\([^"]*\)".*/\1/p' "$1/package.json" 2>/dev/null | head -n 1
 }
-if [ ! -f "$MATHJAX_FILE" ] || [ "$(installed_version)" != "$MATHJAX_VERSION" ]; then
+if [ ! -f "$MATHJAX_DIR/tex-svg.js" ] || [ ! -d "$FONT_DIR/svg/dynamic" ] \
+   || [ "$(installed_version "$MATHJAX_DIR")" != "$MATHJAX_VERSION" ] \
+   || [ "$(installed_version "$FONT_DIR")" != "$MATHJAX_VERSION" ]; then
   if [ "${MATHJAX_NO_INSTALL:-0}" = 1 ] || ! command -v npm >/dev/null 2>&1; then
-    echo "build_book: MathJax $MATHJAX_VERSION is missing ($MATHJAX_FILE); install it with" >&2
-    echo "  npm install --no-save --no-package-lock mathjax@$MATHJAX_VERSION" >&2
+    echo "build_book: MathJax $MATHJAX_VERSION is missing ($MATHJAX_DIR, $FONT_DIR); install it with" >&2
+    echo "  npm install --no-save --no-package-lock $MATHJAX_PACKAGES" >&2
     echo "(npm comes with Debian's 'npm' package or with Node.js)" >&2
     exit 1
   fi
   echo "build_book: installing MathJax $MATHJAX_VERSION into node_modules/"
-  npm install --no-save --no-package-lock --no-audit --no-fund --loglevel=error \
-    "mathjax@$MATHJAX_VERSION"
-  test -f "$MATHJAX_FILE"
+  # shellcheck disable=SC2086  # two package names
+  npm install --no-save --no-package-lock --no-audit --no-fund --loglevel=error $MATHJAX_PACKAGES
+  test -f "$MATHJAX_DIR/tex-svg.js" && test -d "$FONT_DIR/svg/dynamic"
 fi
+
+rm -rf "$STAGE"
+mkdir -p "$STAGE/fonts/mathjax-newcm-font/svg"
+cp "$MATHJAX_DIR/tex-svg.js" "$MATHJAX_DIR/LICENSE" "$STAGE/"
+cp -r "$MATHJAX_DIR/input" "$MATHJAX_DIR/a11y" "$MATHJAX_DIR/sre" "$MATHJAX_DIR/ui" "$STAGE/"
+cp -r "$FONT_DIR/svg/dynamic" "$STAGE/fonts/mathjax-newcm-font/svg/"
 
 for nb in exercises/cnn_layers/convolution.ipynb exercises/cnn_layers/pooling.ipynb; do
   if [ ! -f "$nb" ]; then
@@ -81,7 +100,8 @@ if not pages or missing:
 for page in pages:
     nbformat.validate(nbformat.read(page.with_suffix(".ipynb"), as_version=4))
 PYTHON
-test -f _build/html/_static/tex-svg-full.js || {
+test -f _build/html/_static/mathjax/tex-svg.js \
+  && test -d _build/html/_static/mathjax/fonts/mathjax-newcm-font/svg/dynamic || {
   echo "build_book: MathJax was not copied to _build/html/_static/" >&2
   exit 1
 }

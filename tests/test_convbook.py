@@ -3,6 +3,7 @@ so it must work with NumPy and matplotlib alone, and its helpers must do what th
 say they do."""
 import ast
 import importlib.util
+import re
 from pathlib import Path
 
 import matplotlib
@@ -15,7 +16,7 @@ import pytest  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 CONVBOOK = ROOT / "book" / "convbook.py"
 # What a reader's Jupyter environment has; IPython only for showing an animation.
-ALLOWED_TOP_LEVEL = {"numpy", "matplotlib", "sklearn", "re", "IPython", "importlib", "sys"}
+ALLOWED_TOP_LEVEL = {"numpy", "matplotlib", "sklearn", "re", "IPython", "importlib", "sys", "html"}
 # The modules load_layers looks up by name: the reader's file, then the course's layers.
 LOOKED_UP = ["my_layers", "autograder.reference"]
 
@@ -117,8 +118,11 @@ def test_animation_html_drops_the_cdn_link(convbook):
     fig, ax = plt.subplots()
     anim = FuncAnimation(fig, lambda k: [], frames=2)
     html = convbook.animation_html(anim).data
+    described = convbook.animation_html(anim, alt='the window "slides" <right>').data
     plt.close(fig)
     assert "font-awesome" not in html.lower() and "<img" in html
+    frame = re.search(r"<img[^>]*_anim_img[^>]*>", described).group(0)
+    assert 'alt="the window &quot;slides&quot; &lt;right&gt;"' in frame
 
 
 def _function_source(path, name):
