@@ -853,6 +853,14 @@ def _start_fork_server():
     return ctx
 
 
+def worker_pool(jobs):
+    """A pool of ``jobs`` grading worker processes, forked from the grader's fork server; each
+    worker ends with the server, which ends with this process."""
+    from concurrent.futures import ProcessPoolExecutor
+    return ProcessPoolExecutor(max_workers=jobs, mp_context=_start_fork_server(), initializer=_worker_init,
+                               initargs=(os.getpid(),))
+
+
 def _grade_in_processes(jobs, items, on_result):
     """Grade every (keys, grade_learner tasks) of items in ``jobs`` worker processes; on_result(key,
     result or exception) in this process for each notebook as its learner's task ends.
@@ -863,10 +871,8 @@ def _grade_in_processes(jobs, items, on_result):
     dies (the grader's own failure: learner code runs in the sandbox), the notebooks it had
     are passed on as exceptions, and the run retries them one at a time.
     """
-    from concurrent.futures import ProcessPoolExecutor, as_completed
-    ctx = _start_fork_server()
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_worker_init,
-                             initargs=(os.getpid(),)) as pool:
+    from concurrent.futures import as_completed
+    with worker_pool(jobs) as pool:
         futures = {pool.submit(grade_learner, tasks): keys for keys, tasks in items}
         for fut in as_completed(futures):
             keys = futures.pop(fut)

@@ -12,6 +12,8 @@ quotes the value, printable characters only) for anything else.
 """
 import datetime as _dt
 
+from .learnertext import printable
+
 EARLIEST = _dt.datetime(1970, 1, 1)
 LATEST = _dt.datetime(2100, 1, 1)
 MAX_TEXT = 100    # characters of a date given as text; a longer text is not a date
@@ -22,7 +24,7 @@ class BadTime(ValueError):
 
 
 def _quote(value, limit=60):
-    return repr("".join(ch if ch.isprintable() else "?" for ch in str(value))[:limit])
+    return repr(printable(value, limit))
 
 
 def to_utc(when, given=None):

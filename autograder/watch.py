@@ -46,7 +46,8 @@ import signal
 import stat
 import time
 
-from . import grading
+from . import grading, times
+from .learnertext import printable
 from .nbgrader_config import SUBMITTED_DIRECTORY
 from .safeio import UnsafeFile, read_regular
 
@@ -111,9 +112,12 @@ def parse_inbound_name(name, assignments):
     if problem is not None:
         return None, problem
     try:
+        times.parse(stamp)          # the course's one range check, before nbgrader's arithmetic
         when = parse_utc(stamp)
+    except times.BadTime as exc:
+        return None, f"the timestamp is not a date we can use ({exc})"
     except (ValueError, OverflowError, TypeError) as exc:
-        return None, f"the timestamp {grading._printable(stamp)!r} is not a date ({type(exc).__name__})"
+        return None, f"the timestamp {printable(stamp, 80)!r} is not a date ({type(exc).__name__})"
     if when.tzinfo is None:
         when = when.replace(tzinfo=_dt.timezone.utc)
     return {"student": student, "assignment": assignment, "timestamp": stamp, "when": when}, None
@@ -253,7 +257,7 @@ class Watcher:
             if info is None:
                 if name not in self.refused_logged and not why.startswith("assignment "):
                     self.refused_logged.add(name)
-                    log.warning("inbound folder %r is not graded: %s", grading._printable(name, 200), why)
+                    log.warning("inbound folder %r is not graded: %s", printable(name, 200), why)
                 continue
             path = os.path.join(self.inbound, name)
             try:
@@ -275,7 +279,7 @@ class Watcher:
             self.pending.setdefault(info["student"], []).append(info)
 
     def _refuse(self, name, info, why):
-        log.warning("inbound folder %r is not graded: %s", grading._printable(name, 200), why)
+        log.warning("inbound folder %r is not graded: %s", printable(name, 200), why)
         self.journal["inbound"][name] = {"outcome": "refused", "reason": why}
         self._save_journal()
 
@@ -326,9 +330,7 @@ class Watcher:
 
     def _pool(self):
         if self.pool is None:
-            ctx = grading._start_fork_server()
-            self.pool = futures.ProcessPoolExecutor(max_workers=self.jobs, mp_context=ctx,
-                                                    initializer=grading._worker_init)
+            self.pool = grading.worker_pool(self.jobs)
             for _ in range(self.jobs):    # the workers start, and test the sandbox, before the first learner
                 self.pool.submit(_warm_worker)
         return self.pool
