@@ -119,11 +119,13 @@ def root_argv(ag, nested_namespaces=True):
         if entry in ("proc", "dev", "tmp", "sys", "autograder") or not os.path.isdir(top):
             continue
         argv += ["--symlink", os.readlink(top), top] if os.path.islink(top) else ["--ro-bind", top, top]
-    argv += ["--ro-bind", "/sys", "/sys"]
-    for folder in checkouts():                 # hidden, then the environment shown again if it lies inside
+    argv += ["--ro-bind", "/sys", "/sys", "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]
+    # the checkouts hidden, then the environment shown again if it lies inside one (or in /tmp,
+    # where a fresh clone may be)
+    for folder in checkouts():
         argv += ["--tmpfs", folder]
     argv += ["--ro-bind", venv, venv]
-    argv += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--bind", str(ag), "/autograder",
+    argv += ["--bind", str(ag), "/autograder",
              "--chdir", "/autograder", "--clearenv",
              "--setenv", "PATH", f"{venv}/bin:/usr/local/bin:/usr/bin:/bin", "--setenv", "HOME", "/root",
              "--setenv", "LANG", "C.UTF-8"]
@@ -391,7 +393,7 @@ ODD = {   # kind: (score, words the output must hold)
                             "upload exactly one convolution.ipynb"]),
     "a link to the key": (0.0, ["'convolution.ipynb' was not read: only regular files are read, and it is a "
                                "symbolic link", "'pooling.ipynb' was not read"]),
-    "control characters": (POOL, ["not a notebook of this assignment: 'convolution?[2J?.ipynb'"]),
+    "control characters": (POOL, ["not a notebook of this assignment: 'convolution?[2J .ipynb'"]),
 }
 
 
