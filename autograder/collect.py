@@ -44,7 +44,7 @@ from .submission import MAX_FILE_BYTES   # the grader reads notebooks up to this
 MAX_SIDE_FILE_BYTES = 1 << 20
 MANIFEST = "collect.json"
 _SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+-]{0,127}$")
-_IGNORED = re.compile(r"(^|/)(__MACOSX|\.ipynb_checkpoints)(/|$)|(^|/)\.[^/]*$")
+IGNORED = re.compile(r"(^|/)(__MACOSX|\.ipynb_checkpoints)(/|$)|(^|/)\.[^/]*$")
 
 
 class CollectError(Exception):
@@ -65,7 +65,7 @@ class CollectReport:
 
 
 @dataclass
-class _Entry:
+class Entry:
     path: str
     size: int
     read: object        # () -> bytes
@@ -74,7 +74,7 @@ class _Entry:
 
 @dataclass
 class _Item:
-    entry: _Entry
+    entry: Entry
     found: lms.Found
     student: str
     notebook: str
@@ -91,7 +91,7 @@ def _read_regular(path, limit):
         raise OSError(f"{path}: {exc}") from None
 
 
-def _folder_entries(source):
+def folder_entries(source):
     entries = []
     for folder, dirs, files in os.walk(source, followlinks=False):
         for name in sorted(dirs + files):
@@ -101,15 +101,15 @@ def _folder_entries(source):
             if stat.S_ISDIR(info.st_mode):
                 continue
             if not stat.S_ISREG(info.st_mode):
-                entries.append(_Entry(rel, 0, None, f"{_describe(info.st_mode)}; collect copies regular files "
+                entries.append(Entry(rel, 0, None, f"{_describe(info.st_mode)}; collect copies regular files "
                                                     "only: replace it by the file itself"))
                 continue
-            entries.append(_Entry(rel, info.st_size, lambda p=full: _read_regular(p, MAX_FILE_BYTES)))
+            entries.append(Entry(rel, info.st_size, lambda p=full: _read_regular(p, MAX_FILE_BYTES)))
         dirs[:] = sorted(d for d in dirs if not os.path.islink(os.path.join(folder, d)))
     return entries
 
 
-def _zip_entries(path):
+def zip_entries(path):
     try:
         zf = zipfile.ZipFile(path)
     except (zipfile.BadZipFile, OSError) as exc:
@@ -121,10 +121,10 @@ def _zip_entries(path):
         name = info.filename.replace("\\", "/")
         mode = info.external_attr >> 16 if info.create_system == 3 else 0  # Unix mode bits, when a Unix zip
         if stat.S_IFMT(mode) not in (0, stat.S_IFREG):
-            entries.append(_Entry(name, 0, None, f"{_describe(mode)} inside the zip; collect copies regular "
+            entries.append(Entry(name, 0, None, f"{_describe(mode)} inside the zip; collect copies regular "
                                                  "files only"))
             continue
-        entries.append(_Entry(name, info.file_size, lambda i=info: _zip_read(zf, i)))
+        entries.append(Entry(name, info.file_size, lambda i=info: _zip_read(zf, i)))
     return entries
 
 
@@ -139,9 +139,9 @@ def _zip_read(zf, info):
 
 def _entries(source):
     if os.path.isdir(source):
-        return _folder_entries(source)   # a zip in it is a learner's upload: never opened
+        return folder_entries(source)   # a zip in it is a learner's upload: never opened
     if os.path.isfile(source) and zipfile.is_zipfile(source):
-        return _zip_entries(source)
+        return zip_entries(source)
     if os.path.lexists(source) and not os.path.isdir(source) and not os.path.isfile(source):
         raise CollectError(f"{source} is {_describe(os.lstat(source).st_mode)}; pass a folder or a .zip file")
     if os.path.isfile(source):
@@ -186,7 +186,7 @@ def _match_all(preset, entries, known, assignment, ids):
     out = _Outcome()
     items, unplaced, ignored = out.items, out.unplaced, out.ignored
     for entry in entries:
-        if _IGNORED.search(entry.path):
+        if IGNORED.search(entry.path):
             continue
         if entry.problem:
             unplaced.append(f"{entry.path}: {entry.problem}")

@@ -288,19 +288,19 @@ def find_notebooks(submission, known, folder):
     entries, notes = [], []
     if not os.path.isdir(submission):
         return {}, ["The submission folder is empty: nothing was uploaded."], {}
-    for entry in collect._folder_entries(submission):
+    for entry in collect.folder_entries(submission):
         if entry.read is not None and entry.path.lower().endswith(".zip"):
             try:
-                inner = collect._zip_entries(os.path.join(submission, entry.path))
+                inner = collect.zip_entries(os.path.join(submission, entry.path))
             except collect.CollectError:
                 notes.append(f"{_printable(entry.path)} is not a readable zip file; it was not opened.")
                 continue
-            entries += [collect._Entry(f"{entry.path}/{e.path}", e.size, e.read, e.problem) for e in inner]
+            entries += [collect.Entry(f"{entry.path}/{e.path}", e.size, e.read, e.problem) for e in inner]
         else:
             entries.append(entry)
     candidates, others, unreadable, total = {}, [], [], 0
     for entry in entries:
-        if collect._IGNORED.search(entry.path):
+        if collect.IGNORED.search(entry.path):
             continue
         base = entry.path.rsplit("/", 1)[-1]
         notebook = lms.notebook_name(base, known)

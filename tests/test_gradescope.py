@@ -21,6 +21,7 @@ import pytest
 
 from conftest import REPO
 from classgen import build as B
+import lms_downloads as L
 
 ASSIGNMENT = "cnn_layers"
 RUN_TIMEOUT = 600
@@ -337,25 +338,16 @@ def _correct_notebooks():
     return {nb: B.dump_notebook(student.notebook_json(nb)) for nb in B.NOTEBOOKS}
 
 
-def _zip_of(files):
-    import io
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as zf:
-        for name, text in files.items():
-            zf.writestr(name, text)
-    return buf.getvalue()
-
-
 def _upload(kind, submission, nbs):
     if kind == "browser names":
         (submission / "convolution (1).ipynb").write_text(nbs["convolution"])
         (submission / "Pooling.ipynb").write_text(nbs["pooling"])
     elif kind == "a zip":
-        (submission / "hw.zip").write_bytes(_zip_of({"cnn_layers/convolution.ipynb": nbs["convolution"],
+        (submission / "hw.zip").write_bytes(L.zip_bytes({"cnn_layers/convolution.ipynb": nbs["convolution"],
                                                      "cnn_layers/pooling-1.ipynb": nbs["pooling"],
                                                      "__MACOSX/cnn_layers/._pooling.ipynb": "junk"}))
     elif kind == "a zip and its contents":
-        (submission / "hw.zip").write_bytes(_zip_of({"convolution.ipynb": nbs["convolution"],
+        (submission / "hw.zip").write_bytes(L.zip_bytes({"convolution.ipynb": nbs["convolution"],
                                                      "pooling.ipynb": nbs["pooling"]}))
         (submission / "convolution.ipynb").write_text(nbs["convolution"])
         (submission / "pooling.ipynb").write_text(nbs["pooling"])
