@@ -71,15 +71,14 @@ from dataclasses import asdict, replace
 import numpy as np
 
 from . import checks, feedback
-from .nbgrader_config import COURSE_ID, SOURCE_DIRECTORY
+from .nbgrader_config import ASSIGNMENT, COURSE_ID, SOURCE_DIRECTORY
 from .policy import PARSE_LOCK
-from .assignment import AssignmentError, load as load_assignment
+from .assignment import AssignmentError, load as load_assignment, load_check_modules
 from .learnertext import HTML_SIGNIFICANT, printable
 from .safeio import UnsafeFile, check_inside, read_regular
 from .submission import content_sha256, load_source, read_submission
 
 FORMAT = 1
-ASSIGNMENT = checks.ASSIGNMENT
 # score: what counts (a manual score set in formgrader replaces the automatic one)
 GRADES_COLUMNS = ["student_id", "assignment", "notebook", "grade_id", "score", "max_score", "status", "reason",
                   "auto_score", "manual_score"]
@@ -201,6 +200,7 @@ def discover(submitted_dir, assignment=ASSIGNMENT, refused=None):
     Folders whose names cannot be student ids (see student_id_problem) are
     left out; their messages are appended to ``refused`` when it is a list.
     """
+    load_check_modules()
     if not os.path.isdir(submitted_dir):
         raise GradingError(f"{submitted_dir}: no such folder. Pass the folder of submissions in nbgrader's "
                            f"layout, SUBMITTED/<student_id>/{assignment}/<notebook>.ipynb "
@@ -346,6 +346,7 @@ def _finish(result, verdicts):
 
 
 def _all(notebook, status, reason):
+    load_check_modules()
     return [checks.make_verdict(gid, status, [reason]) for gid in checks.cells_of(notebook)]
 
 
@@ -392,6 +393,7 @@ def grade_notebook_file(path, notebook, source, rng, student="", assignment=ASSI
     """
     from . import sandbox  # imported here so that the rest of the module works without it
 
+    load_check_modules()
     start = time.monotonic()
     result = _base(student, notebook, assignment)
     try:
