@@ -457,7 +457,7 @@ def grade(source, submission, workdir, isolation=None, limits=None):
 
 def run(source=SOURCE, submission=SUBMISSION, results=RESULTS, isolation=None, limits=None):
     """Grade and write results.json (always, even when the grader fails); return its dict."""
-    from .grading import atomic_write
+    from .files import atomic_write
     try:
         with tempfile.TemporaryDirectory(prefix="gradescope-") as workdir:
             out, log = grade(source, submission, workdir, isolation=isolation, limits=limits)
@@ -479,8 +479,8 @@ def main(argv=None):
     p.add_argument("--results", default=RESULTS)
     args = p.parse_args(argv)
     try:
-        from .cli import _import_jsonschema_without_iri_grammars
-        _import_jsonschema_without_iri_grammars()
+        from .quickimport import import_jsonschema_without_iri_grammars
+        import_jsonschema_without_iri_grammars()
     except ImportError:
         pass
     started = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")

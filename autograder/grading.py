@@ -52,7 +52,6 @@ with mode 0600: ``course_key`` (the CLI's ``--course-key``), else
 learner's process.  ``seed`` replaces the key (tests only).
 """
 import contextlib
-import csv
 import datetime as _dt
 import hashlib
 import json
@@ -74,6 +73,7 @@ from . import checks, feedback
 from .nbgrader_config import ASSIGNMENT, COURSE_ID, SOURCE_DIRECTORY
 from .policy import PARSE_LOCK
 from .assignment import AssignmentError, load as load_assignment, load_check_modules
+from .files import atomic_write, write_csv
 from .learnertext import HTML_SIGNIFICANT, printable
 from .safeio import UnsafeFile, check_inside, read_regular
 from .submission import content_sha256, load_source, read_submission
@@ -95,43 +95,6 @@ class GradingError(Exception):
 
 def result_path(out_dir, student, notebook, assignment=ASSIGNMENT):
     return os.path.join(out_dir, "results", student, assignment, notebook + ".json")
-
-
-def _fsync_dir(folder):
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def atomic_write(path, text, mode=None):
-    """Write text (str, as UTF-8; or bytes) to path so that path holds either the old or the whole
-    new content; ``mode`` sets the file's permission bits before it appears (default 0600)."""
-    folder = os.path.dirname(path) or "."
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
-    try:
-        with (os.fdopen(fd, "wb") if isinstance(text, bytes)
-              else os.fdopen(fd, "w", encoding="utf-8", newline="")) as fh:
-            fh.write(text)
-            fh.flush()
-            if mode is not None:
-                os.fchmod(fh.fileno(), mode)
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    _fsync_dir(folder)
 
 
 def store_result(out_dir, result):
@@ -481,39 +444,6 @@ def _results_for(out_dir, students, notebooks, assignment):
     return results
 
 
-_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
-
-
-def _is_number(value):
-    if isinstance(value, (int, float)):
-        return True
-    try:
-        float(value)
-        return True
-    except (TypeError, ValueError):
-        return False
-
-
-def csv_text(value):
-    """A text field as a spreadsheet shows it and never runs it: a leading ' before =, +, -, @, tab, CR."""
-    text = str(value)
-    return "'" + text if text.startswith(_FORMULA_START) else text
-
-
-def csv_rows(rows):
-    """Rows for a CSV file that a spreadsheet opens: text fields neutralised, numbers as they are."""
-    return [[v if _is_number(v) else csv_text(v) for v in row] for row in rows]
-
-
-def _write_csv(path, columns, rows):
-    import io
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(columns)
-    writer.writerows(csv_rows(rows))
-    atomic_write(path, buf.getvalue())
-
-
 def _iso(when):
     return when.isoformat(sep=" ") + " UTC" if when is not None else ""
 
@@ -549,8 +479,8 @@ def write_reports(out_dir, spec, results, grades, learners=None, lms_column=None
                            _fmt(g.penalty), _iso(g.timestamp), _iso(g.duedate), _fmt(g.seconds_late),
                            who.get("lms", ""), who.get("lms_user_id", ""), who.get("name", ""),
                            "yes" if who.get("late") else ""])
-    _write_csv(os.path.join(out_dir, "grades.csv"), GRADES_COLUMNS, grade_rows)
-    _write_csv(os.path.join(out_dir, "totals.csv"), TOTALS_COLUMNS, total_rows)
+    write_csv(os.path.join(out_dir, "grades.csv"), GRADES_COLUMNS, grade_rows)
+    write_csv(os.path.join(out_dir, "totals.csv"), TOTALS_COLUMNS, total_rows)
     lms.write_grade_files(out_dir, spec, grades, learners, lms_column)
     return {row[0]: float(row[2]) for row in total_rows}
 
@@ -1145,10 +1075,11 @@ def grade_class(submitted_dir, out_dir, root, db_url=None, jobs=2, seed=None, re
         bar = tqdm(total=len(todo), disable=not progress, unit="notebook", desc="grading")
         try:
             if client is not None:
-                cluster.grade_on_cluster(client, _by_learner(task(s, nb) for s, nb, _why in todo), arrived)
+                cluster.grade_on_cluster(client, grade_learner, _by_learner(task(s, nb) for s, nb, _why in todo), arrived)
                 if failed:  # once more, as a local run retries the grader's own failures
                     bar.total += len(failed)
-                    cluster.grade_on_cluster(client, _by_learner(task(s, nb) for s, nb in sorted(failed)), arrived)
+                    cluster.grade_on_cluster(client, grade_learner,
+                                             _by_learner(task(s, nb) for s, nb in sorted(failed)), arrived)
             elif sequential:
                 following = dict(zip(in_order, in_order[1:]))
                 shared, current = [], None
