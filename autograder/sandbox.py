@@ -6,7 +6,10 @@ learner's cells in one namespace and then answers call requests.  Arguments go
 in and results come back as ``.npy`` files (``allow_pickle=False``); requests
 and replies are JSON lines on two dedicated pipes, each reply carrying the
 fresh nonce of its request.  Nothing the child says is used for a score: it
-only hands arrays back, and the checks compare them with the reference.
+only hands arrays back, and the checks compare them with the reference.  What travels,
+and how a forged reply is read without harm, is ``autograder.wire``; this module runs the
+processes (template, fork, limits, cgroup, kill, restart) and the learner's session
+(``setup``, ``call``, ``load``).
 
 Isolation (see ``isolation_mode``):
 
@@ -36,13 +39,11 @@ Typical use::
 """
 from __future__ import annotations
 
-import errno
 import hashlib
 import importlib.util
 import json
 import logging
 import os
-import re
 import secrets
 import select
 import shutil
@@ -56,14 +57,11 @@ import threading
 import time
 import warnings
 from dataclasses import dataclass
-from typing import Any
 
-import numpy as np
-
-from .learnertext import printable
 from .policy import ALLOWED_IMPORTS, FORBIDDEN_HINTS, import_message
 from .proctree import LearnerGroup, _pid_alive, cgroup_mode, memory_limited, remove_stale_groups
 from .safeio import open_regular
+from .wire import CallResult, Unreadable, _printable, encode, read_reply, remove_call_files
 
 __all__ = [
     "Limits", "LearnerProcess", "CallResult", "CellReport", "SetupReport",
@@ -83,9 +81,6 @@ _MAX_LINE = 1 << 20           # longest protocol line the parent will parse
 #: a call's wall-clock cap, when its budget is CPU time: max(WALL_MIN_S, WALL_FACTOR x budget)
 WALL_FACTOR = 10.0
 WALL_MIN_S = 10.0
-_MAX_FILES = 100_000          # most .npy files one reply may refer to
-_MAX_NODES = 200_000          # most values (nodes of its tree) one reply may hold
-_INT_RANGE = 1 << 63          # integers come back as int64 values (the child sends larger ones as floats)
 _NUMPY_PRELOAD = ["numpy.fft", "numpy.linalg", "numpy.random", "numpy.polynomial",
                   "numpy.ma", "numpy.testing", "numpy.lib.stride_tricks"]
 
@@ -128,16 +123,6 @@ class Limits:
 
 
 @dataclass(frozen=True)
-class Unreadable:
-    """Stands in for a returned leaf that cannot travel as numbers."""
-
-    description: str
-
-    def __repr__(self) -> str:
-        return f"<unreadable: {self.description}>"
-
-
-@dataclass(frozen=True)
 class CellReport:
     """Outcome of one learner cell.
 
@@ -168,19 +153,6 @@ class SetupReport:
     @property
     def failed(self) -> tuple[CellReport, ...]:
         return tuple(c for c in self.cells if c.status != "ok")
-
-
-@dataclass
-class CallResult:
-    """Outcome of one call.  Only ``value`` and ``args_after`` are data;
-    ``message`` is for feedback and never trusted for a score."""
-
-    status: str
-    value: Any = None
-    args_after: tuple | None = None
-    message: str = ""
-    seconds: float = 0.0
-    cpu_seconds: float | None = None
 
 
 # --------------------------------------------------------------------------
@@ -581,95 +553,6 @@ def _wait(proc: subprocess.Popen, timeout: float) -> int:
     return proc.wait(timeout=1.0 if ended else 0)
 
 
-#: the header numpy.lib.format.write_array writes (what the child writes), and nothing else
-_NPY_HEADER = re.compile(r"\{'descr': '([<>|=]?[biufc]\d{1,2})', 'fortran_order': (False|True), "
-                         r"'shape': \(((?:\d{1,18}, )*(?:\d{1,18},?)?)\), \} *\n")
-
-
-class _NotNumbers(ValueError):
-    """A .npy file whose values are not plain numbers (its dtype says what they are)."""
-
-
-#: the most dimensions, and the longest dimension, of an array read back (NumPy's own limit is 32)
-_MAX_NDIM = 32
-_MAX_DIM = 1 << 40
-#: the longest header read (NumPy writes a few hundred bytes at most for a numeric array)
-_MAX_HEADER = 4096
-_DESCR = re.compile(r"\{'descr': '([^'\\]{1,40})'")
-
-
-def _read_npy(fh) -> np.ndarray:
-    """A plain numeric array from an open .npy file written by the child, without pickles.
-
-    The header must be exactly what ``numpy.lib.format.write_array`` writes for a plain
-    numeric array (checked with a regular expression, never evaluated or parsed by NumPy:
-    a forged header costs the grader no more than the match), and the file must hold exactly
-    as many bytes of values as the header announces, so that no header can make the grader
-    allocate more than the file's size.  Raises ValueError (``_NotNumbers`` for an array whose
-    values are not numbers) and nothing else for a file that is not such an array.
-    """
-    total = os.fstat(fh.fileno()).st_size
-    head = fh.read(10)
-    if head[:6] != b"\x93NUMPY" or head[6:8] not in (b"\x01\x00", b"\x02\x00", b"\x03\x00"):
-        raise ValueError("not a .npy file")
-    if head[6] == 1:
-        size = int.from_bytes(head[8:10], "little")
-    else:
-        head += fh.read(2)
-        size = int.from_bytes(head[8:12], "little")
-    if size > _MAX_HEADER:
-        raise ValueError(f"a .npy header over {_MAX_HEADER} bytes")
-    text = fh.read(size)
-    if len(text) != size:
-        raise ValueError("a .npy file cut short in its header")
-    header = text.decode("latin-1")
-    match = _NPY_HEADER.fullmatch(header)
-    if match is None:
-        descr = _DESCR.match(header)
-        if descr is not None and not re.fullmatch(r"[<>|=]?[biufc]\d{1,2}", descr.group(1)):
-            raise _NotNumbers(f"an ndarray of dtype {_printable(descr.group(1), 40)}")
-        raise ValueError("a .npy header that is not the one NumPy writes for an array of numbers")
-    try:
-        dtype = np.dtype(match.group(1))
-    except TypeError:   # '<f3', '<i7': the pattern allows widths NumPy has not
-        raise ValueError(f"an unknown dtype {match.group(1)!r}") from None
-    shape = tuple(int(n) for n in match.group(3).replace(",", " ").split())
-    if len(shape) > _MAX_NDIM or any(n > _MAX_DIM for n in shape):
-        raise ValueError("a .npy header with an impossible shape")
-    count = 1
-    for n in shape:
-        count *= n
-    expected = count * dtype.itemsize
-    if expected != total - fh.tell():
-        raise ValueError(f"the file holds {max(0, total - fh.tell())} bytes of values, "
-                         f"the header announces {expected}")
-    data = fh.read(expected + 1)
-    if len(data) != expected:
-        raise ValueError(f"the file holds {len(data)} bytes of values, the header announces {expected}")
-    arr = np.frombuffer(data, dtype=dtype).copy()
-    if match.group(2) == "True":
-        return arr.reshape(shape[::-1]).transpose()
-    return arr.reshape(shape)
-
-
-def _float(value) -> float | None:
-    """A JSON number as a float (NaN and infinities included); None for anything else, or an
-    integer too large for a float."""
-    if isinstance(value, float):
-        return value
-    if isinstance(value, int) and not isinstance(value, bool):
-        try:
-            return float(value)
-        except OverflowError:
-            return None
-    return None
-
-
-def _printable(text, limit: int) -> str:
-    """Untrusted text as printable characters only (others become '?'), at most limit of them."""
-    return printable(str(text)[:4 * limit], limit)
-
-
 class _Dead(Exception):
     """The child ended or stopped answering."""
 
@@ -832,8 +715,8 @@ class LearnerProcess:
         try:
             files = [0]
             request = {"op": "call", "nonce": nonce, "func": str(func),
-                       "args": self._encode(tuple(args), nonce, files),
-                       "kwargs": self._encode(kwargs, nonce, files),
+                       "args": encode(tuple(args), self._job, nonce, files),
+                       "kwargs": encode(kwargs, self._job, nonce, files),
                        "return_args": bool(return_args)}
         except OSError as exc:
             raise SandboxError(f"could not write the inputs: {exc}") from exc
@@ -867,7 +750,7 @@ class LearnerProcess:
             used = (group.cpu_seconds() - cpu0) if cpu else None
             oomed = self._oom_since(oom0)
             self._end_learner()
-            self._cleanup_files(nonce)
+            remove_call_files(nonce, (self._job, self._out))
             if dead.status == "timeout" and dead.message in (_CPU_OUT, _WALL_OUT) and budget[0] is None:
                 budget[0] = float(budget_s)
             if oomed:   # ended, or stalled, while the kernel ended its processes for memory
@@ -902,7 +785,7 @@ class LearnerProcess:
                                   seconds, used)
             return res
         finally:
-            self._cleanup_files(nonce)
+            remove_call_files(nonce, (self._job, self._out))
 
     def _oom_kills(self) -> int | None:
         """How many of this sandbox's processes the kernel ended for memory so far (None: unknown)."""
@@ -1355,183 +1238,11 @@ class LearnerProcess:
                 except _Dead:
                     pass  # noticed by the next receive
 
-    # -- data ------------------------------------------------------------------
-
-    def _encode(self, obj, nonce: str, counter: list, depth: int = 0):
-        if depth > 32:
-            raise ValueError("arguments nested too deeply")
-        if obj is None:
-            return {"n": None}
-        if isinstance(obj, (bool, np.bool_)):
-            return {"b": bool(obj)}
-        if isinstance(obj, (int, np.integer)) and not isinstance(obj, np.generic):
-            return {"i": int(obj)}
-        if isinstance(obj, float) and not isinstance(obj, np.generic):
-            return {"f": float(obj)}
-        if isinstance(obj, complex) and not isinstance(obj, np.generic):
-            return {"c": [obj.real, obj.imag]}
-        if isinstance(obj, str):
-            return {"s": obj}
-        if isinstance(obj, (np.ndarray, np.generic)):
-            arr = np.array(obj, copy=True, subok=False)
-            k = counter[0]
-            counter[0] += 1
-            path = os.path.join(self._job, f"in-{nonce}-{k}.npy")
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o444)
-            with os.fdopen(fd, "wb") as fh:
-                # the raw values in C order; their dtype and shape travel in the request
-                fh.write(arr.tobytes(order="C"))
-            node = {"a": k, "dtype": arr.dtype.str, "shape": list(arr.shape)}
-            if isinstance(obj, np.generic):
-                node["scalar"] = True
-            return node
-        if isinstance(obj, tuple):
-            return {"t": [self._encode(v, nonce, counter, depth + 1) for v in obj]}
-        if isinstance(obj, list):
-            return {"l": [self._encode(v, nonce, counter, depth + 1) for v in obj]}
-        if isinstance(obj, dict):
-            return {"d": [[str(k), self._encode(v, nonce, counter, depth + 1)]
-                          for k, v in obj.items()]}
-        raise TypeError(f"cannot send a {type(obj).__name__} to the learner process")
-
-    def _decode(self, node, prefix: str, nonce: str, bad: list, path: str, depth: int = 0,
-                budget: dict | None = None):
-        """Rebuild a value from the child's tree; unreadable leaves become Unreadable.
-
-        Every node is checked before it is used (its type, the range of a number, the
-        nesting, the number of nodes): whatever the child wrote, this returns a value
-        and raises nothing.  ``budget`` bounds what one reply may make the grader load:
-        each file once, at most ``Limits.job_bytes`` in all, and ``_MAX_NODES`` nodes.
-        """
-        if budget is None:
-            budget = {"seen": set(), "bytes": 0, "nodes": 0}
-        budget["nodes"] = budget.get("nodes", 0) + 1
-
-        def unreadable(desc):
-            desc = _printable(desc, 120)
-            bad.append((path, desc))
-            return Unreadable(desc)
-
-        if budget["nodes"] > _MAX_NODES:
-            return unreadable(f"a structure of more than {_MAX_NODES} values")
-        if depth > 40 or not isinstance(node, dict) or len(node) not in (1, 2):
-            return unreadable("a value the grader could not read")
-        kind, val = next(iter(node.items()))
-        if kind == "a":
-            scalar = node.get("scalar", False)
-            if (not isinstance(val, int) or isinstance(val, bool) or not 0 <= val < _MAX_FILES
-                    or not isinstance(scalar, bool) or len(node) != 1 + ("scalar" in node)):
-                return unreadable("a value the grader could not read")
-            if (prefix, val) in budget["seen"]:
-                return unreadable("an array file named twice in one reply")
-            budget["seen"].add((prefix, val))
-            try:
-                with open_regular(os.path.join(self._out, f"{prefix}-{nonce}-{val}.npy"),
-                                  self.limits.output_bytes + 4096) as fh:
-                    size = os.fstat(fh.fileno()).st_size
-                    if budget["bytes"] + size > self.limits.job_bytes:
-                        raise ValueError(f"the reply holds more than {self.limits.job_bytes >> 20} MiB of arrays")
-                    budget["bytes"] += size
-                    arr = _read_npy(fh)
-            except _NotNumbers as exc:
-                return unreadable(str(exc))
-            except (OSError, ValueError, EOFError) as exc:
-                return unreadable(f"an array the grader could not read ({exc})")
-            return arr[()] if scalar else arr
-        if len(node) != 1:
-            return unreadable("a value the grader could not read")
-        if kind == "n" and val is None:
-            return None
-        if kind == "b" and isinstance(val, bool):
-            return val
-        if kind == "i" and isinstance(val, int) and not isinstance(val, bool):
-            if -_INT_RANGE <= val < _INT_RANGE:
-                return val
-            return unreadable("an integer too large for 64 bits")
-        if kind == "f":
-            number = _float(val)
-            if number is not None:
-                return number
-            if isinstance(val, int) and not isinstance(val, bool):
-                return unreadable("a number too large for a float")
-            return unreadable("a number the grader could not read")
-        if kind == "c" and isinstance(val, list) and len(val) == 2:
-            real, imag = _float(val[0]), _float(val[1])
-            if real is not None and imag is not None:
-                return complex(real, imag)
-            return unreadable("a complex number the grader could not read")
-        if kind == "s" and isinstance(val, str):
-            return val[:200]
-        if kind == "x":
-            return unreadable(val if isinstance(val, str) else "a value the grader could not read")
-        if kind in ("t", "l") and isinstance(val, list):
-            items = [self._decode(v, prefix, nonce, bad, f"{path}[{i}]", depth + 1, budget)
-                     for i, v in enumerate(val[:_MAX_NODES + 1])]
-            return tuple(items) if kind == "t" else items
-        if kind == "d" and isinstance(val, list):
-            out = {}
-            for pair in val[:_MAX_NODES + 1]:
-                if isinstance(pair, list) and len(pair) == 2 and isinstance(pair[0], str):
-                    key = pair[0][:200]
-                    out[key] = self._decode(pair[1], prefix, nonce, bad,
-                                            f"{path}[{_printable(repr(key), 40)}]", depth + 1, budget)
-                else:
-                    budget["nodes"] += 1
-                    bad.append((path, "a dict entry the grader could not read"))
-            return out
-        return unreadable("a value the grader could not read")
+    # -- the wire protocol (autograder.wire) -----------------------------------
 
     def _result(self, func: str, reply: dict, nonce: str, seconds: float) -> CallResult:
-        status = reply.get("status")
-        message = reply.get("message", "")
-        message = _printable(message, 300) if isinstance(message, str) else ""
-        if status not in ("ok", "error", "missing", "out-of-memory"):
-            status, message = "error", f"the inputs could not be read: {message}"
-        if status == "missing":
-            return CallResult("missing", message=(
-                f"{message} (did the cell that defines it run without errors?)"), seconds=seconds)
-        budget = {"seen": set(), "bytes": 0, "nodes": 0}   # one reply: its arrays and values together
-        args_after = None
-        if "args_after" in reply:
-            after = self._decode(reply["args_after"], "arg", nonce, [], "args", budget=budget)
-            args_after = tuple(after) if isinstance(after, list) else None
-        if status == "out-of-memory":
+        res = read_reply(func, reply, nonce, seconds, self._out, self.limits)
+        if res.status == "out-of-memory":
             # the process may hold on to the memory: start afresh next time
             self._end_learner()
-            return CallResult(status, None, args_after,
-                              f"{func} ran out of memory ({message})", seconds)
-        if status == "error":
-            return CallResult(status, None, args_after, message, seconds)
-        bad: list = []
-        value = self._decode(reply.get("value"), "out", nonce, bad, "", budget=budget)
-        if bad:
-            where, desc = bad[0]
-            where = _printable(where, 120)
-            kind = type(value).__name__
-            if not where:
-                text = f"{func} returned {desc} instead of NumPy arrays of numbers"
-            elif isinstance(value, (list, tuple)) and value and all(isinstance(v, Unreadable) for v in value):
-                if re.fullmatch(r"an? [\w.]+ object", desc):   # 'a Foo object': 'a list of Foo objects'
-                    text = (f"{func} returned a {kind} of {desc.removeprefix('a ').removeprefix('an ')}s"
-                            " instead of an ndarray")
-                else:
-                    text = f"{func} returned a {kind} whose items are not NumPy arrays of numbers (the first: {desc})"
-            else:
-                text = (f"{func} returned a {kind} whose item {where} is {desc}, "
-                        "not a NumPy array of numbers")
-            return CallResult("bad-output", value, args_after, text, seconds)
-        return CallResult("ok", value, args_after, "", seconds)
-
-    def _cleanup_files(self, nonce: str) -> None:
-        for folder in dict.fromkeys(f for f in (self._job, self._out) if f):
-            try:
-                names = os.listdir(folder)
-            except OSError:
-                continue
-            for name in names:
-                if nonce in name:
-                    try:
-                        os.unlink(os.path.join(folder, name))
-                    except OSError as exc:
-                        if exc.errno != errno.ENOENT:
-                            log.debug("could not remove %s: %s", name, exc)
+        return res
