@@ -561,19 +561,16 @@ class _Dead(Exception):
         self.status, self.message = status, message
 
 
-class LearnerProcess:
-    """One learner's code, running in its own limited child process.
+class _Sandbox:
+    """The process lifecycle of one learner's sandbox: the sandbox and its template interpreter
+    (``_spawn``, ``_ensure_template``), the learner process forked from it (``_fork``), its
+    limits, cgroup and CPU accounting, the lines it reads and writes on the protocol pipes
+    (``_send``, ``_receive``), and ending them (``_end_learner``, ``_kill``, ``_stop``).
+    What runs in it, and what a call returns, is the session's (``LearnerProcess``)."""
 
-    ``cells`` are the learner's code cells in notebook order.  ``setup()`` runs
-    them; ``call()`` calls a function they defined.  After a fatal outcome
-    (timeout, killed, out of memory) the next ``call`` starts a fresh child,
-    re-running the cells except those that ended or hung the process.
-    """
-
-    def __init__(self, cells, limits: Limits | None = None,
-                 allowed_imports=ALLOWED_IMPORTS, isolation: str | None = None):
+    def __init__(self, limits: Limits | None = None, allowed_imports=ALLOWED_IMPORTS,
+                 isolation: str | None = None):
         _remove_stale_once()
-        self.cells = [str(c) for c in cells]
         self.limits = limits or Limits()
         self.allowed_imports = frozenset(allowed_imports)
         if isolation is None:
@@ -583,9 +580,6 @@ class LearnerProcess:
         elif isolation not in ("bubblewrap", "rlimits-only"):
             raise ValueError(f"unknown isolation {isolation!r}")
         self.isolation = isolation
-        self.report: SetupReport | None = None
-        self._fatal_cells: dict[int, CellReport] = {}
-        self._restarts = 0
         self._proc: subprocess.Popen | None = None
         self._root: str | None = None
         self._job: str | None = None
@@ -595,18 +589,16 @@ class LearnerProcess:
         self._site = _third_party_dirs(self.allowed_imports)
         self._group: LearnerGroup | None = None
         self._out: str | None = None       # where the parent reads what the child wrote
-        self._deadline: float | None = None  # the notebook's total wall-clock deadline
-        self._expired = False
+        self._deadline: float | None = None  # the notebook's total wall-clock deadline (set by the session)
         self._template: set[int] = set()   # the sandbox's own processes (launcher, template interpreter)
         self._learner: str | None = None   # nonce of the live learner process forked from the template
         self._cpu_at_load = 0.0              # the group's CPU time when the cells were loaded
         self._cpu_total = 0.0                # CPU time of sandboxes closed since the cells were loaded
         self._starting: str | None = None    # nonce of a template started by prestart(), not yet ready
-        self._ran = False                    # whether any cells ran in this sandbox yet
 
-    # -- context manager -------------------------------------------------
+    # -- context manager ---------------------------------------------------------
 
-    def __enter__(self) -> "LearnerProcess":
+    def __enter__(self) -> "_Sandbox":
         return self
 
     def __exit__(self, *exc) -> None:
@@ -618,7 +610,7 @@ class LearnerProcess:
         except Exception:
             pass
 
-    # -- public API --------------------------------------------------------
+    # -- public API of the sandbox -----------------------------------------------
 
     def prestart(self) -> None:
         """Start the sandbox and its template now, without waiting for it: the first ``setup()``
@@ -628,55 +620,21 @@ class LearnerProcess:
         if self._proc is None and self._starting is None:
             self._starting = self._spawn()
 
-    def setup(self) -> SetupReport:
-        """Run the cells (restarting past cells that end or hang the process)."""
-        self._end_learner()
-        self._ran = True
-        if self._deadline is None:
-            self._deadline = time.monotonic() + self.limits.notebook_timeout
-        runs: dict[int, CellReport] = {}
-        names, functions = [], []
-        for _attempt in range(len(self.cells) + 2):
-            if self._expired or time.monotonic() >= self._deadline:
-                self._expired = True
-                break
-            runs, final = self._start_and_run_cells()
-            if final is not None:
-                names, functions = final
-                break
-            self._restarts += 1
-        else:  # pragma: no cover - every failed attempt adds a skipped cell
-            raise SandboxError("the learner process could not be set up")
-        not_run = "error", "the cell did not run"
-        if self._expired:
-            not_run = "timeout", f"the cell did not run: {self._deadline_text()}"
-        cells = []
-        for i in range(len(self.cells)):
-            cells.append(self._fatal_cells.get(i) or runs.get(i) or CellReport(i, *not_run))
-        self.report = SetupReport(tuple(cells), tuple(names), tuple(functions),
-                                  self._restarts, self.isolation)
-        return self.report
+    def close(self) -> None:
+        """End the child (and everything it started) and remove its files."""
+        self._stop()
 
-    def load(self, cells) -> None:
-        """Take another notebook's cells, to run in a fresh learner process of the same sandbox.
-
-        The learner process of the previous cells ends (with everything it started), the
-        sandbox's /tmp and job folder are emptied, and the next ``setup()`` forks a new
-        learner process from the template: nothing of the previous cells' namespace, files
-        or processes reaches the new one.  Meant for the notebooks of one learner; the
-        notebooks of different learners get different sandboxes.
-        """
-        self._end_learner()
-        self.cells = [str(c) for c in cells]
-        self.report = None
-        self._fatal_cells = {}
-        self._restarts = 0
-        self._deadline = None
-        self._expired = False
-        self._cpu_total = 0.0
-        # the first cells of a sandbox are charged its start, as when they start it themselves
-        self._cpu_at_load = ((self._group.cpu_seconds() if self._group is not None and self._ran else None)
-                             or 0.0)
+    def learner_output(self, max_bytes: int = 4096) -> str:
+        """Tail of what the learner's code printed (untrusted, for feedback only)."""
+        if not self._root:
+            return ""
+        path = os.path.join(self._root, "output.txt")
+        try:
+            with open(path, "rb") as fh:
+                fh.seek(max(0, os.fstat(fh.fileno()).st_size - max_bytes))
+                return fh.read().decode("utf-8", "replace")
+        except OSError:
+            return ""
 
     def learner_cpu_seconds(self) -> float | None:
         """CPU time of the learner's processes since the cells were loaded (None without cgroups)."""
@@ -687,105 +645,10 @@ class LearnerProcess:
             return None
         return self._cpu_total + now - self._cpu_at_load
 
-    def _deadline_text(self) -> str:
-        return (f"the notebook used up its total time of {self.limits.notebook_timeout:g} s "
-                "(all cells and calls together)")
-
-    def call(self, func: str, args=(), kwargs=None, budget_s: float = 1.0,
-             return_args: bool = True) -> CallResult:
-        """Call ``func(*args, **kwargs)`` in the child within a budget of ``budget_s`` seconds.
-
-        The budget is CPU time of the learner's whole process tree where the
-        machine accounts it (``cpu_accounting``), with a wall-clock cap of
-        ``max(WALL_MIN_S, WALL_FACTOR x budget_s)``; elsewhere it is wall-clock
-        time.  ``budget_s`` may be lazy (an object with a ``floor`` in seconds
-        that ``float()`` turns into the budget, ``checks.LazyBudget``): the call
-        is held to the floor first, and the budget is computed only when the
-        call runs past it.  Processes the call leaves behind are killed when
-        it returns.  ``return_args``: also bring back the arguments as the call
-        left them (``CallResult.args_after``).
-        """
-        kwargs = dict(kwargs or {})
-        if not self._expired and not self._learner_alive():
-            self.setup()
-        if self._expired or not self._learner_alive():
-            self._end_learner()
-            return CallResult("timeout", message=f"{func} was not run: {self._deadline_text()}")
-        nonce = secrets.token_hex(16)
-        try:
-            files = [0]
-            request = {"op": "call", "nonce": nonce, "func": str(func),
-                       "args": encode(tuple(args), self._job, nonce, files),
-                       "kwargs": encode(kwargs, self._job, nonce, files),
-                       "return_args": bool(return_args)}
-        except OSError as exc:
-            raise SandboxError(f"could not write the inputs: {exc}") from exc
-        group = self._group
-        cpu = group is not None and group.accounts_cpu
-        start = time.monotonic()
-        cpu0 = group.cpu_seconds() if cpu else None
-        oom0 = self._oom_kills()
-        lazy = hasattr(budget_s, "floor") and not isinstance(budget_s, (int, float))
-        budget = [None if lazy else float(budget_s)]
-
-        def limits(b):
-            """(wall-clock deadline, CPU-time limit) of a budget of b seconds."""
-            if cpu:
-                return start + max(WALL_MIN_S, WALL_FACTOR * b), cpu0 + b
-            return start + b, None
-
-        def extend():
-            """The limits of the measured budget, when the floor was all that was known yet."""
-            if budget[0] is not None:
-                return None
-            budget[0] = float(budget_s)
-            return limits(budget[0])
-
-        deadline, cpu_limit = limits(float(budget_s.floor) if lazy else budget[0])
-        try:
-            self._send(request)
-            reply = self._receive(nonce, deadline, accept=None, cpu_limit=cpu_limit, extend=extend)
-        except _Dead as dead:
-            seconds = time.monotonic() - start
-            used = (group.cpu_seconds() - cpu0) if cpu else None
-            oomed = self._oom_since(oom0)
-            self._end_learner()
-            remove_call_files(nonce, (self._job, self._out))
-            if dead.status == "timeout" and dead.message in (_CPU_OUT, _WALL_OUT) and budget[0] is None:
-                budget[0] = float(budget_s)
-            if oomed:   # ended, or stalled, while the kernel ended its processes for memory
-                return CallResult("out-of-memory", message=f"{func} ran out of memory ({oomed})", seconds=seconds,
-                                  cpu_seconds=used)
-            if dead.status == "timeout" and dead.message == _CPU_OUT:
-                msg = f"{func} used {used:.2f} s of CPU time, over its budget of {budget[0]:.2f} s"
-            elif dead.status == "timeout" and dead.message == _WALL_OUT and cpu:
-                wall = max(WALL_MIN_S, WALL_FACTOR * budget[0])
-                msg = (f"{func} did not return within {wall:.1f} s (it used {used:.2f} s of CPU time; "
-                       "it was waiting or sleeping)")
-            elif dead.status == "timeout" and dead.message == _WALL_OUT:
-                msg = f"{func} did not finish within its time budget of {budget[0]:.2f} s"
-            elif dead.status == "timeout" and dead.message == _NOTEBOOK_OUT:
-                self._expired = True
-                msg = f"{func} was stopped: {self._deadline_text()}"
-            else:
-                msg = f"{dead.message} while running {func}"
-            return CallResult(dead.status, message=msg, seconds=seconds, cpu_seconds=used)
-        seconds = time.monotonic() - start
-        used = (group.cpu_seconds() - cpu0) if cpu else None
-        self._kill_strays()
-        try:
-            res = self._result(func, reply, nonce, seconds)
-            res.cpu_seconds = used
-            oomed = self._oom_since(oom0)
-            if oomed:
-                # a process of the call was ended for memory: whatever came back is not graded, and
-                # the learner process starts afresh
-                self._end_learner()
-                return CallResult("out-of-memory", None, res.args_after, f"{func} ran out of memory ({oomed})",
-                                  seconds, used)
-            return res
-        finally:
-            remove_call_files(nonce, (self._job, self._out))
+    @property
+    def cpu_accounting(self) -> bool:
+        """True when call budgets are CPU time of the learner's process tree (a cgroup)."""
+        return cgroup_mode() != "none"
 
     def _oom_kills(self) -> int | None:
         """How many of this sandbox's processes the kernel ended for memory so far (None: unknown)."""
@@ -804,28 +667,7 @@ class LearnerProcess:
         return ("the grader ran short of memory, and the system stopped one of your code's processes "
                 "(they are the first to go)")
 
-    @property
-    def cpu_accounting(self) -> bool:
-        """True when call budgets are CPU time of the learner's process tree (a cgroup)."""
-        return cgroup_mode() != "none"
-
-    def close(self) -> None:
-        """End the child (and everything it started) and remove its files."""
-        self._stop()
-
-    def learner_output(self, max_bytes: int = 4096) -> str:
-        """Tail of what the learner's code printed (untrusted, for feedback only)."""
-        if not self._root:
-            return ""
-        path = os.path.join(self._root, "output.txt")
-        try:
-            with open(path, "rb") as fh:
-                fh.seek(max(0, os.fstat(fh.fileno()).st_size - max_bytes))
-                return fh.read().decode("utf-8", "replace")
-        except OSError:
-            return ""
-
-    # -- starting and stopping --------------------------------------------
+    # -- starting and stopping ---------------------------------------------------
 
     def _spawn(self) -> str:
         """Start a fresh sandbox with its template interpreter; return the setup nonce."""
@@ -960,8 +802,9 @@ class LearnerProcess:
             raise SandboxError(f"the learner process did not start ({dead.message}): "
                                + " | ".join(tail)) from None
 
-    def _fork(self) -> str:
-        """Ask the template for a fresh learner process that runs the cells; return its nonce."""
+    def _fork(self, cells, skip) -> str:
+        """Ask the template for a fresh learner process that runs cells (but those numbered in skip);
+        return its nonce."""
         nonce = secrets.token_hex(16)
         if self._root is not None:
             try:   # what the previous learner process printed is not this one's
@@ -970,7 +813,7 @@ class LearnerProcess:
                 pass
         self._learner = nonce
         # the leading newline ends whatever part of a request the previous learner process left unread
-        self._send({"op": "fork", "nonce": nonce, "cells": self.cells, "skip": sorted(self._fatal_cells)},
+        self._send({"op": "fork", "nonce": nonce, "cells": list(cells), "skip": sorted(skip)},
                    lead=b"\n")
         return nonce
 
@@ -1041,7 +884,7 @@ class LearnerProcess:
             _rmtree(self._root)
             self._root = self._job = self._out = None
 
-    # -- protocol ------------------------------------------------------------
+    # -- the protocol pipes ------------------------------------------------------
 
     def _send(self, obj, lead: bytes = b"") -> None:
         data = lead + json.dumps(obj).encode() + b"\n"
@@ -1139,7 +982,179 @@ class LearnerProcess:
             rc = None
         return _describe_exit(rc, self.isolation == "bubblewrap")
 
-    # -- setup ---------------------------------------------------------------
+
+class LearnerProcess(_Sandbox):
+    """One learner's code, running in its own limited child process.
+
+    ``cells`` are the learner's code cells in notebook order.  ``setup()`` runs
+    them; ``call()`` calls a function they defined.  After a fatal outcome
+    (timeout, killed, out of memory) the next ``call`` starts a fresh child,
+    re-running the cells except those that ended or hung the process.
+    """
+
+    def __init__(self, cells, limits: Limits | None = None,
+                 allowed_imports=ALLOWED_IMPORTS, isolation: str | None = None):
+        super().__init__(limits, allowed_imports, isolation)
+        self.cells = [str(c) for c in cells]
+        self.report: SetupReport | None = None
+        self._fatal_cells: dict[int, CellReport] = {}
+        self._restarts = 0
+        self._expired = False
+        self._ran = False                    # whether any cells ran in this sandbox yet
+
+    # -- public API --------------------------------------------------------------
+
+    def setup(self) -> SetupReport:
+        """Run the cells (restarting past cells that end or hang the process)."""
+        self._end_learner()
+        self._ran = True
+        if self._deadline is None:
+            self._deadline = time.monotonic() + self.limits.notebook_timeout
+        runs: dict[int, CellReport] = {}
+        names, functions = [], []
+        for _attempt in range(len(self.cells) + 2):
+            if self._expired or time.monotonic() >= self._deadline:
+                self._expired = True
+                break
+            runs, final = self._start_and_run_cells()
+            if final is not None:
+                names, functions = final
+                break
+            self._restarts += 1
+        else:  # pragma: no cover - every failed attempt adds a skipped cell
+            raise SandboxError("the learner process could not be set up")
+        not_run = "error", "the cell did not run"
+        if self._expired:
+            not_run = "timeout", f"the cell did not run: {self._deadline_text()}"
+        cells = []
+        for i in range(len(self.cells)):
+            cells.append(self._fatal_cells.get(i) or runs.get(i) or CellReport(i, *not_run))
+        self.report = SetupReport(tuple(cells), tuple(names), tuple(functions),
+                                  self._restarts, self.isolation)
+        return self.report
+
+    def load(self, cells) -> None:
+        """Take another notebook's cells, to run in a fresh learner process of the same sandbox.
+
+        The learner process of the previous cells ends (with everything it started), the
+        sandbox's /tmp and job folder are emptied, and the next ``setup()`` forks a new
+        learner process from the template: nothing of the previous cells' namespace, files
+        or processes reaches the new one.  Meant for the notebooks of one learner; the
+        notebooks of different learners get different sandboxes.
+        """
+        self._end_learner()
+        self.cells = [str(c) for c in cells]
+        self.report = None
+        self._fatal_cells = {}
+        self._restarts = 0
+        self._deadline = None
+        self._expired = False
+        self._cpu_total = 0.0
+        # the first cells of a sandbox are charged its start, as when they start it themselves
+        self._cpu_at_load = ((self._group.cpu_seconds() if self._group is not None and self._ran else None)
+                             or 0.0)
+
+    def call(self, func: str, args=(), kwargs=None, budget_s: float = 1.0,
+             return_args: bool = True) -> CallResult:
+        """Call ``func(*args, **kwargs)`` in the child within a budget of ``budget_s`` seconds.
+
+        The budget is CPU time of the learner's whole process tree where the
+        machine accounts it (``cpu_accounting``), with a wall-clock cap of
+        ``max(WALL_MIN_S, WALL_FACTOR x budget_s)``; elsewhere it is wall-clock
+        time.  ``budget_s`` may be lazy (an object with a ``floor`` in seconds
+        that ``float()`` turns into the budget, ``checks.LazyBudget``): the call
+        is held to the floor first, and the budget is computed only when the
+        call runs past it.  Processes the call leaves behind are killed when
+        it returns.  ``return_args``: also bring back the arguments as the call
+        left them (``CallResult.args_after``).
+        """
+        kwargs = dict(kwargs or {})
+        if not self._expired and not self._learner_alive():
+            self.setup()
+        if self._expired or not self._learner_alive():
+            self._end_learner()
+            return CallResult("timeout", message=f"{func} was not run: {self._deadline_text()}")
+        nonce = secrets.token_hex(16)
+        try:
+            files = [0]
+            request = {"op": "call", "nonce": nonce, "func": str(func),
+                       "args": encode(tuple(args), self._job, nonce, files),
+                       "kwargs": encode(kwargs, self._job, nonce, files),
+                       "return_args": bool(return_args)}
+        except OSError as exc:
+            raise SandboxError(f"could not write the inputs: {exc}") from exc
+        group = self._group
+        cpu = group is not None and group.accounts_cpu
+        start = time.monotonic()
+        cpu0 = group.cpu_seconds() if cpu else None
+        oom0 = self._oom_kills()
+        lazy = hasattr(budget_s, "floor") and not isinstance(budget_s, (int, float))
+        budget = [None if lazy else float(budget_s)]
+
+        def limits(b):
+            """(wall-clock deadline, CPU-time limit) of a budget of b seconds."""
+            if cpu:
+                return start + max(WALL_MIN_S, WALL_FACTOR * b), cpu0 + b
+            return start + b, None
+
+        def extend():
+            """The limits of the measured budget, when the floor was all that was known yet."""
+            if budget[0] is not None:
+                return None
+            budget[0] = float(budget_s)
+            return limits(budget[0])
+
+        deadline, cpu_limit = limits(float(budget_s.floor) if lazy else budget[0])
+        try:
+            self._send(request)
+            reply = self._receive(nonce, deadline, accept=None, cpu_limit=cpu_limit, extend=extend)
+        except _Dead as dead:
+            seconds = time.monotonic() - start
+            used = (group.cpu_seconds() - cpu0) if cpu else None
+            oomed = self._oom_since(oom0)
+            self._end_learner()
+            remove_call_files(nonce, (self._job, self._out))
+            if dead.status == "timeout" and dead.message in (_CPU_OUT, _WALL_OUT) and budget[0] is None:
+                budget[0] = float(budget_s)
+            if oomed:   # ended, or stalled, while the kernel ended its processes for memory
+                return CallResult("out-of-memory", message=f"{func} ran out of memory ({oomed})", seconds=seconds,
+                                  cpu_seconds=used)
+            if dead.status == "timeout" and dead.message == _CPU_OUT:
+                msg = f"{func} used {used:.2f} s of CPU time, over its budget of {budget[0]:.2f} s"
+            elif dead.status == "timeout" and dead.message == _WALL_OUT and cpu:
+                wall = max(WALL_MIN_S, WALL_FACTOR * budget[0])
+                msg = (f"{func} did not return within {wall:.1f} s (it used {used:.2f} s of CPU time; "
+                       "it was waiting or sleeping)")
+            elif dead.status == "timeout" and dead.message == _WALL_OUT:
+                msg = f"{func} did not finish within its time budget of {budget[0]:.2f} s"
+            elif dead.status == "timeout" and dead.message == _NOTEBOOK_OUT:
+                self._expired = True
+                msg = f"{func} was stopped: {self._deadline_text()}"
+            else:
+                msg = f"{dead.message} while running {func}"
+            return CallResult(dead.status, message=msg, seconds=seconds, cpu_seconds=used)
+        seconds = time.monotonic() - start
+        used = (group.cpu_seconds() - cpu0) if cpu else None
+        self._kill_strays()
+        try:
+            res = self._result(func, reply, nonce, seconds)
+            res.cpu_seconds = used
+            oomed = self._oom_since(oom0)
+            if oomed:
+                # a process of the call was ended for memory: whatever came back is not graded, and
+                # the learner process starts afresh
+                self._end_learner()
+                return CallResult("out-of-memory", None, res.args_after, f"{func} ran out of memory ({oomed})",
+                                  seconds, used)
+            return res
+        finally:
+            remove_call_files(nonce, (self._job, self._out))
+
+    def _deadline_text(self) -> str:
+        return (f"the notebook used up its total time of {self.limits.notebook_timeout:g} s "
+                "(all cells and calls together)")
+
+    # -- setup -------------------------------------------------------------------
 
     def _start_and_run_cells(self):
         """One start: returns (per-cell reports, (names, functions) or None if it must restart)."""
@@ -1151,7 +1166,7 @@ class LearnerProcess:
             reused = self._proc is not None and self._proc.poll() is None and bool(self._template)
             self._ensure_template(setup_deadline)
             try:
-                nonce = self._fork()
+                nonce = self._fork(self.cells, self._fatal_cells)
                 self._receive(nonce, setup_deadline, accept=("ready",))
             except _Dead as dead:
                 if not reused or dead.message == _NOTEBOOK_OUT:
@@ -1160,7 +1175,7 @@ class LearnerProcess:
                 # it): once more in a fresh sandbox
                 self._stop()
                 self._ensure_template(setup_deadline)
-                nonce = self._fork()
+                nonce = self._fork(self.cells, self._fatal_cells)
                 self._receive(nonce, setup_deadline, accept=("ready",))
         except _Dead as dead:
             tail = self.learner_output(800).strip().splitlines()[-3:]
@@ -1238,7 +1253,7 @@ class LearnerProcess:
                 except _Dead:
                     pass  # noticed by the next receive
 
-    # -- the wire protocol (autograder.wire) -----------------------------------
+    # -- the wire protocol (autograder.wire) -------------------------------------
 
     def _result(self, func: str, reply: dict, nonce: str, seconds: float) -> CallResult:
         res = read_reply(func, reply, nonce, seconds, self._out, self.limits)
