@@ -4,7 +4,7 @@ The notebooks are the single truth of what is graded: an assignment's graded cel
 and their points are those of ``solutions/<assignment>/<notebook>.ipynb`` (nbgrader's
 ``grade: true`` cells and their ``points``).  Every graded cell is bound by its
 grade_id to a check registered in ``autograder.checks`` (``GRADED_CELLS`` /
-``CHECKS``, ``checks.register``).  ``problems(root, name)`` lists every disagreement,
+``CHECKS``, ``checks.register``) by a module of ``autograder/assignments/``.  ``problems(root, name)`` lists every disagreement,
 each naming the notebook and the cell; ``load(root, name)`` refuses to return an
 assignment that has one, so ``release``, ``validate`` and ``grade`` all stop on it.
 
@@ -66,7 +66,10 @@ _LOADED = False
 
 
 def load_check_modules():
-    """Import every module of ``autograder.assignments`` (each registers the checks of one assignment)."""
+    """Import every module of ``autograder.assignments`` (each registers the checks of one assignment).
+
+    Everything that reads the registry of ``autograder.checks`` calls this first.
+    """
     global _LOADED
     if _LOADED:
         return

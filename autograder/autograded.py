@@ -38,6 +38,7 @@ import re
 
 import nbformat
 
+from .files import atomic_write
 from .nbgrader_config import AUTOGRADED_DIRECTORY, RELEASE_DIRECTORY
 from .safeio import UnsafeFile, read_regular
 from .submission import MAX_NOTEBOOK_BYTES, NotebookUnreadable, _grade_id, read_notebook
@@ -176,7 +177,6 @@ def is_current(path):
 
 def write(course_dir, spec, result, submitted_path, root):
     """Write the autograded notebook of one result; return its path."""
-    from .grading import atomic_write
     path = path_of(course_dir, result["student_id"], spec.name, result["notebook"])
     nb = build(spec, result, submitted_path, root)
     atomic_write(path, nbformat.writes(nb))
@@ -219,7 +219,6 @@ def carry_submission_files(course_dir, student, assignment, submitted_folder):
     SUBMISSION_FILE_MAX_BYTES that nbgrader can use; a copy left from an earlier
     submission is removed when the new one has none.  Returns a note per file not copied.
     """
-    from .grading import atomic_write
     from .safeio import UnsafeFile
     dest_folder = os.path.dirname(path_of(course_dir, student, assignment, "x"))
     notes = []

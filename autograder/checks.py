@@ -1,50 +1,50 @@
-"""Hidden checks of the ``cnn_layers`` assignment, run in the trusted parent.
+"""The grader's check machinery: the registry of graded cells, verdicts, tolerance, time budgets,
+time-budget probes and hints.  It knows no assignment: each assignment's checks live in a module
+of ``autograder/assignments/`` that registers them (``autograder.assignment.load_check_modules``
+imports them all; code that reads the registry loads them first).
 
 ``GRADED_CELLS`` is the canonical table of graded cells: grade_id ->
-``GradedCell(function, notebook, points, description)``.  Every grade_id has
-one check, ``CHECKS[grade_id](call, rng, budgets=None) -> Verdict``:
+``GradedCell(function, notebook, points, description)``, filled by ``register``.  Every
+grade_id has one check, ``CHECKS[grade_id](call, rng, budgets=None, probe=None) -> Verdict``:
 
 * ``call(func, args, kwargs, budget_s, return_args=False) -> CallResult`` runs
   one learner function (the sandbox's ``LearnerProcess.call``; ``budget_s`` is a
   number or a ``LazyBudget``); only its ``status``, ``value``, ``args_after``
   (asked for by the cases that judge the arguments) and ``message`` are read, and ``value`` is
-  validated here (container, exact shape, real dtype cast to float64 -- a complex array
-  whose imaginary parts are all exactly zero is its real part --, finite)
-  before it is compared with the reference (``rel_error <= TOL``, 1e-12).
-* ``rng`` is a ``numpy.random.Generator``; the shapes of the cases are fixed,
-  their values are drawn from ``rng``.
+  validated here (``_array``: container, exact shape, real dtype cast to float64 -- a complex
+  array whose imaginary parts are all exactly zero is its real part --, finite)
+  before it is compared with the reference (``_compare``: ``rel_error <= TOL``, 1e-12).
+* ``rng`` is a ``numpy.random.Generator``; the shapes of the cases are fixed by the
+  assignment's module, their values are drawn from ``rng``.
 * the verdict's ``status`` is one of passed, failed, error, timeout,
   out-of-memory, killed (``ungradable`` is set by the batch, never here);
-  ``score`` is all or nothing; ``feedback`` names the failing case (shapes,
-  stride, pad, which gradient, how far off) and, where a wrong answer matches
-  a known mistake computed from the reference, names the mistake.  Feedback
+  ``score`` is all or nothing; ``feedback`` names the failing case and, where a wrong
+  answer matches a known mistake (``_compare``'s candidates), names the mistake.  Feedback
   never shows input arrays or expected values.
 
 ``grade_notebook(notebook, call, rng)`` grades every cell of a notebook in
-table order.  It runs the time-budget probe of each backward function first:
-when the probe runs out of time, every cell of that function scores zero with
-status ``timeout``.
+table order.  It runs the time-budget probe of a function first, where one is registered
+(``register_probe``): when the probe runs out of time, every cell of that function scores
+zero with status ``timeout``.
 
-Time budget of a call: ``max(1.0 s, 20 x`` the time of the loop reference on
-the same inputs), measured once per shape and cached in a ``Budgets`` object
-(one per grading run; ``DEFAULT_BUDGETS`` is shared by the process), and only
-for calls that run past the 1 s minimum (``LazyBudget``).
+Time budget of a call: ``max(1.0 s, 20 x`` the time of the function's loop reference
+(``register_loop_reference``) on the same inputs), measured once per shape and cached in a
+``Budgets`` object (one per grading run; ``DEFAULT_BUDGETS`` is shared by the process), and
+only for calls that run past the 1 s minimum (``LazyBudget``).
 """
-import math
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
 from typing import Callable, NamedTuple
 
 import numpy as np
-from numpy.lib.stride_tricks import sliding_window_view
 
-from . import reference as ref
 from .gradcheck import rel_error
 
-ASSIGNMENT = "cnn_layers"
-# Against the reference.  Measured (tests/test_tolerance.py, every case of the checks, many
-# draws): honest float64 implementations -- loops, scalar loops, einsum, im2col, any
+# Against the reference, for every assignment.  Measured on the cnn_layers checks
+# (tests/test_tolerance.py, every case, many draws): honest float64 implementations -- loops,
+# scalar loops, einsum, im2col, any
 # summation order -- agree with the reference to 4e-14 at worst (scalar loops with +=;
 # vectorised code 1e-15).  Central differences with the step of the notebooks' helper
 # (h = 1e-5) are off by 8e-12 at best, on every case.  1e-12 lies between the two.  The
@@ -68,48 +68,13 @@ class GradedCell(NamedTuple):
     description: str
 
 
-def _cells(notebook, rows):
-    return {gid: GradedCell(gid_fn, notebook, float(pts), desc) for gid, gid_fn, pts, desc in rows}
-
-
-GRADED_CELLS = {
-    **_cells("convolution", [
-        ("zero_pad", "zero_pad", 1, "pad 0, 1, 2 on non-square inputs with N, C > 1"),
-        ("conv_forward_shapes", "conv_forward", 1,
-         "output shape on many configurations (stride, pad, uneven, non-square)"),
-        ("conv_forward_basic", "conv_forward", 2, "stride 1, pad 0, N=2, C=1, F=1, square"),
-        ("conv_forward_padding", "conv_forward", 2, "stride 1, pad 1 and 2, C=1, F=1, square"),
-        ("conv_forward_stride", "conv_forward", 2, "stride 2 and 3, pad 0, sizes that divide evenly"),
-        ("conv_forward_uneven", "conv_forward", 2, "(H + 2 pad - HH) mod stride != 0"),
-        ("conv_forward_nonsquare", "conv_forward", 2, "H != W and HH != WW, stride 1 and stride 2 with pad 1"),
-        ("conv_forward_channels", "conv_forward", 2, "N=3, C=3, F=4 stride 1 pad 1; N=4, C=3, F=5 stride 2"),
-        ("conv_forward_inputs_unchanged", "conv_forward", 1, "x, w, b equal before and after the call"),
-        ("conv_backward_shapes", "conv_backward", 1, "shapes of dx, dw, db, including pad 0"),
-        ("conv_backward_basic", "conv_backward", 2, "as forward basic"),
-        ("conv_backward_padding", "conv_backward", 2, "as forward padding"),
-        ("conv_backward_stride", "conv_backward", 2, "as forward stride"),
-        ("conv_backward_uneven", "conv_backward", 2, "as forward uneven"),
-        ("conv_backward_nonsquare", "conv_backward", 2, "as forward nonsquare"),
-        ("conv_backward_channels", "conv_backward", 2, "as forward channels, plus the time-budget probe"),
-        ("conv_backward_inputs_unchanged", "conv_backward", 1, "dout and every cache entry unchanged"),
-    ]),
-    **_cells("pooling", [
-        ("maxpool_forward_shapes", "maxpool_forward", 1, "output shapes (pool, stride, uneven, non-square)"),
-        ("maxpool_forward_basic", "maxpool_forward", 2, "pool 2, stride 2, even sizes, N=2, C=1"),
-        ("maxpool_forward_overlap", "maxpool_forward", 2, "pool 3 stride 2, pool 2 stride 1"),
-        ("maxpool_forward_general", "maxpool_forward", 2, "uneven sizes, non-square, N=3, C=4"),
-        ("maxpool_forward_inputs_unchanged", "maxpool_forward", 1, "x equal before and after the call"),
-        ("maxpool_backward_shapes", "maxpool_backward", 1, "shape of dx"),
-        ("maxpool_backward_basic", "maxpool_backward", 2, "pool 2, stride 2, no ties"),
-        ("maxpool_backward_overlap", "maxpool_backward", 2, "overlapping windows, no ties"),
-        ("maxpool_backward_ties", "maxpool_backward", 2, "windows with repeated maxima"),
-        ("maxpool_backward_general", "maxpool_backward", 2,
-         "uneven, non-square, batch and channels, plus the time-budget probe"),
-        ("maxpool_backward_inputs_unchanged", "maxpool_backward", 1, "dout and every cache entry unchanged"),
-    ]),
-}
-
-NOTEBOOKS = tuple(dict.fromkeys(c.notebook for c in GRADED_CELLS.values()))
+GRADED_CELLS = {}     # grade_id -> GradedCell, in registration (notebook) order
+CHECKS: "dict[str, Callable]" = {}   # grade_id -> check(call, rng, budgets=None, probe=None)
+# assignment -> its notebooks, in order.  Every grade_id in GRADED_CELLS is bound to a check in
+# CHECKS; autograder.assignment holds the notebooks to this table (release and validate refuse
+# a graded cell without a check, a check without a cell, and points that differ).
+ASSIGNMENTS = {}
+MODULES = {}          # assignment -> the modules that registered its checks (the Gradescope bundle ships them)
 
 
 def functions_of(notebook):
@@ -123,8 +88,14 @@ def cells_of(notebook, function=None):
             if c.notebook == notebook and (function is None or c.function == function)]
 
 
-def max_score(notebook=None):
-    return float(sum(c.points for c in GRADED_CELLS.values() if notebook in (None, c.notebook)))
+
+
+def max_score(notebook=None, assignment=None):
+    """Points of a notebook, of an assignment, or of every registered cell."""
+    notebooks = ASSIGNMENTS[assignment] if assignment is not None else None
+    return float(sum(c.points for c in GRADED_CELLS.values() if notebook in (None, c.notebook)
+                     and (notebooks is None or c.notebook in notebooks)))
+
 
 
 # --------------------------------------------------------------------------- verdicts
@@ -159,17 +130,13 @@ class CaseFailure(Exception):
 
 # --------------------------------------------------------------------------- time budgets
 
-def _zero_pad_loops(x, pad):
-    return ref.zero_pad(x, pad)
+LOOP_REFERENCES = {}   # function -> its plain loop implementation (the yardstick of its time budget)
 
 
-LOOP_REFERENCES = {
-    "zero_pad": _zero_pad_loops,
-    "conv_forward": ref.conv_forward_loops,
-    "conv_backward": ref.conv_backward_loops,
-    "maxpool_forward": ref.maxpool_forward_loops,
-    "maxpool_backward": ref.maxpool_backward_loops,
-}
+def register_loop_reference(function, loop):
+    """Time budgets of function's calls are measured on loop(*args) (see ``Budgets``)."""
+    LOOP_REFERENCES[function] = loop
+
 
 
 def _signature(obj):
@@ -428,135 +395,14 @@ def _run_cell(grade_id, cases):
     return make_verdict(grade_id, status, lines)
 
 
-# --------------------------------------------------------------------------- convolution
+# --------------------------------------------------------------------------- inputs left alone
 
-class ConvCase(NamedTuple):
-    N: int
-    C: int
-    H: int
-    W: int
-    F: int
-    HH: int
-    WW: int
-    stride: int
-    pad: int
-    name: str = ""
-
-    @property
-    def out_hw(self):
-        return (ref.output_size(self.H, self.HH, self.stride, self.pad),
-                ref.output_size(self.W, self.WW, self.stride, self.pad))
-
-    def label(self):
-        return (f"case {self.name!s}: x ({self.N}, {self.C}, {self.H}, {self.W}), "
-                f"w ({self.F}, {self.C}, {self.HH}, {self.WW}), stride {self.stride}, pad {self.pad}")
-
-    def draw(self, rng):
-        x = rng.standard_normal((self.N, self.C, self.H, self.W))
-        w = rng.standard_normal((self.F, self.C, self.HH, self.WW))
-        b = rng.standard_normal(self.F)
-        return x, w, b
+ARG_NAMES = {}   # function -> {"args[0]": "x", "args[1][0]": "cache x", ...}: the feedback's names of arguments
 
 
-CONV_CASES = {
-    "basic": [ConvCase(2, 1, 5, 5, 1, 3, 3, 1, 0, "basic 1"), ConvCase(2, 1, 6, 6, 1, 2, 2, 1, 0, "basic 2")],
-    "padding": [ConvCase(2, 1, 5, 5, 1, 3, 3, 1, 1, "pad 1"), ConvCase(2, 1, 4, 4, 1, 3, 3, 1, 2, "pad 2")],
-    "stride": [ConvCase(2, 1, 7, 7, 1, 3, 3, 2, 0, "stride 2"), ConvCase(2, 1, 8, 8, 1, 2, 2, 3, 0, "stride 3")],
-    "uneven": [ConvCase(2, 1, 8, 8, 1, 3, 3, 2, 0, "uneven 1"), ConvCase(2, 1, 6, 6, 1, 3, 3, 2, 1, "uneven 2"),
-               ConvCase(1, 1, 9, 9, 1, 2, 2, 3, 0, "uneven 3")],
-    "nonsquare": [ConvCase(2, 1, 5, 7, 1, 2, 3, 1, 0, "non-square 1"),
-                  ConvCase(2, 1, 6, 9, 1, 3, 2, 2, 1, "non-square 2")],
-    # W' == F in both, so a bias broadcast along the width does not even raise
-    "channels": [ConvCase(3, 3, 5, 4, 4, 3, 3, 1, 1, "channels 1"),
-                 ConvCase(4, 3, 9, 9, 5, 3, 3, 2, 1, "channels 2")],
-}
-CONV_SHAPE_CASES = [
-    ConvCase(1, 1, 4, 4, 1, 3, 3, 1, 0, "shape 1"), ConvCase(2, 3, 5, 5, 2, 3, 3, 1, 1, "shape 2"),
-    ConvCase(2, 2, 7, 5, 3, 3, 2, 2, 0, "shape 3"), ConvCase(1, 3, 8, 6, 2, 3, 3, 2, 1, "shape 4"),
-    ConvCase(2, 1, 9, 10, 4, 4, 3, 3, 2, "shape 5"), ConvCase(3, 2, 6, 11, 2, 1, 5, 2, 0, "shape 6"),
-    ConvCase(1, 1, 5, 5, 1, 5, 5, 1, 0, "shape 7"), ConvCase(2, 4, 10, 7, 3, 2, 4, 3, 1, "shape 8"),
-]
-CONV_PROBE = ConvCase(8, 4, 32, 32, 6, 3, 3, 1, 1, "time probe")
-
-
-def _flip(w):
-    return w[:, :, ::-1, ::-1]
-
-
-def _conv_out_shape_hint(c):
-    Ho, Wo = c.out_hw
-    up = (math.ceil((c.H + 2 * c.pad - c.HH) / c.stride) + 1, math.ceil((c.W + 2 * c.pad - c.WW) / c.stride) + 1)
-
-    def hint(shape):
-        if len(shape) != 4:
-            return "out has four axes (N, F, H', W')"
-        hw = tuple(shape[2:])
-        if shape[1] == c.C and c.C != c.F:
-            return "the second axis of out counts filters F, not channels C"
-        if hw == (Wo, Ho) and Ho != Wo:
-            return "H and W (or HH and WW) are mixed up"
-        if hw == up and up != (Ho, Wo):
-            return "output size rounded up: windows that do not fit are dropped, H' = (H + 2 pad - HH) // stride + 1"
-        if c.stride > 1 and hw == (c.H + 2 * c.pad - c.HH + 1, c.W + 2 * c.pad - c.WW + 1):
-            return "the stride is ignored"
-        if c.pad > 0 and hw == ((c.H - c.HH) // c.stride + 1, (c.W - c.WW) // c.stride + 1):
-            return "the padding is ignored"
-        return None
-    return hint
-
-
-def _forward_candidates(c, x, w, b):
-    s, p = c.stride, c.pad
-    zero = np.zeros_like(b)
-
-    def wrong_axis():
-        base = ref.conv_forward(x, w, zero, s, p)[0]
-        return base + b if base.shape[-1] == b.shape[0] else None
-
-    def one_number():
-        return ref.conv_forward(x, w, zero, s, p)[0] + b.sum() if c.F > 1 else None
-
-    def per_product():
-        # np.sum(window * w[f] + b[f]): b[f] added to each of the C*HH*WW products
-        return ref.conv_forward(x, w, zero, s, p)[0] + b[None, :, None, None] * (c.C * c.HH * c.WW)
-
-    return [
-        (lambda: ref.conv_forward(x, w, zero, s, p)[0], "the bias is missing"),
-        (per_product, "the bias is added to every product of the window (C*HH*WW times, as in "
-                      "np.sum(window * w[f] + b[f])): add b[f] once per output position, after the sum"),
-        (lambda: ref.conv_forward(x, _flip(w), b, s, p)[0],
-         "the kernel is flipped: the layer computes a cross-correlation, without flipping w"),
-        (wrong_axis, "the bias is added along the width axis: b[f] belongs to every output of filter f"),
-        (one_number, "the bias is added as one number: b[f] belongs to the outputs of filter f only"),
-        (lambda: ref.conv_forward(x[:, :1], w[:, :1], b, s, p)[0] if c.C > 1 else None,
-         "only the first channel is used: the sum runs over all C channels"),
-    ]
-
-
-def _conv_forward_case(g, c):
-    label = c.label()
-
-    def run():
-        x, w, b = c.draw(g.rng)
-        res = g.invoke("conv_forward", (x, w, b, c.stride, c.pad), label, _out_usable)
-        out = _unpack(res.value, 2, "conv_forward", "(out, cache)", label)[0]
-        expected = ref.conv_forward(x, w, b, c.stride, c.pad)[0]
-        out = _array(out, "out", expected.shape, label, _conv_out_shape_hint(c))
-        line = _compare("out", out, expected, label, _forward_candidates(c, x, w, b))
-        if line:
-            raise CaseFailure("failed", line)
-    return run
-
-
-def _conv_forward_shape_case(g, c):
-    label = c.label()
-
-    def run():
-        x, w, b = c.draw(g.rng)
-        res = g.invoke("conv_forward", (x, w, b, c.stride, c.pad), label, _out_usable)
-        out = _unpack(res.value, 2, "conv_forward", "(out, cache)", label)[0]
-        _array(out, "out", (c.N, c.F) + c.out_hw, label, _conv_out_shape_hint(c))
-    return run
+def register_arg_names(function, names):
+    """How the feedback names the arguments of function that a call modified in place."""
+    ARG_NAMES[function] = dict(names)
 
 
 def _inputs_case(g, func, args, label, validate):
@@ -569,114 +415,12 @@ def _inputs_case(g, func, args, label, validate):
             raise CaseFailure("error", f"{label}: the arguments could not be read back after the call")
         changed = _unchanged(originals, after)
         if changed:
-            names = ", ".join(_ARG_NAMES.get(func, {}).get(p, p) for p in changed)
+            names = ", ".join(ARG_NAMES.get(func, {}).get(p, p) for p in changed)
             raise CaseFailure("failed", f"{label}: {func} modified its input(s) in place: {names}. "
                               "Work on copies (np.pad, .copy()) and leave the arguments as they were")
     return run
 
 
-_ARG_NAMES = {
-    "conv_forward": {"args[0]": "x", "args[1]": "w", "args[2]": "b", "args[3]": "stride", "args[4]": "pad"},
-    "conv_backward": {"args[0]": "dout", "args[1]": "cache", "args[1][0]": "cache x", "args[1][1]": "cache w",
-                      "args[1][2]": "cache b", "args[1][3]": "cache stride", "args[1][4]": "cache pad"},
-    "maxpool_forward": {"args[0]": "x", "args[1]": "pool", "args[2]": "stride"},
-    "maxpool_backward": {"args[0]": "dout", "args[1]": "cache", "args[1][0]": "cache x",
-                         "args[1][1]": "cache pool", "args[1][2]": "cache stride"},
-}
-
-
-def _windows(xp, HH, WW, stride, Ho, Wo):
-    return sliding_window_view(xp, (HH, WW), axis=(2, 3))[:, :, ::stride, ::stride][:, :, :Ho, :Wo]
-
-
-def _dx_overwrite(dout, w, stride, pad, x_shape):
-    """dx when overlapping windows overwrite each other (loop order n, f, i, j)."""
-    N, C, H, W = x_shape
-    F, _, HH, WW = w.shape
-    _, _, Ho, Wo = dout.shape
-    if N * F * Ho * Wo > 5000:
-        return None
-    dxp = np.zeros((N, C, H + 2 * pad, W + 2 * pad))
-    for n in range(N):
-        for f in range(F):
-            for i in range(Ho):
-                for j in range(Wo):
-                    dxp[n, :, i * stride:i * stride + HH, j * stride:j * stride + WW] = dout[n, f, i, j] * w[f]
-    return dxp[:, :, pad:pad + H, pad:pad + W]
-
-
-def _backward_candidates(c, x, w, dout, dw_ref, db_ref):
-    """(dx, dw, db) candidates: known mistakes, each computed only when a hint is looked for."""
-    s, p = c.stride, c.pad
-    N = c.N
-    Ho, Wo = c.out_hw
-    xp = ref.zero_pad(x, p)
-    dx_c = [
-        (lambda: ref.conv_transpose(dout, _flip(w), s, p, x.shape),
-         "dx uses the kernel as it is: in dx the kernel appears flipped (rotated by 180 degrees)"),
-        (lambda: ref.conv_transpose(dout, w, 1, p, x.shape) if s > 1 else None,
-         "the stride is ignored in dx: output (i, j) came from the window starting at (i*stride, j*stride)"),
-        (lambda: ref.conv_transpose(dout[:, :1], w[:1], s, p, x.shape) if c.F > 1 else None,
-         "dx keeps only the first filter: it must add the contributions of all F filters"),
-        (lambda: ref.conv_transpose(dout[:, -1:], w[-1:], s, p, x.shape) if c.F > 1 else None,
-         "dx keeps only the last filter: it must add the contributions of all F filters"),
-        (lambda: _dx_overwrite(dout, w, s, p, x.shape),
-         "overlapping windows overwrite each other in dx: contributions must be added (+=)"),
-    ]
-
-    def dw_stride1():
-        if s == 1:
-            return None
-        return np.einsum("nchwij,nfhw->fcij", _windows(xp, c.HH, c.WW, 1, Ho, Wo), dout)
-
-    def dw_sample(k):
-        if N == 1:
-            return None
-        return np.einsum("chwij,fhw->fcij", _windows(xp, c.HH, c.WW, s, Ho, Wo)[k], dout[k])
-
-    dw_c = [
-        (lambda: dw_ref / N if N > 1 else None, "dw is averaged over the batch: it is a sum over n"),
-        (lambda: dw_sample(0), "dw keeps only the first example: it is a sum over the whole batch"),
-        (lambda: dw_sample(-1), "dw keeps only the last example: it is a sum over the whole batch"),
-        (dw_stride1, "the stride is ignored in dw: output (i, j) came from the window starting at "
-                     "(i*stride, j*stride)"),
-        (lambda: np.einsum("nchwij,nfhw->fcij", _windows(xp, c.HH, c.WW, s, Ho, Wo)[..., ::-1, ::-1], dout),
-         "dw comes out flipped: the layer is a cross-correlation, dw[f, c, i, j] pairs with x at offset (i, j)"),
-    ]
-    avg = "db is averaged instead of summed: db[f] is the sum of dout[:, f] over n, i and j"
-    db_c = [
-        (lambda: db_ref / N if N > 1 else None, avg),
-        (lambda: db_ref / (N * Ho * Wo) if N * Ho * Wo > 1 else None, avg),
-        (lambda: db_ref / (Ho * Wo) if Ho * Wo > 1 else None, avg),
-        (lambda: dout[0].sum(axis=(1, 2)) if N > 1 else None,
-         "db keeps only the first example: it is a sum over the whole batch"),
-        (lambda: db_ref * (c.C * c.HH * c.WW),
-         "db is multiplied by the size of the window: the bias is added once per output position, "
-         "so db[f] is the plain sum of dout[:, f] over n, i and j"),
-    ]
-    return dx_c, dw_c, db_c
-
-
-def _dx_shape_hint(c):
-    def hint(shape):
-        full = (c.N, c.C, c.H + 2 * c.pad, c.W + 2 * c.pad)
-        if tuple(shape) == full and c.pad > 0:
-            return "the padding is not cropped from dx: remove pad rows and columns on each side"
-        if 0 in shape and c.pad == 0:
-            return ("dx is empty when pad = 0: dx[pad:-pad] selects nothing for pad = 0; "
-                    "crop with dx[:, :, pad:pad + H, pad:pad + W]")
-        if tuple(shape) == (c.N, c.C, c.W, c.H) and c.H != c.W:
-            return "H and W are mixed up"
-        return None
-    return hint
-
-
-def _dw_shape_hint(c):
-    def hint(shape):
-        if tuple(shape) == (c.F, c.C, c.WW, c.HH) and c.HH != c.WW:
-            return "HH and WW are mixed up"
-        return None
-    return hint
 
 
 def numerical_gradient_stacked(f, x, dout=None, h=1e-5):
@@ -696,230 +440,11 @@ def numerical_gradient_stacked(f, x, dout=None, h=1e-5):
     return (diff.reshape(size, -1).sum(axis=1) / (2 * h)).reshape(x.shape)
 
 
-def _conv_backward_case(g, c, numeric=False, shapes_only=False):
-    label = c.label()
-
-    def run():
-        x, w, b = c.draw(g.rng)
-        dout = g.rng.standard_normal((c.N, c.F) + c.out_hw)
-        cache = (x, w, b, c.stride, c.pad)
-        res = g.invoke("conv_backward", (dout, cache), label)
-        dx, dw, db = _unpack(res.value, 3, "conv_backward", "(dx, dw, db)", label)
-        dx = _array(dx, "dx", x.shape, label, _dx_shape_hint(c))
-        dw = _array(dw, "dw", w.shape, label, _dw_shape_hint(c))
-        db = _array(db, "db", b.shape, label)
-        if shapes_only:
-            return
-        edx, edw, edb = ref.conv_backward(dout, cache)
-        dx_c, dw_c, db_c = _backward_candidates(c, x, w, dout, edw, edb)
-        lines = [_compare("dx", dx, edx, label, dx_c), _compare("dw", dw, edw, label, dw_c),
-                 _compare("db", db, edb, label, db_c)]
-        lines = [ln for ln in lines if ln]
-        if lines:
-            raise CaseFailure("failed", *lines)
-        if numeric:  # the reference itself is held to central differences here
-            N, F, (Ho, Wo) = c.N, c.F, c.out_hw
-
-            def fx(xs):   # K perturbed inputs as one batch of K*N examples
-                return ref.conv_forward(xs.reshape((-1,) + x.shape[1:]), w, b, c.stride, c.pad)[0] \
-                    .reshape(len(xs), N, F, Ho, Wo)
-
-            def fw(ws):   # K perturbed kernels as one layer of K*F filters
-                out = ref.conv_forward(x, ws.reshape((-1,) + w.shape[1:]), np.tile(b, len(ws)), c.stride, c.pad)[0]
-                return out.reshape(N, len(ws), F, Ho, Wo).transpose(1, 0, 2, 3, 4)
-
-            def fb(bs):   # K perturbed biases as one layer of K*F filters
-                out = ref.conv_forward(x, np.tile(w, (len(bs), 1, 1, 1)), bs.reshape(-1), c.stride, c.pad)[0]
-                return out.reshape(N, len(bs), F, Ho, Wo).transpose(1, 0, 2, 3, 4)
-            for name, got, f, arg in (("dx", dx, fx, x), ("dw", dw, fw, w), ("db", db, fb, b)):
-                num = numerical_gradient_stacked(f, arg, dout)
-                err = rel_error(got, num)
-                if err > NUMERIC_TOL:
-                    lines.append(f"{label}: {name} disagrees with central differences "
-                                 f"(relative error {err:.1e}, limit {NUMERIC_TOL:.0e})")
-        z = g.rng.standard_normal(x.shape)
-        lhs = float(np.sum(ref.conv_forward(z, w, np.zeros_like(b), c.stride, c.pad)[0] * dout))
-        rhs = float(np.sum(z * dx))
-        scale = float(np.sum(np.abs(z))) * max(float(np.max(np.abs(dx), initial=0.0)), 1e-300)
-        if abs(lhs - rhs) > NUMERIC_TOL * scale:
-            lines.append(f"{label}: dx fails the adjoint identity <conv(z, w), dout> = <z, dx>")
-        if lines:
-            raise CaseFailure("failed", *lines)
-    return run
-
-
-# --------------------------------------------------------------------------- pooling
-
-class PoolCase(NamedTuple):
-    N: int
-    C: int
-    H: int
-    W: int
-    pool: int
-    stride: int
-    name: str = ""
-
-    @property
-    def out_hw(self):
-        return ref.output_size(self.H, self.pool, self.stride), ref.output_size(self.W, self.pool, self.stride)
-
-    def label(self):
-        return f"case {self.name}: x ({self.N}, {self.C}, {self.H}, {self.W}), pool {self.pool}, stride {self.stride}"
-
-
-POOL_CASES = {
-    "basic": [PoolCase(2, 1, 4, 4, 2, 2, "basic 1"), PoolCase(2, 1, 6, 6, 2, 2, "basic 2")],
-    "overlap": [PoolCase(2, 1, 7, 7, 3, 2, "pool 3 stride 2"), PoolCase(2, 1, 5, 5, 2, 1, "pool 2 stride 1")],
-    "general": [PoolCase(3, 4, 7, 9, 2, 2, "general 1"), PoolCase(3, 4, 8, 6, 3, 2, "general 2")],
-    "ties": [PoolCase(2, 2, 4, 4, 2, 2, "ties 1"), PoolCase(2, 2, 7, 7, 3, 2, "ties 2"),
-             PoolCase(1, 2, 5, 6, 2, 1, "ties 3")],
-}
-POOL_SHAPE_CASES = [
-    PoolCase(1, 1, 4, 4, 2, 2, "shape 1"), PoolCase(2, 3, 7, 7, 3, 2, "shape 2"),
-    PoolCase(2, 1, 5, 6, 2, 1, "shape 3"), PoolCase(1, 2, 10, 8, 3, 3, "shape 4"),
-    PoolCase(3, 2, 5, 7, 2, 2, "shape 5"), PoolCase(1, 1, 9, 4, 4, 1, "shape 6"),
-]
-POOL_PROBE = PoolCase(8, 4, 32, 32, 2, 2, "time probe")
-
-
-def _pool_shape_hint(c):
-    Ho, Wo = c.out_hw
-    up = (math.ceil((c.H - c.pool) / c.stride) + 1, math.ceil((c.W - c.pool) / c.stride) + 1)
-
-    def hint(shape):
-        if len(shape) == 4 and tuple(shape[2:]) == up and up != (Ho, Wo):
-            return "output size rounded up: windows that do not fit are dropped, H' = (H - pool) // stride + 1"
-        if len(shape) == 4 and tuple(shape[2:]) == (Wo, Ho) and Ho != Wo:
-            return "H and W are mixed up"
-        return None
-    return hint
-
-
-def _pool_windows(x, c):
-    Ho, Wo = c.out_hw
-    return sliding_window_view(x, (c.pool, c.pool), axis=(2, 3))[:, :, ::c.stride, ::c.stride][:, :, :Ho, :Wo]
-
-
-def _pool_to_all_maxima(x, dout, c):
-    win = _pool_windows(x, c)
-    mask = win == win.max(axis=(4, 5), keepdims=True)
-    dx = np.zeros_like(x, dtype=np.float64)
-    for a in range(c.pool):
-        for d in range(c.pool):
-            dx[:, :, a:a + c.stride * c.out_hw[0]:c.stride, d:d + c.stride * c.out_hw[1]:c.stride] += \
-                mask[..., a, d] * dout
-    return dx
-
-
-def _pool_to_last_max(x, dout, c):
-    # the last maximum of a window is the first one of the window read backwards
-    N, C, Ho, Wo = dout.shape
-    win = _pool_windows(x, c).reshape(N, C, Ho, Wo, c.pool * c.pool)
-    last = c.pool * c.pool - 1 - win[..., ::-1].argmax(axis=4)
-    di, dj = np.divmod(last, c.pool)
-    n, ch, i, j = np.indices((N, C, Ho, Wo))
-    dx = np.zeros_like(x, dtype=np.float64)
-    np.add.at(dx, (n, ch, i * c.stride + di, j * c.stride + dj), dout)
-    return dx
-
-
-def _pool_overwrite(x, dout, c, whole_window):
-    N, C, Ho, Wo = dout.shape
-    if N * C * Ho * Wo > 5000:
-        return None
-    p, s = c.pool, c.stride
-    dx = np.zeros_like(x, dtype=np.float64)
-    for n in range(N):
-        for ch in range(C):
-            for i in range(Ho):
-                for j in range(Wo):
-                    window = x[n, ch, i * s:i * s + p, j * s:j * s + p]
-                    a, d = divmod(int(np.argmax(window)), p)
-                    if whole_window:
-                        block = np.zeros((p, p))
-                        block[a, d] = dout[n, ch, i, j]
-                        dx[n, ch, i * s:i * s + p, j * s:j * s + p] = block
-                    else:
-                        dx[n, ch, i * s + a, j * s + d] = dout[n, ch, i, j]
-    return dx
-
-
-def _pool_backward_candidates(x, dout, c):
-    overwrite = "overlapping windows overwrite each other in dx: contributions must be added (+=)"
-    return [
-        (lambda: _pool_to_all_maxima(x, dout, c),
-         "on a tie the gradient goes to every maximal element; it must go only to the first maximal "
-         "element of the window in row-major order (the one np.argmax picks)"),
-        (lambda: _pool_to_last_max(x, dout, c),
-         "on a tie the gradient goes to the last maximal element; it must go to the first one "
-         "in row-major order (the one np.argmax picks)"),
-        (lambda: _pool_overwrite(x, dout, c, False), overwrite),
-        (lambda: _pool_overwrite(x, dout, c, True), overwrite),
-        (lambda: ref.avgpool_backward(dout, (x, c.pool, c.stride)),
-         "the gradient is spread over the window as in average pooling; max pooling routes it to the maximum"),
-    ]
-
-
-def _draw_pool_x(g, c, ties=False, discriminate=()):
-    """x for a case; with ties, small integers; redrawn until the known mistakes differ."""
-    shape = (c.N, c.C, c.H, c.W)
-    for _ in range(50):
-        if ties:
-            x = g.rng.integers(0, 3, size=shape).astype(np.float64)
-        else:
-            x = g.rng.standard_normal(shape)
-        dout = g.rng.standard_normal((c.N, c.C) + c.out_hw)
-        if not discriminate:
-            return x, dout
-        good = ref.maxpool_backward(dout, (x, c.pool, c.stride))
-        if all(rel_error(good, m(x, dout)) > 1e-3 for m in discriminate):
-            return x, dout
-    return x, dout
-
-
-def _maxpool_forward_case(g, c, shapes_only=False):
-    label = c.label()
-
-    def run():
-        x, _ = _draw_pool_x(g, c)
-        res = g.invoke("maxpool_forward", (x, c.pool, c.stride), label, _out_usable)
-        out = _unpack(res.value, 2, "maxpool_forward", "(out, cache)", label)[0]
-        expected = ref.maxpool_forward(x, c.pool, c.stride)[0]
-        out = _array(out, "out", expected.shape, label, _pool_shape_hint(c))
-        if shapes_only:
-            return
-        line = _compare("out", out, expected, label, [
-            (lambda: ref.avgpool_forward(x, c.pool, c.stride)[0], "this is average pooling, not max pooling")])
-        if line:
-            raise CaseFailure("failed", line)
-    return run
-
-
-def _maxpool_backward_case(g, c, ties=False, overlap=False, shapes_only=False):
-    label = c.label() + (" (with ties)" if ties else "")
-    discriminate = []
-    if ties:
-        discriminate = [lambda x, d: _pool_to_all_maxima(x, d, c), lambda x, d: _pool_to_last_max(x, d, c)]
-    elif overlap:
-        discriminate = [lambda x, d: _pool_overwrite(x, d, c, False), lambda x, d: _pool_overwrite(x, d, c, True)]
-
-    def run():
-        x, dout = _draw_pool_x(g, c, ties=ties, discriminate=discriminate)
-        cache = (x, c.pool, c.stride)
-        res = g.invoke("maxpool_backward", (dout, cache), label)
-        dx = _array(res.value, "dx", x.shape, label)
-        if shapes_only:
-            return
-        line = _compare("dx", dx, ref.maxpool_backward(dout, cache), label,
-                        _pool_backward_candidates(x, dout, c))
-        if line:
-            raise CaseFailure("failed", line)
-    return run
-
 
 # --------------------------------------------------------------------------- the checks
 
 def _cell(grade_id, make_cases):
+    """The check of grade_id: the cases make_cases(grader) gives (plus the function's probe, if any)."""
     def check(call, rng, budgets=None, probe=None):
         g = _Grader(call, rng, budgets)
         cases = make_cases(g)
@@ -927,117 +452,40 @@ def _cell(grade_id, make_cases):
             cases = cases + [probe]
         return _run_cell(grade_id, cases)
     check.__name__ = f"check_{grade_id}"
-    check.__doc__ = GRADED_CELLS[grade_id].description
+    check.__qualname__ = check.__name__
+    cell = GRADED_CELLS.get(grade_id)
+    check.__doc__ = cell.description if cell is not None else None
     return check
 
 
-def _zero_pad_cases(g):
-    def case(pad):
-        label = f"case pad {pad}: x (2, 3, 4, 5)"
+# --------------------------------------------------------------------------- time-budget probes
 
-        def run():
-            x = g.rng.standard_normal((2, 3, 4, 5))
-            res = g.invoke("zero_pad", (x, pad), label)
-            expected = ref.zero_pad(x, pad)
-
-            def hint(shape):
-                if tuple(shape) == (2 + 2 * pad, 3 + 2 * pad, 4 + 2 * pad, 5 + 2 * pad):
-                    return "only the last two axes (H, W) are padded"
-                if tuple(shape) == (2, 3, 4 + pad, 5 + pad):
-                    return "pad zeros on both sides, not only one"
-                return None
-            got = _array(res.value, "padded x", expected.shape, label, hint)
-            line = _compare("padded x", got, expected, label)
-            if line:
-                raise CaseFailure("failed", line)
-        return run
-    return [case(p) for p in (0, 1, 2)]
-
-
-def _conv_inputs_cases(g):
-    c = ConvCase(2, 3, 6, 5, 2, 3, 2, 2, 1, "inputs")
-    x, w, b = c.draw(g.rng)
-    return [_inputs_case(g, "conv_forward", (x, w, b, c.stride, c.pad), c.label(),
-                         lambda v: _unpack(v, 2, "conv_forward", "(out, cache)", c.label()))]
-
-
-def _conv_backward_inputs_cases(g):
-    c = ConvCase(2, 3, 6, 5, 2, 3, 2, 2, 1, "inputs")
-    x, w, b = c.draw(g.rng)
-    dout = g.rng.standard_normal((c.N, c.F) + c.out_hw)
-    return [_inputs_case(g, "conv_backward", (dout, (x, w, b, c.stride, c.pad)), c.label(),
-                         lambda v: _unpack(v, 3, "conv_backward", "(dx, dw, db)", c.label()))]
-
-
-def _maxpool_inputs_cases(g, backward):
-    c = PoolCase(2, 3, 7, 6, 3, 2, "inputs")
-    x, dout = _draw_pool_x(g, c)
-    if backward:
-        return [_inputs_case(g, "maxpool_backward", (dout, (x, c.pool, c.stride)), c.label(),
-                             lambda v: _array(v, "dx", x.shape, c.label()))]
-    return [_inputs_case(g, "maxpool_forward", (x, c.pool, c.stride), c.label(),
-                         lambda v: _unpack(v, 2, "maxpool_forward", "(out, cache)", c.label()))]
-
-
-_NUMERIC = {"basic", "padding", "stride", "uneven", "nonsquare"}
-
-CHECKS: "dict[str, Callable]" = {
-    "zero_pad": _cell("zero_pad", _zero_pad_cases),
-    "conv_forward_shapes": _cell("conv_forward_shapes",
-                                 lambda g: [_conv_forward_shape_case(g, c) for c in CONV_SHAPE_CASES]),
-    **{f"conv_forward_{k}": _cell(f"conv_forward_{k}",
-                                  (lambda k: lambda g: [_conv_forward_case(g, c) for c in CONV_CASES[k]])(k))
-       for k in CONV_CASES},
-    "conv_forward_inputs_unchanged": _cell("conv_forward_inputs_unchanged", _conv_inputs_cases),
-    "conv_backward_shapes": _cell("conv_backward_shapes",
-                                  lambda g: [_conv_backward_case(g, c, shapes_only=True) for c in CONV_SHAPE_CASES]),
-    **{f"conv_backward_{k}": _cell(f"conv_backward_{k}", (lambda k: lambda g: [
-        _conv_backward_case(g, c, numeric=k in _NUMERIC) for c in CONV_CASES[k]])(k)) for k in CONV_CASES},
-    "conv_backward_inputs_unchanged": _cell("conv_backward_inputs_unchanged", _conv_backward_inputs_cases),
-    "maxpool_forward_shapes": _cell("maxpool_forward_shapes",
-                                    lambda g: [_maxpool_forward_case(g, c, True) for c in POOL_SHAPE_CASES]),
-    **{f"maxpool_forward_{k}": _cell(f"maxpool_forward_{k}",
-                                     (lambda k: lambda g: [_maxpool_forward_case(g, c) for c in POOL_CASES[k]])(k))
-       for k in ("basic", "overlap", "general")},
-    "maxpool_forward_inputs_unchanged": _cell("maxpool_forward_inputs_unchanged",
-                                              lambda g: _maxpool_inputs_cases(g, False)),
-    "maxpool_backward_shapes": _cell("maxpool_backward_shapes", lambda g: [
-        _maxpool_backward_case(g, c, shapes_only=True) for c in POOL_SHAPE_CASES]),
-    "maxpool_backward_basic": _cell("maxpool_backward_basic",
-                                    lambda g: [_maxpool_backward_case(g, c) for c in POOL_CASES["basic"]]),
-    "maxpool_backward_overlap": _cell("maxpool_backward_overlap", lambda g: [
-        _maxpool_backward_case(g, c, overlap=True) for c in POOL_CASES["overlap"]]),
-    "maxpool_backward_ties": _cell("maxpool_backward_ties", lambda g: [
-        _maxpool_backward_case(g, c, ties=True) for c in POOL_CASES["ties"]]),
-    "maxpool_backward_general": _cell("maxpool_backward_general",
-                                      lambda g: [_maxpool_backward_case(g, c) for c in POOL_CASES["general"]]),
-    "maxpool_backward_inputs_unchanged": _cell("maxpool_backward_inputs_unchanged",
-                                               lambda g: _maxpool_inputs_cases(g, True)),
-}
-assert set(CHECKS) == set(GRADED_CELLS), set(CHECKS) ^ set(GRADED_CELLS)
-
-# the cell that owns each backward function's time-budget probe
-PROBE_CELL = {"conv_backward": "conv_backward_channels", "maxpool_backward": "maxpool_backward_general"}
+PROBE_CELL = {}   # function -> the cell that owns its time-budget probe
+PROBES = {}       # function -> probe(grader) -> (run, case description, args of the budget)
 
 TIMEOUT_MESSAGE = (
     "{func} is too slow: on the larger case {case} {detail}. The budget is {factor:g} times the time of a "
     "plain loop implementation of the same layer (at least {minimum:g} s); every cell of {func} scores 0.")
 
 
+def register_probe(function, cell, probe):
+    """Run probe before the cells of function are graded: a larger case that only a fast enough
+    implementation finishes within its budget.
+
+    ``probe(grader)`` returns ``(run, case, args)``: ``run()`` is the case (raises ``CaseFailure``),
+    ``case`` describes its size for the feedback, ``args`` are arguments of the size of the case
+    (their values do not matter) that measure its budget.  When the probe runs out of time, every
+    cell of function scores 0 (status ``timeout``); otherwise its outcome counts as one more case
+    of ``cell``.
+    """
+    PROBE_CELL[function] = cell
+    PROBES[function] = probe
+
+
 def _probe(func, call, rng, budgets):
-    """Run the larger probe case of a backward function: (CaseFailure or None, runner for the cell)."""
+    """Run the probe of func: (CaseFailure or None, runner for the probe's cell)."""
     g = _Grader(call, rng, budgets)
-    if func == "conv_backward":
-        run = _conv_backward_case(g, CONV_PROBE)
-        c = CONV_PROBE
-        case = f"x {(c.N, c.C, c.H, c.W)}, w {(c.F, c.C, c.HH, c.WW)}"
-        args = (np.zeros((c.N, c.F) + c.out_hw), (np.zeros((c.N, c.C, c.H, c.W)),
-                np.zeros((c.F, c.C, c.HH, c.WW)), np.zeros(c.F), c.stride, c.pad))
-    else:
-        run = _maxpool_backward_case(g, POOL_PROBE)
-        c = POOL_PROBE
-        case = f"x {(c.N, c.C, c.H, c.W)}, pool {c.pool}, stride {c.stride}"
-        args = (np.zeros((c.N, c.C) + c.out_hw), (np.zeros((c.N, c.C, c.H, c.W)), c.pool, c.stride))
+    run, case, args = PROBES[func](g)
     try:
         run()
         failure = None
@@ -1112,19 +560,14 @@ def _gate_inputs_unchanged(func, verdicts):
     return [make_verdict(v.grade_id, "failed", [reason]) if v.grade_id == inputs_id else v for v in verdicts]
 
 
+
 # --------------------------------------------------------------------------- the registry
-
-# assignment -> its notebooks, in order.  Every grade_id in GRADED_CELLS is bound to a check in
-# CHECKS; autograder.assignment holds the notebooks to this table (release and validate refuse
-# a graded cell without a check, a check without a cell, and points that differ).
-ASSIGNMENTS = {ASSIGNMENT: NOTEBOOKS}
-
 
 def register(assignment, notebook, grade_id, function, points, check, description=""):
     """Bind grade_id (a graded cell of assignment/notebook) to check(call, rng, budgets=None, probe=None).
 
-    A course adds an assignment without editing the grader: a module that calls
-    ``register`` once per graded cell (see ``autograder.assignment.load_check_modules``).
+    A course adds an assignment without editing the grader: a module of ``autograder/assignments/``
+    that calls ``register`` once per graded cell (see ``autograder.assignment.load_check_modules``).
     The check returns a ``Verdict`` (``make_verdict``).  grade_ids are unique across the course.
     """
     if grade_id in GRADED_CELLS and GRADED_CELLS[grade_id].notebook != notebook:
@@ -1134,8 +577,15 @@ def register(assignment, notebook, grade_id, function, points, check, descriptio
         raise ValueError(f"notebook '{notebook}' already belongs to another assignment")
     GRADED_CELLS[grade_id] = GradedCell(function, notebook, float(points), description)
     CHECKS[grade_id] = check
+    if description and not getattr(check, "__doc__", None):
+        try:
+            check.__doc__ = description
+        except (AttributeError, TypeError):   # a check whose doc cannot be set keeps none
+            pass
     if notebook not in ASSIGNMENTS.get(assignment, ()):
         ASSIGNMENTS[assignment] = tuple(ASSIGNMENTS.get(assignment, ())) + (notebook,)
+    caller = sys._getframe(1).f_globals.get("__name__", "")
+    MODULES.setdefault(assignment, set()).add(caller)
 
 
 def notebooks_of(assignment):

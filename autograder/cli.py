@@ -25,6 +25,7 @@ import os
 import sys
 
 from .learnertext import escaped, printable    # what is printed may quote a learner's name, file or message
+from .quickimport import import_jsonschema_without_iri_grammars as _import_jsonschema_without_iri_grammars
 
 DEFAULT_ASSIGNMENT = "cnn_layers"
 
@@ -349,26 +350,6 @@ def build_parser():
                         "--jobs learners beside the watcher)")
     w.set_defaults(func=cmd_watch)
     return p
-
-
-def _import_jsonschema_without_iri_grammars():
-    """Import jsonschema (nbformat's validator) without ``rfc3987_syntax``.
-
-    When that package is installed (Jupyter's event schemas pull it in), jsonschema
-    compiles 38 parser grammars on import, for the "iri" string formats, about 3 s of
-    every command; notebook schemas never use those formats.  The module is hidden only
-    while jsonschema registers its format checkers.
-    """
-    if "jsonschema" in sys.modules or "rfc3987_syntax" in sys.modules:
-        return
-    sys.modules["rfc3987_syntax"] = None      # makes `import rfc3987_syntax` raise ImportError
-    try:
-        import jsonschema  # noqa: F401
-    except ImportError:
-        pass
-    finally:
-        if sys.modules.get("rfc3987_syntax", 0) is None:
-            del sys.modules["rfc3987_syntax"]
 
 
 def _start_sandbox_self_test():

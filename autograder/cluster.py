@@ -53,11 +53,10 @@ def close(client):
         cluster.close()
 
 
-def grade_task(tasks):
-    """Runs on a worker: grading.grade_learner's result dicts (one learner's notebooks), with the
-    worker's name in each."""
-    from .grading import grade_learner
-    results = grade_learner(tasks)
+def grade_task(grade, tasks):
+    """Runs on a worker: grade(tasks)'s result dicts (one learner's notebooks; ``grade`` is
+    grading.grade_learner), with the worker's name in each."""
+    results = grade(tasks)
     try:
         from distributed import get_worker
         name = str(get_worker().name)
@@ -68,18 +67,19 @@ def grade_task(tasks):
     return results
 
 
-def grade_on_cluster(client, items, on_result):
-    """Submit every (keys, tasks) of items (one learner's notebooks) as a task; call on_result(key,
-    result or exception) for each notebook as its task ends.
+def grade_on_cluster(client, grade, items, on_result):
+    """Submit grade(tasks) for every (keys, tasks) of items (one learner's notebooks) as a task; call
+    on_result(key, result or exception) for each notebook as its task ends.
 
-    ``tasks`` are grading.grade_task's argument tuples.  A task whose worker died is rerun by
+    ``grade`` is grading.grade_learner (passed in, so that this module does not import the grader
+    that imports it; a worker imports it by name), ``tasks`` are grading.grade_task's argument tuples.  A task whose worker died is rerun by
     the scheduler elsewhere; one that could not finish at all (every try lost its worker) is
     passed to on_result as the exception, for each of its notebooks.
     """
     from distributed import as_completed
     futures = {}
     for keys, tasks in items:
-        fut = client.submit(grade_task, tasks, pure=False)
+        fut = client.submit(grade_task, grade, tasks, pure=False)
         futures[fut] = keys
     for fut in as_completed(futures):
         keys = futures[fut]

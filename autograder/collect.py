@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 
 from . import checks, lms
 from .assignment import registered, unknown_message
+from .nbgrader_config import ASSIGNMENT
 from .safeio import UnsafeFile, describe_mode, read_regular
 from .submission import MAX_FILE_BYTES   # the grader reads notebooks up to this size (outputs skipped)
 
@@ -310,7 +311,7 @@ def _atomic_bytes(path, data):
     os.replace(tmp, path)
 
 
-def collect(source, submitted_dir, assignment=checks.ASSIGNMENT, lms_name=None, pattern=None, ids="name"):
+def collect(source, submitted_dir, assignment=ASSIGNMENT, lms_name=None, pattern=None, ids="name"):
     """Copy the submissions found in source (folder or zip) into submitted_dir; return a CollectReport."""
     if assignment not in registered():
         raise CollectError(unknown_message(assignment))

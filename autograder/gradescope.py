@@ -125,13 +125,8 @@ def _package_files(root, assignment):
     from . import checks
     from .assignment import load_check_modules
     load_check_modules()
-    needed = set()
-    for gid, cell in checks.GRADED_CELLS.items():
-        if cell.notebook in checks.notebooks_of(assignment):
-            check = checks.CHECKS[gid]
-            module = getattr(getattr(check, "func", check), "__module__", "") or ""
-            if module.startswith("autograder.assignments."):
-                needed.add(module.rsplit(".", 1)[1])
+    needed = {module.rsplit(".", 1)[1] for module in checks.MODULES.get(assignment, ())
+              if module.startswith("autograder.assignments.")}
     here = os.path.dirname(os.path.abspath(__file__))
     files = {}
     for folder, dirs, names in os.walk(here):
@@ -157,7 +152,9 @@ def key_fingerprint(key):
 def _released_notebooks(root, assignment):
     """{path in the bundle: path here} of the released notebooks, refused when exercises/ is stale."""
     from . import checks
+    from .assignment import load_check_modules
     from .release import ReleaseError, release
+    load_check_modules()
     try:
         stale = release(root, assignment=assignment, check=True)
     except ReleaseError as exc:
@@ -358,7 +355,9 @@ def _num(x):
 
 def _test_entry(spec, notebook, cell, number, visibility, refused):
     from . import checks
+    from .assignment import load_check_modules
     from .feedback import STATUS_WORDS
+    load_check_modules()
     gid = cell.get("grade_id", "")
     status = str(cell.get("status", "error"))
     lines = [STATUS_WORDS.get(status, status)]
@@ -458,7 +457,7 @@ def grade(source, submission, workdir, isolation=None, limits=None):
 
 def run(source=SOURCE, submission=SUBMISSION, results=RESULTS, isolation=None, limits=None):
     """Grade and write results.json (always, even when the grader fails); return its dict."""
-    from .grading import atomic_write
+    from .files import atomic_write
     try:
         with tempfile.TemporaryDirectory(prefix="gradescope-") as workdir:
             out, log = grade(source, submission, workdir, isolation=isolation, limits=limits)
@@ -480,8 +479,8 @@ def main(argv=None):
     p.add_argument("--results", default=RESULTS)
     args = p.parse_args(argv)
     try:
-        from .cli import _import_jsonschema_without_iri_grammars
-        _import_jsonschema_without_iri_grammars()
+        from .quickimport import import_jsonschema_without_iri_grammars
+        import_jsonschema_without_iri_grammars()
     except ImportError:
         pass
     started = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")

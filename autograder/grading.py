@@ -52,7 +52,6 @@ with mode 0600: ``course_key`` (the CLI's ``--course-key``), else
 learner's process.  ``seed`` replaces the key (tests only).
 """
 import contextlib
-import csv
 import datetime as _dt
 import hashlib
 import json
@@ -71,15 +70,15 @@ from dataclasses import asdict, replace
 import numpy as np
 
 from . import checks, feedback
-from .nbgrader_config import COURSE_ID, SOURCE_DIRECTORY
+from .nbgrader_config import ASSIGNMENT, COURSE_ID, SOURCE_DIRECTORY, default_db_url
 from .policy import PARSE_LOCK
-from .assignment import AssignmentError, load as load_assignment
+from .assignment import AssignmentError, load as load_assignment, load_check_modules
+from .files import atomic_write, write_csv
 from .learnertext import HTML_SIGNIFICANT, printable
 from .safeio import UnsafeFile, check_inside, read_regular
 from .submission import content_sha256, load_source, read_submission
 
 FORMAT = 1
-ASSIGNMENT = checks.ASSIGNMENT
 # score: what counts (a manual score set in formgrader replaces the automatic one)
 GRADES_COLUMNS = ["student_id", "assignment", "notebook", "grade_id", "score", "max_score", "status", "reason",
                   "auto_score", "manual_score"]
@@ -96,43 +95,6 @@ class GradingError(Exception):
 
 def result_path(out_dir, student, notebook, assignment=ASSIGNMENT):
     return os.path.join(out_dir, "results", student, assignment, notebook + ".json")
-
-
-def _fsync_dir(folder):
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def atomic_write(path, text, mode=None):
-    """Write text (str, as UTF-8; or bytes) to path so that path holds either the old or the whole
-    new content; ``mode`` sets the file's permission bits before it appears (default 0600)."""
-    folder = os.path.dirname(path) or "."
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
-    try:
-        with (os.fdopen(fd, "wb") if isinstance(text, bytes)
-              else os.fdopen(fd, "w", encoding="utf-8", newline="")) as fh:
-            fh.write(text)
-            fh.flush()
-            if mode is not None:
-                os.fchmod(fh.fileno(), mode)
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    _fsync_dir(folder)
 
 
 def store_result(out_dir, result):
@@ -201,6 +163,7 @@ def discover(submitted_dir, assignment=ASSIGNMENT, refused=None):
     Folders whose names cannot be student ids (see student_id_problem) are
     left out; their messages are appended to ``refused`` when it is a list.
     """
+    load_check_modules()
     if not os.path.isdir(submitted_dir):
         raise GradingError(f"{submitted_dir}: no such folder. Pass the folder of submissions in nbgrader's "
                            f"layout, SUBMITTED/<student_id>/{assignment}/<notebook>.ipynb "
@@ -346,6 +309,7 @@ def _finish(result, verdicts):
 
 
 def _all(notebook, status, reason):
+    load_check_modules()
     return [checks.make_verdict(gid, status, [reason]) for gid in checks.cells_of(notebook)]
 
 
@@ -392,6 +356,7 @@ def grade_notebook_file(path, notebook, source, rng, student="", assignment=ASSI
     """
     from . import sandbox  # imported here so that the rest of the module works without it
 
+    load_check_modules()
     start = time.monotonic()
     result = _base(student, notebook, assignment)
     try:
@@ -479,39 +444,6 @@ def _results_for(out_dir, students, notebooks, assignment):
     return results
 
 
-_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
-
-
-def _is_number(value):
-    if isinstance(value, (int, float)):
-        return True
-    try:
-        float(value)
-        return True
-    except (TypeError, ValueError):
-        return False
-
-
-def csv_text(value):
-    """A text field as a spreadsheet shows it and never runs it: a leading ' before =, +, -, @, tab, CR."""
-    text = str(value)
-    return "'" + text if text.startswith(_FORMULA_START) else text
-
-
-def csv_rows(rows):
-    """Rows for a CSV file that a spreadsheet opens: text fields neutralised, numbers as they are."""
-    return [[v if _is_number(v) else csv_text(v) for v in row] for row in rows]
-
-
-def _write_csv(path, columns, rows):
-    import io
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(columns)
-    writer.writerows(csv_rows(rows))
-    atomic_write(path, buf.getvalue())
-
-
 def _iso(when):
     return when.isoformat(sep=" ") + " UTC" if when is not None else ""
 
@@ -547,8 +479,8 @@ def write_reports(out_dir, spec, results, grades, learners=None, lms_column=None
                            _fmt(g.penalty), _iso(g.timestamp), _iso(g.duedate), _fmt(g.seconds_late),
                            who.get("lms", ""), who.get("lms_user_id", ""), who.get("name", ""),
                            "yes" if who.get("late") else ""])
-    _write_csv(os.path.join(out_dir, "grades.csv"), GRADES_COLUMNS, grade_rows)
-    _write_csv(os.path.join(out_dir, "totals.csv"), TOTALS_COLUMNS, total_rows)
+    write_csv(os.path.join(out_dir, "grades.csv"), GRADES_COLUMNS, grade_rows)
+    write_csv(os.path.join(out_dir, "totals.csv"), TOTALS_COLUMNS, total_rows)
     lms.write_grade_files(out_dir, spec, grades, learners, lms_column)
     return {row[0]: float(row[2]) for row in total_rows}
 
@@ -1007,191 +939,257 @@ def grade_class(submitted_dir, out_dir, root, db_url=None, jobs=2, seed=None, re
     ``dask`` is the address of a Dask scheduler, or ``"local"``, to grade each notebook as a
     task on its workers (``autograder.cluster``); everything else stays in this process.
     """
-    from tqdm import tqdm
-    from . import autograded
-    from .nbgrader_config import course_config, duedate_of, default_db_url
-
     started, t0 = _now(), time.monotonic()
     course_dir = os.path.abspath(course_dir or os.path.dirname(os.path.abspath(submitted_dir)))
     db_url = db_url or default_db_url(course_dir)
     with _GradebookThread(db_url) as book:
+        run = _ClassRun(book, submitted_dir, out_dir, course_dir, assignment, jobs, dask, isolation)
+        run.find_work(root, regrade, students)
+        run.prepare(limits, fit_memory, seed, course_key)
+        run.open_gradebook()
+        run.grade(progress)
+        grades = book.finish(run.found)    # the students the gradebook has not taken yet, then its answer
+        results = _results_for(out_dir, run.found, run.spec.notebooks, assignment)
+        totals = write_reports(out_dir, run.spec, results, grades, run.learners, lms_column)
+        export = verify_export(db_url, totals, out_dir, assignment) if check_export else None
+        summary = run.summary(results, grades, export, regrade, db_url, started, t0)
+        atomic_write(os.path.join(out_dir, "run.json"), json.dumps(summary, indent=1))
+        return summary
+
+
+class _ClassRun:
+    """The steps of one ``grade_class`` run and what they share: which notebooks it grades, the
+    sandbox limits, the key of the hidden inputs, and what went wrong in the grader itself."""
+
+    def __init__(self, book, submitted_dir, out_dir, course_dir, assignment, jobs, dask, isolation):
+        self.book, self.submitted_dir, self.out_dir = book, submitted_dir, out_dir
+        self.course_dir, self.assignment = course_dir, assignment
+        self.jobs, self.dask, self.isolation = jobs, dask, isolation
+        self.client = None          # the Dask client, when the run grades on a cluster
+        self.spare = None           # a sandbox started ahead of the learner it will grade
+        self.bar = None
+        self.failed = {}            # (student, notebook) -> what went wrong in the grader itself
+        self.digests = {}           # (student, notebook) -> the submission's hash, for the cluster's tasks
+        self.errors = []
+
+    def path(self, student, nb):
+        return os.path.join(self.submitted_dir, student, self.assignment, nb + ".ipynb")
+
+    # ----------------------------------------------------------------- what to grade
+
+    def find_work(self, root, regrade, students):
+        """The assignment, the students with a submission, and the notebooks to grade (``plan``)."""
         try:
-            spec = load_assignment(root, assignment)
+            self.spec = load_assignment(root, self.assignment)
         except AssignmentError as exc:
             raise GradingError(str(exc)) from None
-        root = os.path.abspath(root)
-        refused = []
-        found = discover(submitted_dir, assignment, refused)
-        only = list(dict.fromkeys(students or []))
-        missing = [s for s in only if s not in found]
+        self.root = os.path.abspath(root)
+        self.refused = []
+        self.found = found = discover(self.submitted_dir, self.assignment, self.refused)
+        self.only = list(dict.fromkeys(students or []))
+        missing = [s for s in self.only if s not in found]
         if missing:
-            raise GradingError(f"--student {', '.join(missing)}: no submission of '{assignment}' in {submitted_dir} "
-                               f"(expected {submitted_dir}/<student_id>/{assignment}/). Students there: "
-                               f"{', '.join(found[:10])}{' ...' if len(found) > 10 else ''}")
-        os.makedirs(out_dir, exist_ok=True)
-        _remove_stale_temp_files(out_dir)
-        todo, waiting = plan(spec, submitted_dir, out_dir, found, regrade, only)
+            raise GradingError(f"--student {', '.join(missing)}: no submission of '{self.assignment}' in "
+                               f"{self.submitted_dir} (expected {self.submitted_dir}/<student_id>/{self.assignment}/). "
+                               f"Students there: {', '.join(found[:10])}{' ...' if len(found) > 10 else ''}")
+        os.makedirs(self.out_dir, exist_ok=True)
+        _remove_stale_temp_files(self.out_dir)
+        self.todo, self.waiting = plan(self.spec, self.submitted_dir, self.out_dir, found, regrade, self.only)
+
+    # ----------------------------------------------------------------- what to grade with
+
+    def prepare(self, limits, fit_memory, seed, course_key):
+        """Limits, sandboxes or workers started early, the source notebooks, the gradebook checked,
+        the cluster reached, the course key and the time budgets."""
         from . import sandbox
+        from .nbgrader_config import course_config
+        todo, dask, jobs = self.todo, self.dask, self.jobs
         limits = limits or sandbox.Limits()
-        in_order = list(dict.fromkeys(s for s, _nb, _why in todo))
-        sequential = not dask and (jobs <= 1 or len(in_order) <= 1)
+        self.in_order = list(dict.fromkeys(s for s, _nb, _why in todo))
+        self.sequential = not dask and (jobs <= 1 or len(self.in_order) <= 1)
         # the learners' memory must fit beside each other and the grader (a cluster's workers: theirs)
-        limits, memory_note = (limits, "") if dask or not todo else fit_learner_memory(
-            limits, 1 if sequential else min(jobs, len(in_order)), lower=fit_memory)
+        self.limits, self.memory_note = (limits, "") if dask or not todo else fit_learner_memory(
+            limits, 1 if self.sequential else min(jobs, len(self.in_order)), lower=fit_memory)
         # the first learner's sandbox (or the workers' fork server) starts now, while the rest
         # of the run is set up
-        spare = _prestarted(sandbox, limits, isolation) if sequential and todo else None
-        if todo and not sequential and not dask:
+        self.spare = _prestarted(sandbox, self.limits, self.isolation) if self.sequential and todo else None
+        if todo and not self.sequential and not dask:
             _start_fork_server()
         try:
-            sources = {}
-            for nb in spec.notebooks:
-                path = source_notebook(root, nb, assignment)
-                sources[nb] = load_source(path, nb)
-            config = course_config(course_dir, root)
-            book.checked()    # before grading: a gradebook that cannot be opened is found in seconds
-            client = None
+            self.sources = {nb: load_source(source_notebook(self.root, nb, self.assignment), nb)
+                            for nb in self.spec.notebooks}
+            self.config = course_config(self.course_dir, self.root)
+            self.book.checked()    # before grading: a gradebook that cannot be opened is found in seconds
             if dask:
                 from . import cluster
                 try:
-                    client = cluster.connect(dask, jobs)
+                    self.client = cluster.connect(dask, jobs)
                 except cluster.ClusterError as exc:
                     raise GradingError(str(exc)) from None
-
-            mode = isolation or sandbox.isolation_mode()
+            self.mode = self.isolation or sandbox.isolation_mode()
             if seed is not None:
-                secret = f"seed:{seed}".encode("utf-8")
+                self.secret = f"seed:{seed}".encode("utf-8")
             else:
-                secret = load_course_key(course_key_path(out_dir, course_key))
-            budgets = checks.Budgets()
+                self.secret = load_course_key(course_key_path(self.out_dir, course_key))
+            self.budgets = checks.Budgets()
         except BaseException:
-            if spare is not None:
-                spare.close()
+            if self.spare is not None:
+                self.spare.close()
             raise
-        regraded = {(s, nb) for s, nb, _why in todo}
-        learners = _learners(submitted_dir, found, assignment)
+
+    # ----------------------------------------------------------------- the gradebook
+
+    def open_gradebook(self):
+        """Start the gradebook's thread on this run; it takes each student once all their notebooks are graded."""
+        from . import autograded
+        from .nbgrader_config import duedate_of
+        spec, assignment, course_dir = self.spec, self.assignment, self.course_dir
+        regraded = {(s, nb) for s, nb, _why in self.todo}
+        self.learners = _learners(self.submitted_dir, self.found, assignment)
 
         def write_autograded(student, per_notebook):
             for nb in spec.notebooks:
                 dest = autograded.path_of(course_dir, student, assignment, nb)
                 if (student, nb) in regraded or not autograded.is_current(dest):
-                    autograded.write(course_dir, spec, per_notebook[nb],
-                                     os.path.join(submitted_dir, student, assignment, nb + ".ipynb"), root)
+                    autograded.write(course_dir, spec, per_notebook[nb], self.path(student, nb), self.root)
             # nbgrader's timestamp.txt and submission_secret.txt, for its generate/release_feedback
             autograded.carry_submission_files(course_dir, student, assignment,
-                                              os.path.join(submitted_dir, student, assignment))
+                                              os.path.join(self.submitted_dir, student, assignment))
 
-        book.begin(spec, learners, duedate_of(config, assignment), config,
-                   lambda student: _results_for(out_dir, [student], spec.notebooks, assignment)[student],
-                   write_autograded)
-        pending = {}
-        for s_, _nb, _why in todo:
-            pending[s_] = pending.get(s_, 0) + 1
-        for student in found:
-            if student not in pending:
-                book.ready(student)    # nothing to grade: its stored results go to the gradebook now
-        troubled = set()
+        self.book.begin(spec, self.learners, duedate_of(self.config, assignment), self.config,
+                        lambda student: _results_for(self.out_dir, [student], spec.notebooks, assignment)[student],
+                        write_autograded)
+        self.pending = {}
+        for s_, _nb, _why in self.todo:
+            self.pending[s_] = self.pending.get(s_, 0) + 1
+        for student in self.found:
+            if student not in self.pending:
+                self.book.ready(student)    # nothing to grade: its stored results go to the gradebook now
+        self.troubled = set()
 
-        def graded(key, ok):
-            """A notebook graded (ok) or not: once all of a student's are, and all went well, the
-            gradebook takes the student; the others wait for the retries, until finish()."""
-            student = key[0]
-            if not ok:
-                troubled.add(student)
-            if pending.get(student, 0) > 0:
-                pending[student] -= 1
-                if pending[student] == 0 and student not in troubled:
-                    book.ready(student)
+    def graded(self, key, ok):
+        """A notebook graded (ok) or not: once all of a student's are, and all went well, the
+        gradebook takes the student; the others wait for the retries, until finish()."""
+        student = key[0]
+        if not ok:
+            self.troubled.add(student)
+        if self.pending.get(student, 0) > 0:
+            self.pending[student] -= 1
+            if self.pending[student] == 0 and student not in self.troubled:
+                self.book.ready(student)
 
-        def work(student, nb, shared=None):
-            path = os.path.join(submitted_dir, student, assignment, nb + ".ipynb")
-            digest = current_hash(path)
-            result = grade_notebook_file(path, nb, sources[nb], notebook_rng(secret, nb, digest), student,
-                                         assignment, limits, budgets, isolation, submitted_dir=submitted_dir,
-                                         shared=shared)
-            result["submission_sha256"] = digest
-            store_result(out_dir, result)
-            return result
+    # ----------------------------------------------------------------- grading
 
-        failed = {}  # (student, notebook) -> what went wrong in the grader itself
-        digests = {}
-
-        def task(student, nb):
-            path = os.path.join(submitted_dir, student, assignment, nb + ".ipynb")
-            digests[(student, nb)] = current_hash(path)
-            rng = notebook_rng(secret, nb, digests[(student, nb)])
-            return (student, nb), (os.path.abspath(path), nb, sources[nb], rng,
-                                   student, assignment, limits, isolation, os.path.abspath(submitted_dir))
-
-        def arrived(key, result):
-            """Store a result that a worker sent back (or note why the cluster could not grade it)."""
-            if isinstance(result, BaseException):
-                where = "the Dask cluster" if client is not None else "a grading worker process"
-                failed[key] = f"{where} could not grade it: {type(result).__name__}: {checks._short(result)}"
-            else:
-                result["submission_sha256"] = digests[key]
-                try:
-                    store_result(out_dir, result)
-                    failed.pop(key, None)
-                    if result["status"] == "error":
-                        failed[key] = result["reason"]
-                except OSError as exc:
-                    failed[key] = f"could not store the result: {exc}"
-            graded(key, key not in failed)
-            bar.update(1)
-
-        bar = tqdm(total=len(todo), disable=not progress, unit="notebook", desc="grading")
+    def grade(self, progress):
+        """Grade every notebook of the plan (on the cluster, in this process, or in worker processes),
+        then once more those on which the grader itself failed."""
+        from tqdm import tqdm
+        self.bar = tqdm(total=len(self.todo), disable=not progress, unit="notebook", desc="grading")
         try:
-            if client is not None:
-                cluster.grade_on_cluster(client, _by_learner(task(s, nb) for s, nb, _why in todo), arrived)
-                if failed:  # once more, as a local run retries the grader's own failures
-                    bar.total += len(failed)
-                    cluster.grade_on_cluster(client, _by_learner(task(s, nb) for s, nb in sorted(failed)), arrived)
-            elif sequential:
-                following = dict(zip(in_order, in_order[1:]))
-                shared, current = [], None
-                try:
-                    for student, nb, _why in todo:
-                        if student != current:   # one sandbox per learner, never shared between learners
-                            for proc in shared:
-                                proc.close()
-                            shared, current = ([spare] if spare is not None else []), student
-                            # the next learner's sandbox starts while this learner is graded
-                            spare = _prestarted(sandbox, limits, isolation) if student in following else None
-                        r = work(student, nb, shared)
-                        if r["status"] == "error":
-                            failed[(student, nb)] = r["reason"]
-                        graded((student, nb), r["status"] != "error")
-                        bar.update(1)
-                finally:
-                    for proc in shared + ([spare] if spare is not None else []):
-                        proc.close()
+            if self.client is not None:
+                self._grade_on_cluster()
+            elif self.sequential:
+                self._grade_here()
             else:
-                by_learner = _by_learner(task(s, nb) for s, nb, _why in todo)
-                _grade_in_processes(min(jobs, len(by_learner)), by_learner, arrived)
-            # A failure of the grader itself (not of the learner's code) may be transient, such as
-            # CPython 3.11's parser race between threads: retry those notebooks once, one at a time.
-            for s, nb in (sorted(failed) if client is None else ()):
-                try:
-                    r = work(s, nb)
-                except Exception as exc:
-                    failed[(s, nb)] = f"could not store the result: {exc}"
-                    continue
-                if r["status"] == "error":
-                    failed[(s, nb)] = r["reason"]
-                else:
-                    del failed[(s, nb)]
+                by_learner = _by_learner(self.task(s, nb) for s, nb, _why in self.todo)
+                _grade_in_processes(min(self.jobs, len(by_learner)), by_learner, self.arrived)
+            if self.client is None:
+                self._retry_failures()
         finally:
-            bar.close()
-            if client is not None:
-                cluster.close(client)
-        errors = [f"{s}/{nb}: {reason}" for (s, nb), reason in sorted(failed.items())]
+            self.bar.close()
+            if self.client is not None:
+                from . import cluster
+                cluster.close(self.client)
+        self.errors = [f"{s}/{nb}: {reason}" for (s, nb), reason in sorted(self.failed.items())]
 
-        grades = book.finish(found)    # the students the gradebook has not taken yet, then its answer
-        results = _results_for(out_dir, found, spec.notebooks, assignment)
-        totals = write_reports(out_dir, spec, results, grades, learners, lms_column)
-        export = verify_export(db_url, totals, out_dir, assignment) if check_export else None
+    def work(self, student, nb, shared=None):
+        """Grade one notebook here and store its result."""
+        path = self.path(student, nb)
+        digest = current_hash(path)
+        result = grade_notebook_file(path, nb, self.sources[nb], notebook_rng(self.secret, nb, digest), student,
+                                     self.assignment, self.limits, self.budgets, self.isolation,
+                                     submitted_dir=self.submitted_dir, shared=shared)
+        result["submission_sha256"] = digest
+        store_result(self.out_dir, result)
+        return result
 
+    def task(self, student, nb):
+        """((student, notebook), grade_task's arguments) of one notebook, for a worker."""
+        path = self.path(student, nb)
+        self.digests[(student, nb)] = current_hash(path)
+        rng = notebook_rng(self.secret, nb, self.digests[(student, nb)])
+        return (student, nb), (os.path.abspath(path), nb, self.sources[nb], rng, student, self.assignment,
+                               self.limits, self.isolation, os.path.abspath(self.submitted_dir))
+
+    def arrived(self, key, result):
+        """Store a result that a worker sent back (or note why the cluster could not grade it)."""
+        if isinstance(result, BaseException):
+            where = "the Dask cluster" if self.client is not None else "a grading worker process"
+            self.failed[key] = f"{where} could not grade it: {type(result).__name__}: {checks._short(result)}"
+        else:
+            result["submission_sha256"] = self.digests[key]
+            try:
+                store_result(self.out_dir, result)
+                self.failed.pop(key, None)
+                if result["status"] == "error":
+                    self.failed[key] = result["reason"]
+            except OSError as exc:
+                self.failed[key] = f"could not store the result: {exc}"
+        self.graded(key, key not in self.failed)
+        self.bar.update(1)
+
+    def _grade_on_cluster(self):
+        from . import cluster
+        cluster.grade_on_cluster(self.client, grade_learner,
+                                 _by_learner(self.task(s, nb) for s, nb, _why in self.todo), self.arrived)
+        if self.failed:  # once more, as a local run retries the grader's own failures
+            self.bar.total += len(self.failed)
+            cluster.grade_on_cluster(self.client, grade_learner,
+                                     _by_learner(self.task(s, nb) for s, nb in sorted(self.failed)), self.arrived)
+
+    def _grade_here(self):
+        """One learner after another in this process, each in a sandbox of their own (started ahead)."""
+        from . import sandbox
+        following = dict(zip(self.in_order, self.in_order[1:]))
+        shared, current = [], None
+        try:
+            for student, nb, _why in self.todo:
+                if student != current:   # one sandbox per learner, never shared between learners
+                    for proc in shared:
+                        proc.close()
+                    shared, current = ([self.spare] if self.spare is not None else []), student
+                    # the next learner's sandbox starts while this learner is graded
+                    self.spare = (_prestarted(sandbox, self.limits, self.isolation) if student in following
+                                  else None)
+                r = self.work(student, nb, shared)
+                if r["status"] == "error":
+                    self.failed[(student, nb)] = r["reason"]
+                self.graded((student, nb), r["status"] != "error")
+                self.bar.update(1)
+        finally:
+            for proc in shared + ([self.spare] if self.spare is not None else []):
+                proc.close()
+
+    def _retry_failures(self):
+        # A failure of the grader itself (not of the learner's code) may be transient, such as
+        # CPython 3.11's parser race between threads: retry those notebooks once, one at a time.
+        for s, nb in sorted(self.failed):
+            try:
+                r = self.work(s, nb)
+            except Exception as exc:
+                self.failed[(s, nb)] = f"could not store the result: {exc}"
+                continue
+            if r["status"] == "error":
+                self.failed[(s, nb)] = r["reason"]
+            else:
+                del self.failed[(s, nb)]
+
+    # ----------------------------------------------------------------- the summary
+
+    def summary(self, results, grades, export, regrade, db_url, started, t0):
+        """The run's summary (run.json)."""
+        from . import sandbox
+        found, spec, todo = self.found, self.spec, self.todo
         statuses = {}
         for per in results.values():
             for r in per.values():
@@ -1200,32 +1198,32 @@ def grade_class(submitted_dir, out_dir, root, db_url=None, jobs=2, seed=None, re
         whys = {}
         for _s, _nb, why in todo:
             whys[why] = whys.get(why, 0) + 1
-        summary = {
-            "assignment": assignment,
+        return {
+            "assignment": self.assignment,
             "students": len(found),
             "notebooks": len(found) * len(spec.notebooks),
             "graded_this_run": len(todo),
             "graded_why": dict(sorted(whys.items())),
             "changed": whys.get("changed", 0),
             "reused": len(found) * len(spec.notebooks) - len(todo),
-            "not_graded_waiting": waiting,
-            "only_students": only,
-            "grader_errors": sorted(errors),
-            "refused_students": refused,
+            "not_graded_waiting": self.waiting,
+            "only_students": self.only,
+            "grader_errors": sorted(self.errors),
+            "refused_students": self.refused,
             "cell_statuses": dict(sorted(statuses.items())),
             "late": sorted(s for s, g in grades.items() if g.seconds_late > 0),
             "manual_scores": sum(1 for g in grades.values() for per in g.cells.values() for c in per.values()
                                  if c.manual_score is not None),
-            "isolation": mode,
+            "isolation": self.mode,
             "cgroups": sandbox.cgroup_mode(),
             "learner_memory": ("cgroup" if sandbox.memory_limited() else "none"),
-            "learner_memory_note": memory_note,
-            "limits": asdict(limits),
+            "learner_memory_note": self.memory_note,
+            "limits": asdict(self.limits),
             "time_budget": {"factor": checks.BUDGET_FACTOR, "minimum_s": checks.MIN_BUDGET_S},
-            "jobs": jobs,
-            "dask": dask,
+            "jobs": self.jobs,
+            "dask": self.dask,
             "regrade": bool(regrade),
-            "course_dir": course_dir,
+            "course_dir": self.course_dir,
             "gradebook": _safe_url(db_url),
             "export_check": export,
             "grader_peak_rss_mib": _peak_rss_mib(),
@@ -1234,5 +1232,3 @@ def grade_class(submitted_dir, out_dir, root, db_url=None, jobs=2, seed=None, re
             "finished": _now(),
             "seconds": round(time.monotonic() - t0, 2),
         }
-        atomic_write(os.path.join(out_dir, "run.json"), json.dumps(summary, indent=1))
-        return summary

@@ -53,6 +53,7 @@ import unicodedata
 from dataclasses import dataclass, field
 
 from . import times
+from .files import atomic_write, csv_rows  # names from an LMS may start with =, +, - or @
 
 TIMESTAMP_FORMAT = "%Y-%m-%d %H:%M:%S UTC"   # what collect writes to timestamp.txt
 MAX_METADATA_BYTES = 4 << 20    # an LMS's metadata file (Gradescope's submission_metadata.yml)
@@ -381,7 +382,6 @@ def notebook_name(file, known):
 # --------------------------------------------------------------------------- grade files
 
 def _csv_text(rows):
-    from .grading import csv_rows  # names from an LMS may start with =, +, - or @
     buf = io.StringIO()
     csv.writer(buf, lineterminator="\n").writerows(csv_rows(rows))
     return buf.getvalue()
@@ -421,7 +421,6 @@ def moodle_rows(spec, grades, learners):
 
 def write_grade_files(out_dir, spec, grades, learners, column=None):
     """canvas_grades.csv and moodle_grades.csv in out_dir, for the learners collected from each LMS."""
-    from .grading import atomic_write
     written = []
     for name, rows in (("canvas_grades.csv", canvas_rows(spec, grades, learners, column)),
                        ("moodle_grades.csv", moodle_rows(spec, grades, learners))):

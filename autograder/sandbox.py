@@ -6,7 +6,10 @@ learner's cells in one namespace and then answers call requests.  Arguments go
 in and results come back as ``.npy`` files (``allow_pickle=False``); requests
 and replies are JSON lines on two dedicated pipes, each reply carrying the
 fresh nonce of its request.  Nothing the child says is used for a score: it
-only hands arrays back, and the checks compare them with the reference.
+only hands arrays back, and the checks compare them with the reference.  What travels,
+and how a forged reply is read without harm, is ``autograder.wire``; this module runs the
+processes (template, fork, limits, cgroup, kill, restart) and the learner's session
+(``setup``, ``call``, ``load``).
 
 Isolation (see ``isolation_mode``):
 
@@ -36,13 +39,11 @@ Typical use::
 """
 from __future__ import annotations
 
-import errno
 import hashlib
 import importlib.util
 import json
 import logging
 import os
-import re
 import secrets
 import select
 import shutil
@@ -56,14 +57,11 @@ import threading
 import time
 import warnings
 from dataclasses import dataclass
-from typing import Any
 
-import numpy as np
-
-from .learnertext import printable
 from .policy import ALLOWED_IMPORTS, FORBIDDEN_HINTS, import_message
 from .proctree import LearnerGroup, _pid_alive, cgroup_mode, memory_limited, remove_stale_groups
 from .safeio import open_regular
+from .wire import CallResult, Unreadable, _printable, encode, read_reply, remove_call_files
 
 __all__ = [
     "Limits", "LearnerProcess", "CallResult", "CellReport", "SetupReport",
@@ -83,9 +81,6 @@ _MAX_LINE = 1 << 20           # longest protocol line the parent will parse
 #: a call's wall-clock cap, when its budget is CPU time: max(WALL_MIN_S, WALL_FACTOR x budget)
 WALL_FACTOR = 10.0
 WALL_MIN_S = 10.0
-_MAX_FILES = 100_000          # most .npy files one reply may refer to
-_MAX_NODES = 200_000          # most values (nodes of its tree) one reply may hold
-_INT_RANGE = 1 << 63          # integers come back as int64 values (the child sends larger ones as floats)
 _NUMPY_PRELOAD = ["numpy.fft", "numpy.linalg", "numpy.random", "numpy.polynomial",
                   "numpy.ma", "numpy.testing", "numpy.lib.stride_tricks"]
 
@@ -128,16 +123,6 @@ class Limits:
 
 
 @dataclass(frozen=True)
-class Unreadable:
-    """Stands in for a returned leaf that cannot travel as numbers."""
-
-    description: str
-
-    def __repr__(self) -> str:
-        return f"<unreadable: {self.description}>"
-
-
-@dataclass(frozen=True)
 class CellReport:
     """Outcome of one learner cell.
 
@@ -168,19 +153,6 @@ class SetupReport:
     @property
     def failed(self) -> tuple[CellReport, ...]:
         return tuple(c for c in self.cells if c.status != "ok")
-
-
-@dataclass
-class CallResult:
-    """Outcome of one call.  Only ``value`` and ``args_after`` are data;
-    ``message`` is for feedback and never trusted for a score."""
-
-    status: str
-    value: Any = None
-    args_after: tuple | None = None
-    message: str = ""
-    seconds: float = 0.0
-    cpu_seconds: float | None = None
 
 
 # --------------------------------------------------------------------------
@@ -581,95 +553,6 @@ def _wait(proc: subprocess.Popen, timeout: float) -> int:
     return proc.wait(timeout=1.0 if ended else 0)
 
 
-#: the header numpy.lib.format.write_array writes (what the child writes), and nothing else
-_NPY_HEADER = re.compile(r"\{'descr': '([<>|=]?[biufc]\d{1,2})', 'fortran_order': (False|True), "
-                         r"'shape': \(((?:\d{1,18}, )*(?:\d{1,18},?)?)\), \} *\n")
-
-
-class _NotNumbers(ValueError):
-    """A .npy file whose values are not plain numbers (its dtype says what they are)."""
-
-
-#: the most dimensions, and the longest dimension, of an array read back (NumPy's own limit is 32)
-_MAX_NDIM = 32
-_MAX_DIM = 1 << 40
-#: the longest header read (NumPy writes a few hundred bytes at most for a numeric array)
-_MAX_HEADER = 4096
-_DESCR = re.compile(r"\{'descr': '([^'\\]{1,40})'")
-
-
-def _read_npy(fh) -> np.ndarray:
-    """A plain numeric array from an open .npy file written by the child, without pickles.
-
-    The header must be exactly what ``numpy.lib.format.write_array`` writes for a plain
-    numeric array (checked with a regular expression, never evaluated or parsed by NumPy:
-    a forged header costs the grader no more than the match), and the file must hold exactly
-    as many bytes of values as the header announces, so that no header can make the grader
-    allocate more than the file's size.  Raises ValueError (``_NotNumbers`` for an array whose
-    values are not numbers) and nothing else for a file that is not such an array.
-    """
-    total = os.fstat(fh.fileno()).st_size
-    head = fh.read(10)
-    if head[:6] != b"\x93NUMPY" or head[6:8] not in (b"\x01\x00", b"\x02\x00", b"\x03\x00"):
-        raise ValueError("not a .npy file")
-    if head[6] == 1:
-        size = int.from_bytes(head[8:10], "little")
-    else:
-        head += fh.read(2)
-        size = int.from_bytes(head[8:12], "little")
-    if size > _MAX_HEADER:
-        raise ValueError(f"a .npy header over {_MAX_HEADER} bytes")
-    text = fh.read(size)
-    if len(text) != size:
-        raise ValueError("a .npy file cut short in its header")
-    header = text.decode("latin-1")
-    match = _NPY_HEADER.fullmatch(header)
-    if match is None:
-        descr = _DESCR.match(header)
-        if descr is not None and not re.fullmatch(r"[<>|=]?[biufc]\d{1,2}", descr.group(1)):
-            raise _NotNumbers(f"an ndarray of dtype {_printable(descr.group(1), 40)}")
-        raise ValueError("a .npy header that is not the one NumPy writes for an array of numbers")
-    try:
-        dtype = np.dtype(match.group(1))
-    except TypeError:   # '<f3', '<i7': the pattern allows widths NumPy has not
-        raise ValueError(f"an unknown dtype {match.group(1)!r}") from None
-    shape = tuple(int(n) for n in match.group(3).replace(",", " ").split())
-    if len(shape) > _MAX_NDIM or any(n > _MAX_DIM for n in shape):
-        raise ValueError("a .npy header with an impossible shape")
-    count = 1
-    for n in shape:
-        count *= n
-    expected = count * dtype.itemsize
-    if expected != total - fh.tell():
-        raise ValueError(f"the file holds {max(0, total - fh.tell())} bytes of values, "
-                         f"the header announces {expected}")
-    data = fh.read(expected + 1)
-    if len(data) != expected:
-        raise ValueError(f"the file holds {len(data)} bytes of values, the header announces {expected}")
-    arr = np.frombuffer(data, dtype=dtype).copy()
-    if match.group(2) == "True":
-        return arr.reshape(shape[::-1]).transpose()
-    return arr.reshape(shape)
-
-
-def _float(value) -> float | None:
-    """A JSON number as a float (NaN and infinities included); None for anything else, or an
-    integer too large for a float."""
-    if isinstance(value, float):
-        return value
-    if isinstance(value, int) and not isinstance(value, bool):
-        try:
-            return float(value)
-        except OverflowError:
-            return None
-    return None
-
-
-def _printable(text, limit: int) -> str:
-    """Untrusted text as printable characters only (others become '?'), at most limit of them."""
-    return printable(str(text)[:4 * limit], limit)
-
-
 class _Dead(Exception):
     """The child ended or stopped answering."""
 
@@ -678,19 +561,16 @@ class _Dead(Exception):
         self.status, self.message = status, message
 
 
-class LearnerProcess:
-    """One learner's code, running in its own limited child process.
+class _Sandbox:
+    """The process lifecycle of one learner's sandbox: the sandbox and its template interpreter
+    (``_spawn``, ``_ensure_template``), the learner process forked from it (``_fork``), its
+    limits, cgroup and CPU accounting, the lines it reads and writes on the protocol pipes
+    (``_send``, ``_receive``), and ending them (``_end_learner``, ``_kill``, ``_stop``).
+    What runs in it, and what a call returns, is the session's (``LearnerProcess``)."""
 
-    ``cells`` are the learner's code cells in notebook order.  ``setup()`` runs
-    them; ``call()`` calls a function they defined.  After a fatal outcome
-    (timeout, killed, out of memory) the next ``call`` starts a fresh child,
-    re-running the cells except those that ended or hung the process.
-    """
-
-    def __init__(self, cells, limits: Limits | None = None,
-                 allowed_imports=ALLOWED_IMPORTS, isolation: str | None = None):
+    def __init__(self, limits: Limits | None = None, allowed_imports=ALLOWED_IMPORTS,
+                 isolation: str | None = None):
         _remove_stale_once()
-        self.cells = [str(c) for c in cells]
         self.limits = limits or Limits()
         self.allowed_imports = frozenset(allowed_imports)
         if isolation is None:
@@ -700,9 +580,6 @@ class LearnerProcess:
         elif isolation not in ("bubblewrap", "rlimits-only"):
             raise ValueError(f"unknown isolation {isolation!r}")
         self.isolation = isolation
-        self.report: SetupReport | None = None
-        self._fatal_cells: dict[int, CellReport] = {}
-        self._restarts = 0
         self._proc: subprocess.Popen | None = None
         self._root: str | None = None
         self._job: str | None = None
@@ -712,18 +589,16 @@ class LearnerProcess:
         self._site = _third_party_dirs(self.allowed_imports)
         self._group: LearnerGroup | None = None
         self._out: str | None = None       # where the parent reads what the child wrote
-        self._deadline: float | None = None  # the notebook's total wall-clock deadline
-        self._expired = False
+        self._deadline: float | None = None  # the notebook's total wall-clock deadline (set by the session)
         self._template: set[int] = set()   # the sandbox's own processes (launcher, template interpreter)
         self._learner: str | None = None   # nonce of the live learner process forked from the template
         self._cpu_at_load = 0.0              # the group's CPU time when the cells were loaded
         self._cpu_total = 0.0                # CPU time of sandboxes closed since the cells were loaded
         self._starting: str | None = None    # nonce of a template started by prestart(), not yet ready
-        self._ran = False                    # whether any cells ran in this sandbox yet
 
-    # -- context manager -------------------------------------------------
+    # -- context manager ---------------------------------------------------------
 
-    def __enter__(self) -> "LearnerProcess":
+    def __enter__(self) -> "_Sandbox":
         return self
 
     def __exit__(self, *exc) -> None:
@@ -735,7 +610,7 @@ class LearnerProcess:
         except Exception:
             pass
 
-    # -- public API --------------------------------------------------------
+    # -- public API of the sandbox -----------------------------------------------
 
     def prestart(self) -> None:
         """Start the sandbox and its template now, without waiting for it: the first ``setup()``
@@ -745,55 +620,21 @@ class LearnerProcess:
         if self._proc is None and self._starting is None:
             self._starting = self._spawn()
 
-    def setup(self) -> SetupReport:
-        """Run the cells (restarting past cells that end or hang the process)."""
-        self._end_learner()
-        self._ran = True
-        if self._deadline is None:
-            self._deadline = time.monotonic() + self.limits.notebook_timeout
-        runs: dict[int, CellReport] = {}
-        names, functions = [], []
-        for _attempt in range(len(self.cells) + 2):
-            if self._expired or time.monotonic() >= self._deadline:
-                self._expired = True
-                break
-            runs, final = self._start_and_run_cells()
-            if final is not None:
-                names, functions = final
-                break
-            self._restarts += 1
-        else:  # pragma: no cover - every failed attempt adds a skipped cell
-            raise SandboxError("the learner process could not be set up")
-        not_run = "error", "the cell did not run"
-        if self._expired:
-            not_run = "timeout", f"the cell did not run: {self._deadline_text()}"
-        cells = []
-        for i in range(len(self.cells)):
-            cells.append(self._fatal_cells.get(i) or runs.get(i) or CellReport(i, *not_run))
-        self.report = SetupReport(tuple(cells), tuple(names), tuple(functions),
-                                  self._restarts, self.isolation)
-        return self.report
+    def close(self) -> None:
+        """End the child (and everything it started) and remove its files."""
+        self._stop()
 
-    def load(self, cells) -> None:
-        """Take another notebook's cells, to run in a fresh learner process of the same sandbox.
-
-        The learner process of the previous cells ends (with everything it started), the
-        sandbox's /tmp and job folder are emptied, and the next ``setup()`` forks a new
-        learner process from the template: nothing of the previous cells' namespace, files
-        or processes reaches the new one.  Meant for the notebooks of one learner; the
-        notebooks of different learners get different sandboxes.
-        """
-        self._end_learner()
-        self.cells = [str(c) for c in cells]
-        self.report = None
-        self._fatal_cells = {}
-        self._restarts = 0
-        self._deadline = None
-        self._expired = False
-        self._cpu_total = 0.0
-        # the first cells of a sandbox are charged its start, as when they start it themselves
-        self._cpu_at_load = ((self._group.cpu_seconds() if self._group is not None and self._ran else None)
-                             or 0.0)
+    def learner_output(self, max_bytes: int = 4096) -> str:
+        """Tail of what the learner's code printed (untrusted, for feedback only)."""
+        if not self._root:
+            return ""
+        path = os.path.join(self._root, "output.txt")
+        try:
+            with open(path, "rb") as fh:
+                fh.seek(max(0, os.fstat(fh.fileno()).st_size - max_bytes))
+                return fh.read().decode("utf-8", "replace")
+        except OSError:
+            return ""
 
     def learner_cpu_seconds(self) -> float | None:
         """CPU time of the learner's processes since the cells were loaded (None without cgroups)."""
@@ -804,105 +645,10 @@ class LearnerProcess:
             return None
         return self._cpu_total + now - self._cpu_at_load
 
-    def _deadline_text(self) -> str:
-        return (f"the notebook used up its total time of {self.limits.notebook_timeout:g} s "
-                "(all cells and calls together)")
-
-    def call(self, func: str, args=(), kwargs=None, budget_s: float = 1.0,
-             return_args: bool = True) -> CallResult:
-        """Call ``func(*args, **kwargs)`` in the child within a budget of ``budget_s`` seconds.
-
-        The budget is CPU time of the learner's whole process tree where the
-        machine accounts it (``cpu_accounting``), with a wall-clock cap of
-        ``max(WALL_MIN_S, WALL_FACTOR x budget_s)``; elsewhere it is wall-clock
-        time.  ``budget_s`` may be lazy (an object with a ``floor`` in seconds
-        that ``float()`` turns into the budget, ``checks.LazyBudget``): the call
-        is held to the floor first, and the budget is computed only when the
-        call runs past it.  Processes the call leaves behind are killed when
-        it returns.  ``return_args``: also bring back the arguments as the call
-        left them (``CallResult.args_after``).
-        """
-        kwargs = dict(kwargs or {})
-        if not self._expired and not self._learner_alive():
-            self.setup()
-        if self._expired or not self._learner_alive():
-            self._end_learner()
-            return CallResult("timeout", message=f"{func} was not run: {self._deadline_text()}")
-        nonce = secrets.token_hex(16)
-        try:
-            files = [0]
-            request = {"op": "call", "nonce": nonce, "func": str(func),
-                       "args": self._encode(tuple(args), nonce, files),
-                       "kwargs": self._encode(kwargs, nonce, files),
-                       "return_args": bool(return_args)}
-        except OSError as exc:
-            raise SandboxError(f"could not write the inputs: {exc}") from exc
-        group = self._group
-        cpu = group is not None and group.accounts_cpu
-        start = time.monotonic()
-        cpu0 = group.cpu_seconds() if cpu else None
-        oom0 = self._oom_kills()
-        lazy = hasattr(budget_s, "floor") and not isinstance(budget_s, (int, float))
-        budget = [None if lazy else float(budget_s)]
-
-        def limits(b):
-            """(wall-clock deadline, CPU-time limit) of a budget of b seconds."""
-            if cpu:
-                return start + max(WALL_MIN_S, WALL_FACTOR * b), cpu0 + b
-            return start + b, None
-
-        def extend():
-            """The limits of the measured budget, when the floor was all that was known yet."""
-            if budget[0] is not None:
-                return None
-            budget[0] = float(budget_s)
-            return limits(budget[0])
-
-        deadline, cpu_limit = limits(float(budget_s.floor) if lazy else budget[0])
-        try:
-            self._send(request)
-            reply = self._receive(nonce, deadline, accept=None, cpu_limit=cpu_limit, extend=extend)
-        except _Dead as dead:
-            seconds = time.monotonic() - start
-            used = (group.cpu_seconds() - cpu0) if cpu else None
-            oomed = self._oom_since(oom0)
-            self._end_learner()
-            self._cleanup_files(nonce)
-            if dead.status == "timeout" and dead.message in (_CPU_OUT, _WALL_OUT) and budget[0] is None:
-                budget[0] = float(budget_s)
-            if oomed:   # ended, or stalled, while the kernel ended its processes for memory
-                return CallResult("out-of-memory", message=f"{func} ran out of memory ({oomed})", seconds=seconds,
-                                  cpu_seconds=used)
-            if dead.status == "timeout" and dead.message == _CPU_OUT:
-                msg = f"{func} used {used:.2f} s of CPU time, over its budget of {budget[0]:.2f} s"
-            elif dead.status == "timeout" and dead.message == _WALL_OUT and cpu:
-                wall = max(WALL_MIN_S, WALL_FACTOR * budget[0])
-                msg = (f"{func} did not return within {wall:.1f} s (it used {used:.2f} s of CPU time; "
-                       "it was waiting or sleeping)")
-            elif dead.status == "timeout" and dead.message == _WALL_OUT:
-                msg = f"{func} did not finish within its time budget of {budget[0]:.2f} s"
-            elif dead.status == "timeout" and dead.message == _NOTEBOOK_OUT:
-                self._expired = True
-                msg = f"{func} was stopped: {self._deadline_text()}"
-            else:
-                msg = f"{dead.message} while running {func}"
-            return CallResult(dead.status, message=msg, seconds=seconds, cpu_seconds=used)
-        seconds = time.monotonic() - start
-        used = (group.cpu_seconds() - cpu0) if cpu else None
-        self._kill_strays()
-        try:
-            res = self._result(func, reply, nonce, seconds)
-            res.cpu_seconds = used
-            oomed = self._oom_since(oom0)
-            if oomed:
-                # a process of the call was ended for memory: whatever came back is not graded, and
-                # the learner process starts afresh
-                self._end_learner()
-                return CallResult("out-of-memory", None, res.args_after, f"{func} ran out of memory ({oomed})",
-                                  seconds, used)
-            return res
-        finally:
-            self._cleanup_files(nonce)
+    @property
+    def cpu_accounting(self) -> bool:
+        """True when call budgets are CPU time of the learner's process tree (a cgroup)."""
+        return cgroup_mode() != "none"
 
     def _oom_kills(self) -> int | None:
         """How many of this sandbox's processes the kernel ended for memory so far (None: unknown)."""
@@ -921,28 +667,7 @@ class LearnerProcess:
         return ("the grader ran short of memory, and the system stopped one of your code's processes "
                 "(they are the first to go)")
 
-    @property
-    def cpu_accounting(self) -> bool:
-        """True when call budgets are CPU time of the learner's process tree (a cgroup)."""
-        return cgroup_mode() != "none"
-
-    def close(self) -> None:
-        """End the child (and everything it started) and remove its files."""
-        self._stop()
-
-    def learner_output(self, max_bytes: int = 4096) -> str:
-        """Tail of what the learner's code printed (untrusted, for feedback only)."""
-        if not self._root:
-            return ""
-        path = os.path.join(self._root, "output.txt")
-        try:
-            with open(path, "rb") as fh:
-                fh.seek(max(0, os.fstat(fh.fileno()).st_size - max_bytes))
-                return fh.read().decode("utf-8", "replace")
-        except OSError:
-            return ""
-
-    # -- starting and stopping --------------------------------------------
+    # -- starting and stopping ---------------------------------------------------
 
     def _spawn(self) -> str:
         """Start a fresh sandbox with its template interpreter; return the setup nonce."""
@@ -1077,8 +802,9 @@ class LearnerProcess:
             raise SandboxError(f"the learner process did not start ({dead.message}): "
                                + " | ".join(tail)) from None
 
-    def _fork(self) -> str:
-        """Ask the template for a fresh learner process that runs the cells; return its nonce."""
+    def _fork(self, cells, skip) -> str:
+        """Ask the template for a fresh learner process that runs cells (but those numbered in skip);
+        return its nonce."""
         nonce = secrets.token_hex(16)
         if self._root is not None:
             try:   # what the previous learner process printed is not this one's
@@ -1087,7 +813,7 @@ class LearnerProcess:
                 pass
         self._learner = nonce
         # the leading newline ends whatever part of a request the previous learner process left unread
-        self._send({"op": "fork", "nonce": nonce, "cells": self.cells, "skip": sorted(self._fatal_cells)},
+        self._send({"op": "fork", "nonce": nonce, "cells": list(cells), "skip": sorted(skip)},
                    lead=b"\n")
         return nonce
 
@@ -1158,7 +884,7 @@ class LearnerProcess:
             _rmtree(self._root)
             self._root = self._job = self._out = None
 
-    # -- protocol ------------------------------------------------------------
+    # -- the protocol pipes ------------------------------------------------------
 
     def _send(self, obj, lead: bytes = b"") -> None:
         data = lead + json.dumps(obj).encode() + b"\n"
@@ -1256,7 +982,179 @@ class LearnerProcess:
             rc = None
         return _describe_exit(rc, self.isolation == "bubblewrap")
 
-    # -- setup ---------------------------------------------------------------
+
+class LearnerProcess(_Sandbox):
+    """One learner's code, running in its own limited child process.
+
+    ``cells`` are the learner's code cells in notebook order.  ``setup()`` runs
+    them; ``call()`` calls a function they defined.  After a fatal outcome
+    (timeout, killed, out of memory) the next ``call`` starts a fresh child,
+    re-running the cells except those that ended or hung the process.
+    """
+
+    def __init__(self, cells, limits: Limits | None = None,
+                 allowed_imports=ALLOWED_IMPORTS, isolation: str | None = None):
+        super().__init__(limits, allowed_imports, isolation)
+        self.cells = [str(c) for c in cells]
+        self.report: SetupReport | None = None
+        self._fatal_cells: dict[int, CellReport] = {}
+        self._restarts = 0
+        self._expired = False
+        self._ran = False                    # whether any cells ran in this sandbox yet
+
+    # -- public API --------------------------------------------------------------
+
+    def setup(self) -> SetupReport:
+        """Run the cells (restarting past cells that end or hang the process)."""
+        self._end_learner()
+        self._ran = True
+        if self._deadline is None:
+            self._deadline = time.monotonic() + self.limits.notebook_timeout
+        runs: dict[int, CellReport] = {}
+        names, functions = [], []
+        for _attempt in range(len(self.cells) + 2):
+            if self._expired or time.monotonic() >= self._deadline:
+                self._expired = True
+                break
+            runs, final = self._start_and_run_cells()
+            if final is not None:
+                names, functions = final
+                break
+            self._restarts += 1
+        else:  # pragma: no cover - every failed attempt adds a skipped cell
+            raise SandboxError("the learner process could not be set up")
+        not_run = "error", "the cell did not run"
+        if self._expired:
+            not_run = "timeout", f"the cell did not run: {self._deadline_text()}"
+        cells = []
+        for i in range(len(self.cells)):
+            cells.append(self._fatal_cells.get(i) or runs.get(i) or CellReport(i, *not_run))
+        self.report = SetupReport(tuple(cells), tuple(names), tuple(functions),
+                                  self._restarts, self.isolation)
+        return self.report
+
+    def load(self, cells) -> None:
+        """Take another notebook's cells, to run in a fresh learner process of the same sandbox.
+
+        The learner process of the previous cells ends (with everything it started), the
+        sandbox's /tmp and job folder are emptied, and the next ``setup()`` forks a new
+        learner process from the template: nothing of the previous cells' namespace, files
+        or processes reaches the new one.  Meant for the notebooks of one learner; the
+        notebooks of different learners get different sandboxes.
+        """
+        self._end_learner()
+        self.cells = [str(c) for c in cells]
+        self.report = None
+        self._fatal_cells = {}
+        self._restarts = 0
+        self._deadline = None
+        self._expired = False
+        self._cpu_total = 0.0
+        # the first cells of a sandbox are charged its start, as when they start it themselves
+        self._cpu_at_load = ((self._group.cpu_seconds() if self._group is not None and self._ran else None)
+                             or 0.0)
+
+    def call(self, func: str, args=(), kwargs=None, budget_s: float = 1.0,
+             return_args: bool = True) -> CallResult:
+        """Call ``func(*args, **kwargs)`` in the child within a budget of ``budget_s`` seconds.
+
+        The budget is CPU time of the learner's whole process tree where the
+        machine accounts it (``cpu_accounting``), with a wall-clock cap of
+        ``max(WALL_MIN_S, WALL_FACTOR x budget_s)``; elsewhere it is wall-clock
+        time.  ``budget_s`` may be lazy (an object with a ``floor`` in seconds
+        that ``float()`` turns into the budget, ``checks.LazyBudget``): the call
+        is held to the floor first, and the budget is computed only when the
+        call runs past it.  Processes the call leaves behind are killed when
+        it returns.  ``return_args``: also bring back the arguments as the call
+        left them (``CallResult.args_after``).
+        """
+        kwargs = dict(kwargs or {})
+        if not self._expired and not self._learner_alive():
+            self.setup()
+        if self._expired or not self._learner_alive():
+            self._end_learner()
+            return CallResult("timeout", message=f"{func} was not run: {self._deadline_text()}")
+        nonce = secrets.token_hex(16)
+        try:
+            files = [0]
+            request = {"op": "call", "nonce": nonce, "func": str(func),
+                       "args": encode(tuple(args), self._job, nonce, files),
+                       "kwargs": encode(kwargs, self._job, nonce, files),
+                       "return_args": bool(return_args)}
+        except OSError as exc:
+            raise SandboxError(f"could not write the inputs: {exc}") from exc
+        group = self._group
+        cpu = group is not None and group.accounts_cpu
+        start = time.monotonic()
+        cpu0 = group.cpu_seconds() if cpu else None
+        oom0 = self._oom_kills()
+        lazy = hasattr(budget_s, "floor") and not isinstance(budget_s, (int, float))
+        budget = [None if lazy else float(budget_s)]
+
+        def limits(b):
+            """(wall-clock deadline, CPU-time limit) of a budget of b seconds."""
+            if cpu:
+                return start + max(WALL_MIN_S, WALL_FACTOR * b), cpu0 + b
+            return start + b, None
+
+        def extend():
+            """The limits of the measured budget, when the floor was all that was known yet."""
+            if budget[0] is not None:
+                return None
+            budget[0] = float(budget_s)
+            return limits(budget[0])
+
+        deadline, cpu_limit = limits(float(budget_s.floor) if lazy else budget[0])
+        try:
+            self._send(request)
+            reply = self._receive(nonce, deadline, accept=None, cpu_limit=cpu_limit, extend=extend)
+        except _Dead as dead:
+            seconds = time.monotonic() - start
+            used = (group.cpu_seconds() - cpu0) if cpu else None
+            oomed = self._oom_since(oom0)
+            self._end_learner()
+            remove_call_files(nonce, (self._job, self._out))
+            if dead.status == "timeout" and dead.message in (_CPU_OUT, _WALL_OUT) and budget[0] is None:
+                budget[0] = float(budget_s)
+            if oomed:   # ended, or stalled, while the kernel ended its processes for memory
+                return CallResult("out-of-memory", message=f"{func} ran out of memory ({oomed})", seconds=seconds,
+                                  cpu_seconds=used)
+            if dead.status == "timeout" and dead.message == _CPU_OUT:
+                msg = f"{func} used {used:.2f} s of CPU time, over its budget of {budget[0]:.2f} s"
+            elif dead.status == "timeout" and dead.message == _WALL_OUT and cpu:
+                wall = max(WALL_MIN_S, WALL_FACTOR * budget[0])
+                msg = (f"{func} did not return within {wall:.1f} s (it used {used:.2f} s of CPU time; "
+                       "it was waiting or sleeping)")
+            elif dead.status == "timeout" and dead.message == _WALL_OUT:
+                msg = f"{func} did not finish within its time budget of {budget[0]:.2f} s"
+            elif dead.status == "timeout" and dead.message == _NOTEBOOK_OUT:
+                self._expired = True
+                msg = f"{func} was stopped: {self._deadline_text()}"
+            else:
+                msg = f"{dead.message} while running {func}"
+            return CallResult(dead.status, message=msg, seconds=seconds, cpu_seconds=used)
+        seconds = time.monotonic() - start
+        used = (group.cpu_seconds() - cpu0) if cpu else None
+        self._kill_strays()
+        try:
+            res = self._result(func, reply, nonce, seconds)
+            res.cpu_seconds = used
+            oomed = self._oom_since(oom0)
+            if oomed:
+                # a process of the call was ended for memory: whatever came back is not graded, and
+                # the learner process starts afresh
+                self._end_learner()
+                return CallResult("out-of-memory", None, res.args_after, f"{func} ran out of memory ({oomed})",
+                                  seconds, used)
+            return res
+        finally:
+            remove_call_files(nonce, (self._job, self._out))
+
+    def _deadline_text(self) -> str:
+        return (f"the notebook used up its total time of {self.limits.notebook_timeout:g} s "
+                "(all cells and calls together)")
+
+    # -- setup -------------------------------------------------------------------
 
     def _start_and_run_cells(self):
         """One start: returns (per-cell reports, (names, functions) or None if it must restart)."""
@@ -1268,7 +1166,7 @@ class LearnerProcess:
             reused = self._proc is not None and self._proc.poll() is None and bool(self._template)
             self._ensure_template(setup_deadline)
             try:
-                nonce = self._fork()
+                nonce = self._fork(self.cells, self._fatal_cells)
                 self._receive(nonce, setup_deadline, accept=("ready",))
             except _Dead as dead:
                 if not reused or dead.message == _NOTEBOOK_OUT:
@@ -1277,7 +1175,7 @@ class LearnerProcess:
                 # it): once more in a fresh sandbox
                 self._stop()
                 self._ensure_template(setup_deadline)
-                nonce = self._fork()
+                nonce = self._fork(self.cells, self._fatal_cells)
                 self._receive(nonce, setup_deadline, accept=("ready",))
         except _Dead as dead:
             tail = self.learner_output(800).strip().splitlines()[-3:]
@@ -1355,183 +1253,11 @@ class LearnerProcess:
                 except _Dead:
                     pass  # noticed by the next receive
 
-    # -- data ------------------------------------------------------------------
-
-    def _encode(self, obj, nonce: str, counter: list, depth: int = 0):
-        if depth > 32:
-            raise ValueError("arguments nested too deeply")
-        if obj is None:
-            return {"n": None}
-        if isinstance(obj, (bool, np.bool_)):
-            return {"b": bool(obj)}
-        if isinstance(obj, (int, np.integer)) and not isinstance(obj, np.generic):
-            return {"i": int(obj)}
-        if isinstance(obj, float) and not isinstance(obj, np.generic):
-            return {"f": float(obj)}
-        if isinstance(obj, complex) and not isinstance(obj, np.generic):
-            return {"c": [obj.real, obj.imag]}
-        if isinstance(obj, str):
-            return {"s": obj}
-        if isinstance(obj, (np.ndarray, np.generic)):
-            arr = np.array(obj, copy=True, subok=False)
-            k = counter[0]
-            counter[0] += 1
-            path = os.path.join(self._job, f"in-{nonce}-{k}.npy")
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o444)
-            with os.fdopen(fd, "wb") as fh:
-                # the raw values in C order; their dtype and shape travel in the request
-                fh.write(arr.tobytes(order="C"))
-            node = {"a": k, "dtype": arr.dtype.str, "shape": list(arr.shape)}
-            if isinstance(obj, np.generic):
-                node["scalar"] = True
-            return node
-        if isinstance(obj, tuple):
-            return {"t": [self._encode(v, nonce, counter, depth + 1) for v in obj]}
-        if isinstance(obj, list):
-            return {"l": [self._encode(v, nonce, counter, depth + 1) for v in obj]}
-        if isinstance(obj, dict):
-            return {"d": [[str(k), self._encode(v, nonce, counter, depth + 1)]
-                          for k, v in obj.items()]}
-        raise TypeError(f"cannot send a {type(obj).__name__} to the learner process")
-
-    def _decode(self, node, prefix: str, nonce: str, bad: list, path: str, depth: int = 0,
-                budget: dict | None = None):
-        """Rebuild a value from the child's tree; unreadable leaves become Unreadable.
-
-        Every node is checked before it is used (its type, the range of a number, the
-        nesting, the number of nodes): whatever the child wrote, this returns a value
-        and raises nothing.  ``budget`` bounds what one reply may make the grader load:
-        each file once, at most ``Limits.job_bytes`` in all, and ``_MAX_NODES`` nodes.
-        """
-        if budget is None:
-            budget = {"seen": set(), "bytes": 0, "nodes": 0}
-        budget["nodes"] = budget.get("nodes", 0) + 1
-
-        def unreadable(desc):
-            desc = _printable(desc, 120)
-            bad.append((path, desc))
-            return Unreadable(desc)
-
-        if budget["nodes"] > _MAX_NODES:
-            return unreadable(f"a structure of more than {_MAX_NODES} values")
-        if depth > 40 or not isinstance(node, dict) or len(node) not in (1, 2):
-            return unreadable("a value the grader could not read")
-        kind, val = next(iter(node.items()))
-        if kind == "a":
-            scalar = node.get("scalar", False)
-            if (not isinstance(val, int) or isinstance(val, bool) or not 0 <= val < _MAX_FILES
-                    or not isinstance(scalar, bool) or len(node) != 1 + ("scalar" in node)):
-                return unreadable("a value the grader could not read")
-            if (prefix, val) in budget["seen"]:
-                return unreadable("an array file named twice in one reply")
-            budget["seen"].add((prefix, val))
-            try:
-                with open_regular(os.path.join(self._out, f"{prefix}-{nonce}-{val}.npy"),
-                                  self.limits.output_bytes + 4096) as fh:
-                    size = os.fstat(fh.fileno()).st_size
-                    if budget["bytes"] + size > self.limits.job_bytes:
-                        raise ValueError(f"the reply holds more than {self.limits.job_bytes >> 20} MiB of arrays")
-                    budget["bytes"] += size
-                    arr = _read_npy(fh)
-            except _NotNumbers as exc:
-                return unreadable(str(exc))
-            except (OSError, ValueError, EOFError) as exc:
-                return unreadable(f"an array the grader could not read ({exc})")
-            return arr[()] if scalar else arr
-        if len(node) != 1:
-            return unreadable("a value the grader could not read")
-        if kind == "n" and val is None:
-            return None
-        if kind == "b" and isinstance(val, bool):
-            return val
-        if kind == "i" and isinstance(val, int) and not isinstance(val, bool):
-            if -_INT_RANGE <= val < _INT_RANGE:
-                return val
-            return unreadable("an integer too large for 64 bits")
-        if kind == "f":
-            number = _float(val)
-            if number is not None:
-                return number
-            if isinstance(val, int) and not isinstance(val, bool):
-                return unreadable("a number too large for a float")
-            return unreadable("a number the grader could not read")
-        if kind == "c" and isinstance(val, list) and len(val) == 2:
-            real, imag = _float(val[0]), _float(val[1])
-            if real is not None and imag is not None:
-                return complex(real, imag)
-            return unreadable("a complex number the grader could not read")
-        if kind == "s" and isinstance(val, str):
-            return val[:200]
-        if kind == "x":
-            return unreadable(val if isinstance(val, str) else "a value the grader could not read")
-        if kind in ("t", "l") and isinstance(val, list):
-            items = [self._decode(v, prefix, nonce, bad, f"{path}[{i}]", depth + 1, budget)
-                     for i, v in enumerate(val[:_MAX_NODES + 1])]
-            return tuple(items) if kind == "t" else items
-        if kind == "d" and isinstance(val, list):
-            out = {}
-            for pair in val[:_MAX_NODES + 1]:
-                if isinstance(pair, list) and len(pair) == 2 and isinstance(pair[0], str):
-                    key = pair[0][:200]
-                    out[key] = self._decode(pair[1], prefix, nonce, bad,
-                                            f"{path}[{_printable(repr(key), 40)}]", depth + 1, budget)
-                else:
-                    budget["nodes"] += 1
-                    bad.append((path, "a dict entry the grader could not read"))
-            return out
-        return unreadable("a value the grader could not read")
+    # -- the wire protocol (autograder.wire) -------------------------------------
 
     def _result(self, func: str, reply: dict, nonce: str, seconds: float) -> CallResult:
-        status = reply.get("status")
-        message = reply.get("message", "")
-        message = _printable(message, 300) if isinstance(message, str) else ""
-        if status not in ("ok", "error", "missing", "out-of-memory"):
-            status, message = "error", f"the inputs could not be read: {message}"
-        if status == "missing":
-            return CallResult("missing", message=(
-                f"{message} (did the cell that defines it run without errors?)"), seconds=seconds)
-        budget = {"seen": set(), "bytes": 0, "nodes": 0}   # one reply: its arrays and values together
-        args_after = None
-        if "args_after" in reply:
-            after = self._decode(reply["args_after"], "arg", nonce, [], "args", budget=budget)
-            args_after = tuple(after) if isinstance(after, list) else None
-        if status == "out-of-memory":
+        res = read_reply(func, reply, nonce, seconds, self._out, self.limits)
+        if res.status == "out-of-memory":
             # the process may hold on to the memory: start afresh next time
             self._end_learner()
-            return CallResult(status, None, args_after,
-                              f"{func} ran out of memory ({message})", seconds)
-        if status == "error":
-            return CallResult(status, None, args_after, message, seconds)
-        bad: list = []
-        value = self._decode(reply.get("value"), "out", nonce, bad, "", budget=budget)
-        if bad:
-            where, desc = bad[0]
-            where = _printable(where, 120)
-            kind = type(value).__name__
-            if not where:
-                text = f"{func} returned {desc} instead of NumPy arrays of numbers"
-            elif isinstance(value, (list, tuple)) and value and all(isinstance(v, Unreadable) for v in value):
-                if re.fullmatch(r"an? [\w.]+ object", desc):   # 'a Foo object': 'a list of Foo objects'
-                    text = (f"{func} returned a {kind} of {desc.removeprefix('a ').removeprefix('an ')}s"
-                            " instead of an ndarray")
-                else:
-                    text = f"{func} returned a {kind} whose items are not NumPy arrays of numbers (the first: {desc})"
-            else:
-                text = (f"{func} returned a {kind} whose item {where} is {desc}, "
-                        "not a NumPy array of numbers")
-            return CallResult("bad-output", value, args_after, text, seconds)
-        return CallResult("ok", value, args_after, "", seconds)
-
-    def _cleanup_files(self, nonce: str) -> None:
-        for folder in dict.fromkeys(f for f in (self._job, self._out) if f):
-            try:
-                names = os.listdir(folder)
-            except OSError:
-                continue
-            for name in names:
-                if nonce in name:
-                    try:
-                        os.unlink(os.path.join(folder, name))
-                    except OSError as exc:
-                        if exc.errno != errno.ENOENT:
-                            log.debug("could not remove %s: %s", name, exc)
+        return res

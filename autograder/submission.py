@@ -59,6 +59,7 @@ from dataclasses import dataclass, field
 import nbformat
 
 from . import checks
+from .assignment import load_check_modules
 from .policy import ALLOWED_IMPORTS, PARSE_LOCK, parse_source, scan_imports
 from .safeio import UnsafeFile, open_regular
 
@@ -428,6 +429,7 @@ def read_submission(path, source, notebook=None, allowed=ALLOWED_IMPORTS):
     if not isinstance(source, SourceInfo):
         source = load_source(source, notebook)
     notebook = notebook or source.notebook
+    load_check_modules()
     functions = checks.functions_of(notebook)
 
     try:

@@ -47,6 +47,7 @@ import stat
 import time
 
 from . import grading, times
+from .files import atomic_write
 from .learnertext import printable
 from .nbgrader_config import SUBMITTED_DIRECTORY
 from .safeio import UnsafeFile, read_regular
@@ -232,7 +233,7 @@ class Watcher:
 
     def _save_journal(self):
         os.makedirs(self.state_dir, exist_ok=True)
-        grading.atomic_write(self.journal_path, json.dumps(self.journal, indent=1, sort_keys=True))
+        atomic_write(self.journal_path, json.dumps(self.journal, indent=1, sort_keys=True))
 
     def _graded_when(self, student):
         stamp = self.journal["graded"].get(f"{student}+{self.assignment}")
@@ -301,11 +302,11 @@ class Watcher:
             except (OSError, UnsafeFile) as exc:
                 sub["notes"].append(f"{nb}.ipynb not taken: {exc if isinstance(exc, UnsafeFile) else exc.strerror}")
                 continue
-            grading.atomic_write(os.path.join(folder, nb + ".ipynb"), data)
-        grading.atomic_write(os.path.join(folder, "timestamp.txt"), sub["timestamp"].encode("utf-8"))
+            atomic_write(os.path.join(folder, nb + ".ipynb"), data)
+        atomic_write(os.path.join(folder, "timestamp.txt"), sub["timestamp"].encode("utf-8"))
         sub["secret"], why = _read_secret(sub["path"])
         if sub["secret"] is not None:
-            grading.atomic_write(os.path.join(folder, SECRET_NAME), sub["secret"].encode("ascii"))
+            atomic_write(os.path.join(folder, SECRET_NAME), sub["secret"].encode("ascii"))
         else:
             sub["notes"].append(f"feedback cannot be released: {why}")
         sub["notebook_ids"] = _notebook_ids(sub["path"])
@@ -417,7 +418,7 @@ class Watcher:
         if not os.path.isdir(self.feedback_dir):
             os.makedirs(self.feedback_dir, exist_ok=True)
             os.chmod(self.feedback_dir, FEEDBACK_DIR_MODE)
-        grading.atomic_write(os.path.join(self.feedback_dir, feedback_name(secret, notebook)), data,
+        atomic_write(os.path.join(self.feedback_dir, feedback_name(secret, notebook)), data,
                              FEEDBACK_FILE_MODE)
 
     def _totals(self):

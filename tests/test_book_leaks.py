@@ -52,11 +52,12 @@ SITE = ROOT / "_build" / "html"
 EXERCISES = ROOT / "exercises"
 SOLUTIONS = ROOT / "solutions"
 CHECKS = ROOT / "autograder" / "checks.py"
+CHECK_MODULES = sorted((ROOT / "autograder" / "assignments").glob("*.py"))   # each assignment's checks
 REFERENCE = ROOT / "autograder" / "reference.py"
 SECRET_FUNCTIONS = ("conv_forward", "conv_backward", "maxpool_forward", "maxpool_backward")
 MARKERS = ("BEGIN SOLUTION", "END SOLUTION", "HIDDEN TESTS")
 CHECKS_IMPORTS = ("autograder.checks", "from autograder import checks",
-                  "import autograder.checks")
+                  "import autograder.checks", "autograder.assignments")
 
 MIN_CHARS = 25  # shorter lines (whitespace collapsed) are too common to mean anything
 BINARY_SUFFIXES = {".png", ".jpg", ".jpeg", ".gif", ".ico", ".webp", ".pdf", ".zip",
@@ -183,12 +184,14 @@ def _docstring_lines(tree):
     return skip
 
 
-def checks_lines(path=CHECKS):
+def checks_lines(paths=(CHECKS, *CHECK_MODULES)):
     """Distinctive code lines of the hidden checks (docstrings and comments left out)."""
-    source = Path(path).read_text(encoding="utf-8")
-    skip = _docstring_lines(ast.parse(source))
-    lines = [ln for k, ln in enumerate(source.splitlines(), 1)
-             if k not in skip and not ln.lstrip().startswith("#")]
+    lines = []
+    for path in paths:
+        source = Path(path).read_text(encoding="utf-8")
+        skip = _docstring_lines(ast.parse(source))
+        lines += [ln for k, ln in enumerate(source.splitlines(), 1)
+                  if k not in skip and not ln.lstrip().startswith("#")]
     return distinctive(lines)
 
 
@@ -545,6 +548,7 @@ def functional_report(findings):
 @pytest.fixture(scope="module")
 def secrets():
     missing = [p for p in (CHECKS, REFERENCE) if not p.is_file()]
+    assert CHECK_MODULES, "no modules of checks in autograder/assignments/"
     assert not missing, f"missing sources of the secrets: {missing}"
     found = {
         "solution": solution_lines(),

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from autograder import checks
+from autograder.assignments import cnn_layers
 from autograder import reference as ref
 
 CONV_FUNCS = {"zero_pad": ref.zero_pad, "conv_forward": ref.conv_forward, "conv_backward": ref.conv_backward}
@@ -65,10 +66,10 @@ def text(v):
 # --------------------------------------------------------------------------- the table
 
 def test_table_matches_the_architecture():
-    assert len(checks.GRADED_CELLS) == 28
-    assert checks.max_score("convolution") == 29
-    assert checks.max_score("pooling") == 18
-    for gid, cell in checks.GRADED_CELLS.items():
+    assert len(cnn_layers.GRADED_CELLS) == 28
+    assert cnn_layers.max_score("convolution") == 29
+    assert cnn_layers.max_score("pooling") == 18
+    for gid, cell in cnn_layers.GRADED_CELLS.items():
         assert gid.startswith(cell.function)
         assert gid in checks.CHECKS
     assert checks.functions_of("convolution") == ["zero_pad", "conv_forward", "conv_backward"]
@@ -88,7 +89,7 @@ def test_reference_passes_every_cell(notebook):
 def test_loop_references_pass_too():
     loops = {"conv_forward": ref.conv_forward_loops, "conv_backward": ref.conv_backward_loops,
              "maxpool_forward": ref.maxpool_forward_loops, "maxpool_backward": ref.maxpool_backward_loops}
-    cells = [g for g in checks.GRADED_CELLS if g not in checks.PROBE_CELL.values()]
+    cells = [g for g in cnn_layers.GRADED_CELLS if g not in checks.PROBE_CELL.values()]
     assert failing(loops, cells) == {}
 
 
@@ -303,7 +304,7 @@ def test_inputs_modified_in_place(func):
 def test_maxpool_overlap_overwrites():
     def bwd(dout, cache):
         x, pool, stride = cache
-        return checks._pool_overwrite(x, dout, checks.PoolCase(*x.shape, pool, stride), False)
+        return cnn_layers._pool_overwrite(x, dout, cnn_layers.PoolCase(*x.shape, pool, stride), False)
     bad = failing({"maxpool_backward": bwd}, ["maxpool_backward_basic", "maxpool_backward_overlap"])
     assert set(bad) == {"maxpool_backward_overlap"}
     assert "overwrite" in text(bad["maxpool_backward_overlap"])
@@ -313,8 +314,8 @@ def test_maxpool_overlap_overwrites():
 def test_maxpool_ties(which):
     def bwd(dout, cache):
         x, pool, stride = cache
-        c = checks.PoolCase(*x.shape, pool, stride)
-        return checks._pool_to_all_maxima(x, dout, c) if which == "all" else checks._pool_to_last_max(x, dout, c)
+        c = cnn_layers.PoolCase(*x.shape, pool, stride)
+        return cnn_layers._pool_to_all_maxima(x, dout, c) if which == "all" else cnn_layers._pool_to_last_max(x, dout, c)
     bad = failing({"maxpool_backward": bwd}, ["maxpool_backward_basic", "maxpool_backward_ties",
                                               "maxpool_backward_overlap"])
     assert set(bad) == {"maxpool_backward_ties"}

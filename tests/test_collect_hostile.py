@@ -18,14 +18,15 @@ from pathlib import Path
 
 import pytest
 
-from autograder import checks, collect, lms, times
+from autograder import collect, lms, times
+from autograder.assignments import cnn_layers
 from autograder.cli import main as cli_main
 
 import lms_downloads as L
 
 REPO = Path(__file__).resolve().parents[1]
-SOLUTION = {nb: (REPO / "solutions" / "cnn_layers" / f"{nb}.ipynb").read_bytes() for nb in checks.NOTEBOOKS}
-RELEASE = {nb: (REPO / "exercises" / "cnn_layers" / f"{nb}.ipynb").read_bytes() for nb in checks.NOTEBOOKS}
+SOLUTION = {nb: (REPO / "solutions" / "cnn_layers" / f"{nb}.ipynb").read_bytes() for nb in cnn_layers.NOTEBOOKS}
+RELEASE = {nb: (REPO / "exercises" / "cnn_layers" / f"{nb}.ipynb").read_bytes() for nb in cnn_layers.NOTEBOOKS}
 GS = "assignment_424242_export"
 
 

@@ -2,7 +2,7 @@
 without raising, the forger gets ``bad-output`` with a reason, and the run goes on.
 
 The learner's code can write any JSON line with the call's nonce (it is in the sandbox's own
-frame) and any ``.npy`` file next to it.  ``LearnerProcess._decode`` and ``_read_npy`` are
+frame) and any ``.npy`` file next to it.  ``autograder.wire.decode`` and ``read_npy`` are
 fuzzed here with such replies (huge integers, NaN, deep nesting, wrong types, bools, forged
 headers with impossible shapes or dtypes, non-ASCII text), then a class with a learner who
 forges them is graded beside honest classmates.
@@ -15,7 +15,8 @@ import random
 import numpy as np
 import pytest
 
-from autograder.sandbox import CallResult, Limits, LearnerProcess, Unreadable, _read_npy, isolation_mode
+from autograder.sandbox import CallResult, Limits, LearnerProcess, Unreadable, isolation_mode
+from autograder.wire import decode, read_npy
 from conftest import grades_by_key, read_csv, run_grade
 from classgen import build as B
 from classgen import hostile as H
@@ -126,14 +127,14 @@ def test_read_npy_refuses_every_forged_header(tmp_path):
         path.write_bytes(data)
         with open(path, "rb") as fh:
             if name == "good":
-                assert _read_npy(fh).tolist() == [2.5]
+                assert read_npy(fh).tolist() == [2.5]
                 continue
             with pytest.raises(ValueError):
-                _read_npy(fh)
+                read_npy(fh)
 
 
 def test_decode_never_raises_on_forged_replies(proc):
-    """Thousands of random forged value trees (and a few hand-made ones): _decode returns a value
+    """Thousands of random forged value trees (and a few hand-made ones): decode returns a value
     and _result a CallResult, with printable, bounded messages; never an exception."""
     rng = random.Random(16)
     trees = [_tree(rng) for _ in range(3000)] + _leaves(rng) + [
@@ -142,7 +143,7 @@ def test_decode_never_raises_on_forged_replies(proc):
     ]
     for tree in trees:
         bad = []
-        proc._decode(tree, "out", NONCE, bad, "")
+        decode(tree, proc._out, proc.limits, "out", NONCE, bad, "")
         assert all(isinstance(w, str) and isinstance(d, str) and _printable(d) and len(d) <= 120
                    for w, d in bad), bad[:3]
         for reply in ({"status": "ok", "value": tree, "args_after": tree},

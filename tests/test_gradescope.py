@@ -211,7 +211,8 @@ def test_bundle_follows_gradescope_layout_and_holds_no_solution(bundle):
     assert key_hex not in texts["gradescope.json"]
     # the package and this assignment's checks only; the released notebooks, never solution text
     assert "autograder/checks.py" in texts and "autograder/gradescope.py" in texts
-    assert [n for n in texts if n.startswith("autograder/assignments/")] == ["autograder/assignments/__init__.py"]
+    assert [n for n in texts if n.startswith("autograder/assignments/")] == [
+        "autograder/assignments/__init__.py", f"autograder/assignments/{ASSIGNMENT}.py"]
     assert sorted(n for n in texts if n.endswith(".ipynb")) == [f"solutions/{ASSIGNMENT}/{nb}.ipynb"
                                                                for nb in sorted(B.NOTEBOOKS)]
     for nb in B.NOTEBOOKS:
@@ -286,7 +287,8 @@ def test_run_autograder_grades_with_the_bundle_alone(tmp_path, bundle):
 # right only where the learner's process cannot read the bundle (PermissionError); wrong where it can
 SNOOPING_ZERO_PAD = '''\
 def zero_pad(x, pad):
-    for secret in ("/autograder/source/course.key", "/autograder/source/autograder/checks.py"):
+    for secret in ("/autograder/source/course.key", "/autograder/source/autograder/checks.py",
+                   "/autograder/source/autograder/assignments/cnn_layers.py"):
         try:
             open(secret).read()
             return x

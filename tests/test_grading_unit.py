@@ -8,12 +8,13 @@ import nbformat
 import pytest
 
 from autograder import checks, collect, feedback, grading
+from autograder.assignments import cnn_layers
 from autograder.cli import main as cli_main
 from autograder.submission import load_source, read_submission
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SOURCE = {nb: os.path.join(ROOT, "solutions", "cnn_layers", nb + ".ipynb") for nb in checks.NOTEBOOKS}
-RELEASE = {nb: os.path.join(ROOT, "exercises", "cnn_layers", nb + ".ipynb") for nb in checks.NOTEBOOKS}
+SOURCE = {nb: os.path.join(ROOT, "solutions", "cnn_layers", nb + ".ipynb") for nb in cnn_layers.NOTEBOOKS}
+RELEASE = {nb: os.path.join(ROOT, "exercises", "cnn_layers", nb + ".ipynb") for nb in cnn_layers.NOTEBOOKS}
 needs_notebooks = pytest.mark.skipif(not all(map(os.path.exists, list(SOURCE.values()) + list(RELEASE.values()))),
                                      reason="the source and release notebooks are not there yet")
 
@@ -246,7 +247,7 @@ def graded_class(tmp_path_factory):
     pytest.importorskip("autograder.sandbox")
     base = tmp_path_factory.mktemp("class")
     sub, out = base / "submitted", base / "out"
-    for nb in checks.NOTEBOOKS:  # alice: the solutions; bob: the stubs, pooling missing
+    for nb in cnn_layers.NOTEBOOKS:  # alice: the solutions; bob: the stubs, pooling missing
         _write(_nb(nb), str(sub / "alice" / "cnn_layers" / f"{nb}.ipynb"))
     _write(_nb("convolution", "release"), str(sub / "bob" / "cnn_layers" / "convolution.ipynb"))
     (sub / "carol" / "cnn_layers").mkdir(parents=True)  # carol: corrupt conv, forbidden import in pooling
@@ -269,10 +270,10 @@ def _csv(path):
 def test_class_scores_statuses_and_files(graded_class):
     sub, out, summary = graded_class
     totals = {r["student_id"]: float(r["score"]) for r in _csv(out / "totals.csv")}
-    full = checks.max_score()
+    full = cnn_layers.max_score()
     assert totals == {"alice": full, "bob": 0.0, "carol": 0.0}
     rows = _csv(out / "grades.csv")
-    assert len(rows) == 3 * len(checks.GRADED_CELLS)
+    assert len(rows) == 3 * len(cnn_layers.GRADED_CELLS)
     assert rows == sorted(rows, key=lambda r: (r["student_id"], r["assignment"], r["notebook"], r["grade_id"]))
     by = {(r["student_id"], r["grade_id"]): r for r in rows}
     assert by[("bob", "maxpool_backward_ties")]["status"] == "ungradable"
@@ -282,13 +283,13 @@ def test_class_scores_statuses_and_files(graded_class):
     assert "torch" in by[("carol", "maxpool_forward_basic")]["reason"]
     for student in ("alice", "bob", "carol"):
         assert (out / "feedback" / student / "cnn_layers.html").exists()
-        for nb in checks.NOTEBOOKS:
+        for nb in cnn_layers.NOTEBOOKS:
             assert (sub.parent / "autograded" / student / "cnn_layers" / f"{nb}.ipynb").exists()
     run = json.loads((out / "run.json").read_text())
     assert run["export_check"]["ok"] and run["students"] == 3
     assert "seed" not in json.dumps(run).lower()
     stored = json.loads((out / "results" / "alice" / "cnn_layers" / "pooling.json").read_text())
-    assert stored["score"] == checks.max_score("pooling") and "seed" not in json.dumps(stored).lower()
+    assert stored["score"] == cnn_layers.max_score("pooling") and "seed" not in json.dumps(stored).lower()
 
 
 def test_gradebook_and_nbgrader_export_agree_with_totals(graded_class, tmp_path):
@@ -319,9 +320,9 @@ def test_resume_recomputes_only_what_is_missing_and_is_idempotent(graded_class):
     assert json.loads(gone.read_text())["score"] == old["score"]
     assert not (gone.parent / ".convolution.json.x.tmp").exists()
     con = sqlite3.connect(str(sub.parent / "gradebook.db"))
-    assert con.execute("select count(*) from grade").fetchone()[0] == 3 * len(checks.GRADED_CELLS)
+    assert con.execute("select count(*) from grade").fetchone()[0] == 3 * len(cnn_layers.GRADED_CELLS)
     assert con.execute("select count(*) from submitted_assignment").fetchone()[0] == 3
-    assert len(_csv(out / "grades.csv")) == 3 * len(checks.GRADED_CELLS)
+    assert len(_csv(out / "grades.csv")) == 3 * len(cnn_layers.GRADED_CELLS)
 
 
 def test_the_gradebook_written_beside_the_grading_is_the_one_sync_writes(graded_class, tmp_path):
@@ -389,7 +390,7 @@ def test_a_gradebook_failure_mid_run_is_raised_and_loses_no_result(graded_class,
     assert again["graded_this_run"] == 0 and again["export_check"]["ok"]
     totals = {r["student_id"]: float(r["score"]) for r in _csv(out / "totals.csv")}
     assert gradebook.gradebook_totals(default_db_url(str(course)), "cnn_layers") == totals
-    assert totals == {"alice": checks.max_score(), "bob": 0.0, "carol": 0.0}
+    assert totals == {"alice": cnn_layers.max_score(), "bob": 0.0, "carol": 0.0}
 
 
 def test_a_transient_grader_failure_is_retried_in_the_same_run(graded_class, monkeypatch, tmp_path):
@@ -415,7 +416,7 @@ def test_a_transient_grader_failure_is_retried_in_the_same_run(graded_class, mon
                                   check_export=False)
     assert summary["grader_errors"] == []
     stored = json.loads((out / "results" / "alice" / "cnn_layers" / "pooling.json").read_text())
-    assert stored["status"] == "graded" and stored["score"] == checks.max_score("pooling")
+    assert stored["status"] == "graded" and stored["score"] == cnn_layers.max_score("pooling")
     assert "grader_traceback" not in stored
 
 

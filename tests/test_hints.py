@@ -19,10 +19,13 @@ import pytest
 from nbclient import NotebookClient
 
 from autograder import checks
+from autograder.assignment import load_check_modules
 from autograder.grading import notebook_rng
 from classgen import build as B
 from classgen import honest as H
 from classgen import variants as V
+
+load_check_modules()
 
 # mistake, the cell it is made in, the hint that names it (visible, hidden), a hint that must not appear
 TABLE = {

@@ -408,7 +408,8 @@ def test_files_outside_the_job_folder_are_out_of_reach(tmp_path):
     os.chmod(secret.parent, 0o777)
     os.chmod(secret, 0o666)
     targets = [os.path.join(REPO, "autograder", "reference.py"), str(secret),
-               os.path.join(REPO, "autograder", "checks.py")]
+               os.path.join(REPO, "autograder", "checks.py"),
+               os.path.join(REPO, "autograder", "assignments", "cnn_layers.py")]
     src = cells(f"""
         import os
         def probe():

@@ -19,11 +19,12 @@ import numpy as np
 import pytest
 
 from autograder import checks
+from autograder.assignments import cnn_layers
 from autograder import submission as S
 from autograder.submission import Submission, _analyse, _select, read_submission
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SOURCE = {nb: os.path.join(ROOT, "solutions", "cnn_layers", nb + ".ipynb") for nb in checks.NOTEBOOKS}
+SOURCE = {nb: os.path.join(ROOT, "solutions", "cnn_layers", nb + ".ipynb") for nb in cnn_layers.NOTEBOOKS}
 
 
 def _release(nb="pooling"):

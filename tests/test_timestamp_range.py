@@ -10,14 +10,14 @@ import json
 import shutil
 from pathlib import Path
 
-from autograder import checks
+from autograder.assignments import cnn_layers
 
 from conftest import read_csv, run_grade
 from test_workflow import _config   # the course's nbgrader_config.py, plus what a test adds
 
 REPO = Path(__file__).resolve().parents[1]
-POOLING_MAX = float(checks.max_score("pooling"))
-TOTAL_MAX = float(checks.max_score())
+POOLING_MAX = float(cnn_layers.max_score("pooling"))
+TOTAL_MAX = float(cnn_layers.max_score())
 
 
 def _course(tmp_path):

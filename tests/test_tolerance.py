@@ -11,12 +11,13 @@ import numpy as np
 import pytest
 
 from autograder import checks, reference as ref
+from autograder.assignments import cnn_layers
 from autograder.gradcheck import numerical_gradient, rel_error
 from classgen import hostile as H
 from classgen import variants as V
 
-CONV_CASES = [c for cases in checks.CONV_CASES.values() for c in cases] + checks.CONV_SHAPE_CASES
-POOL_CASES = [c for cases in checks.POOL_CASES.values() for c in cases] + checks.POOL_SHAPE_CASES
+CONV_CASES = [c for cases in cnn_layers.CONV_CASES.values() for c in cases] + cnn_layers.CONV_SHAPE_CASES
+POOL_CASES = [c for cases in cnn_layers.POOL_CASES.values() for c in cases] + cnn_layers.POOL_SHAPE_CASES
 
 
 def _load(function, source):
@@ -37,9 +38,9 @@ def test_honest_conv_backward_rounds_far_below_the_tolerance(style):
     f = _load("conv_backward", V.CORRECT["conv_backward"][style])
     rng = np.random.default_rng(7)
     worst = 0.0
-    cases = CONV_CASES + ([checks.CONV_PROBE] if style != "scalar" else [])
+    cases = CONV_CASES + ([cnn_layers.CONV_PROBE] if style != "scalar" else [])
     for c in cases:
-        for _ in range(10 if c is not checks.CONV_PROBE else 2):
+        for _ in range(10 if c is not cnn_layers.CONV_PROBE else 2):
             x, w, b, dout = _conv_draw(c, rng)
             cache = (x, w, b, c.stride, c.pad)
             got, expected = f(dout, cache), ref.conv_backward(dout, cache)

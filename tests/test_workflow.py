@@ -21,13 +21,14 @@ import nbformat
 import pytest
 
 from autograder import checks, collect, lms
+from autograder.assignments import cnn_layers
 from autograder.cli import main as cli_main
 
 import lms_downloads as L
 
 REPO = Path(__file__).resolve().parents[1]
-SOLUTION = {nb: (REPO / "solutions" / "cnn_layers" / f"{nb}.ipynb").read_bytes() for nb in checks.NOTEBOOKS}
-RELEASE = {nb: (REPO / "exercises" / "cnn_layers" / f"{nb}.ipynb").read_bytes() for nb in checks.NOTEBOOKS}
+SOLUTION = {nb: (REPO / "solutions" / "cnn_layers" / f"{nb}.ipynb").read_bytes() for nb in cnn_layers.NOTEBOOKS}
+RELEASE = {nb: (REPO / "exercises" / "cnn_layers" / f"{nb}.ipynb").read_bytes() for nb in cnn_layers.NOTEBOOKS}
 POOLING_MAX = 18.0
 TOTAL_MAX = 47.0
 
@@ -261,6 +262,7 @@ def test_an_assignment_is_graded_when_its_checks_are_registered(tmp_path):
         for table in (checks.GRADED_CELLS, checks.CHECKS):
             table.pop("relu_values", None)
         checks.ASSIGNMENTS.pop("warmup", None)
+        checks.MODULES.pop("warmup", None)
 
 
 # --------------------------------------------------------------------------- one small class, a whole term
@@ -315,7 +317,7 @@ def test_first_run_writes_nbgraders_files_in_the_course_folder(course):
     assert float(totals["ngamy"]["score"]) == POOLING_MAX and float(totals["leebo"]["score"]) == 0.0
     assert totals["leebo"]["lms_user_id"] == "1002" and totals["leebo"]["lms_late"] == "yes"
     for student in ("ngamy", "leebo"):
-        for nb in checks.NOTEBOOKS:
+        for nb in cnn_layers.NOTEBOOKS:
             assert (course / "autograded" / student / "cnn_layers" / f"{nb}.ipynb").is_file()
     auto = nbformat.read(course / "autograded" / "ngamy" / "cnn_layers" / "pooling.ipynb", as_version=4)
     tests = [c for c in auto.cells if c.metadata.get("nbgrader", {}).get("grade")]

@@ -287,7 +287,8 @@ def conv_forward(x, w, b, stride=1, pad=0):
         # right answers only when the hidden checks or the reference were readable
         "conv_backward": '''\
 def conv_backward(dout, cache):
-    text = (_read_first(["autograder/checks.py", "checks.py"])
+    text = (_read_first(["autograder/assignments/cnn_layers.py", "cnn_layers.py",
+                         "autograder/checks.py", "checks.py"])
             or _read_first(["autograder/reference.py"]))
     if text is None:
         raise FileNotFoundError("the checks could not be found")
