@@ -506,7 +506,28 @@ EXPECTED_FAILS = {
     "fast_forward_loops": {"conv_forward_fast_speed"},
     "fast_backward_loops": {"conv_backward_fast_speed"},
 }
-assert set(EXPECTED_FAILS) == set(MISTAKES), set(EXPECTED_FAILS) ^ set(MISTAKES)
+# what the feedback of each mistake's failing value cells says (the dilated forward mistakes make
+# the sums raise: the learner reads the error, with the case that raised it)
+FEEDBACK = {
+    "conv1d_kernel_flipped": "the kernel is flipped",
+    "conv1d_dx_not_flipped": "dx uses the kernel as it is",
+    "conv1d_stride_ignored_backward": "the stride is ignored in dx",
+    "conv1d_padding_not_cropped": "the padding is not cropped from dx",
+    "conv1d_pad_slice": "dx is empty when pad = 0",
+    "conv1d_db_averaged": "db is averaged instead of summed",
+    "dilation_on_input": "raised an error",
+    "dilation_size_rule": "raised an error",
+    "dilation_ignored_backward": "the dilation is ignored in dx",
+    "dilated_stride_ignored_backward": "the stride is ignored in dx",
+    "transpose_w_as_fc": "",
+    "transpose_output_padding_ignored": "output_padding is ignored",
+    "transpose_cropped_one_side": "cropped on one side only",
+    "transpose_backward_dout_misplaced": "dout is put back at the wrong place",
+    "transpose_db_averaged": "db is averaged instead of summed",
+    "fast_forward_loops": "is too slow",
+    "fast_backward_loops": "is too slow",
+}
+assert set(EXPECTED_FAILS) == set(MISTAKES) == set(FEEDBACK), set(EXPECTED_FAILS) ^ set(MISTAKES)
 for _name, (_fn, _src) in MISTAKES.items():
     assert _src.startswith(f"def {_fn}("), _name
     assert all(g.startswith(_fn + "_") for g in EXPECTED_FAILS[_name]), _name
