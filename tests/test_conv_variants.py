@@ -155,8 +155,12 @@ def test_every_style_and_mistake_gets_exactly_its_score_in_every_run(graded_clas
                                      + ("nothing" if row is None else f"{row['score']} ({row['status']}: "
                                                                       f"{row['reason'][:200]})"))
         assert not wrong, "\n".join(wrong)
-    first = {key: (r["score"], r["status"], r["reason"]) for key, r in runs[0][0].items()}
-    assert {key: (r["score"], r["status"], r["reason"]) for key, r in runs[1][0].items()} == first
+    # the same scores and statuses, and the same feedback but for the speed cells' measured times
+
+    def same(rows):
+        return {key: (r["score"], r["status"], "" if key[2].endswith("_speed") else r["reason"])
+                for key, r in rows.items()}
+    assert same(runs[1][0]) == same(runs[0][0])
 
 
 @pytest.mark.slow
