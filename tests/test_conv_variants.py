@@ -24,7 +24,7 @@ import pytest
 
 from autograder import assignment
 from autograder.assignments import conv_variants as C
-from autograder.assignments import conv_variants_reference as R
+from autograder.assignments.conv_variants import reference as R
 from autograder.gradcheck import rel_error
 from autograder.release import release
 from classgen import conv_variants as CV
@@ -191,6 +191,13 @@ def test_release_and_validate_know_the_assignment():
     proc = subprocess.run([sys.executable, "-m", "autograder", "--assignment", CV.ASSIGNMENT, "release", "--check"],
                           cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_the_gradescope_bundle_holds_the_checks_and_their_references():
+    from autograder.gradescope import _package_files
+    files = _package_files(ROOT, CV.ASSIGNMENT)
+    assert {"autograder/assignments/conv_variants/__init__.py",
+            "autograder/assignments/conv_variants/reference.py"} <= set(files)
 
 
 def test_every_graded_cell_has_a_property_and_its_function_in_its_name():
