@@ -444,7 +444,8 @@ MISTAKES = {
     "dilation_ignored_backward": ("dilated_conv_backward", _mutate(
         DB_TAPS, "r, s = u * dilation, v * dilation", "r, s = u, v")),
     "dilated_stride_ignored_backward": ("dilated_conv_backward", _mutate(_mutate(
-        DB_LOOPS, "slice(i * stride, i * stride + ", "slice(i, i + "), "slice(j * stride, j * stride + ", "slice(j, j + ")),
+        DB_LOOPS, "slice(i * stride, i * stride + ", "slice(i, i + "),
+        "slice(j * stride, j * stride + ", "slice(j, j + ")),
     # --- transposed
     "transpose_w_as_fc": ("conv_transpose_forward", _mutate(_mutate(
         TF_TAPS, "_, F, HH, WW = w.shape", "F, _, HH, WW = w.shape"), "w[:, :, u, v])", "w[:, :, u, v].T)")),

@@ -32,8 +32,7 @@ import numpy as np
 
 from ... import checks
 from ... import reference as ref
-from ...checks import (CaseFailure, _array, _compare, _Grader, _inputs_case, _run_cell, _unpack,
-                      make_verdict)
+from ...checks import CaseFailure, _array, _compare, _Grader, _inputs_case, _run_cell, _unpack
 from . import reference as vref
 
 ASSIGNMENT = "conv_variants"
@@ -172,7 +171,8 @@ class Conv1d(Layer):
                 return "the second axis of out counts filters F, not channels C"
             got = shape[2]
             if got == math.ceil((L + 2 * c.pad - K) / c.stride) + 1 != right:
-                return "output length rounded up: windows that do not fit are dropped, L' = (L + 2 pad - K) // stride + 1"
+                return ("output length rounded up: windows that do not fit are dropped, "
+                        "L' = (L + 2 pad - K) // stride + 1")
             if c.stride > 1 and got == L + 2 * c.pad - K + 1:
                 return "the stride is ignored"
             if c.pad > 0 and got == (L - K) // c.stride + 1:
@@ -370,7 +370,8 @@ class Fast(Layer):
             hw = tuple(shape[2:])
             up = tuple(math.ceil((n + 2 * c.pad - k) / c.stride) + 1 for n, k in zip(c.size, c.kernel))
             if hw == up != right:
-                return "output size rounded up: windows that do not fit are dropped, H' = (H + 2 pad - HH) // stride + 1"
+                return ("output size rounded up: windows that do not fit are dropped, "
+                        "H' = (H + 2 pad - HH) // stride + 1")
             if hw == right[::-1] != right:
                 return "H and W (or HH and WW) are mixed up"
             return None
@@ -397,7 +398,8 @@ CASES = {
         "shapes": [_c2("shape 1", 1, 1, 1, 7, 7, 3, 3, 1, 0, 2), _c2("shape 2", 2, 3, 2, 9, 8, 3, 2, 2, 1, 2),
                    _c2("shape 3", 1, 2, 3, 10, 11, 2, 3, 3, 2, 3), _c2("shape 4", 2, 1, 2, 6, 6, 3, 3, 1, 2, 3),
                    _c2("shape 5", 1, 2, 2, 5, 6, 2, 2, 2, 0, 1), _c2("shape 6", 2, 2, 1, 11, 9, 3, 3, 2, 1, 3)],
-        "basic": [_c2("dilation 1 (a)", 2, 1, 1, 5, 5, 3, 3, 1, 0, 1), _c2("dilation 1 (b)", 2, 1, 1, 6, 6, 2, 2, 1, 0, 1)],
+        "basic": [_c2("dilation 1 (a)", 2, 1, 1, 5, 5, 3, 3, 1, 0, 1),
+                  _c2("dilation 1 (b)", 2, 1, 1, 6, 6, 2, 2, 1, 0, 1)],
         "dilation": [_c2("dilation 2", 2, 1, 1, 7, 7, 3, 3, 1, 0, 2), _c2("dilation 3", 2, 1, 1, 8, 8, 3, 3, 1, 0, 3),
                      _c2("dilation 2, 2 x 2", 2, 1, 1, 6, 6, 2, 2, 1, 0, 2)],
         "padding": [_c2("pad 1", 2, 1, 1, 5, 5, 3, 3, 1, 1, 2), _c2("pad 2", 2, 1, 1, 4, 4, 2, 2, 1, 2, 3)],
