@@ -65,7 +65,8 @@ def text(v):
 # --------------------------------------------------------------------------- the table
 
 def test_table_matches_the_architecture():
-    assert len(checks.GRADED_CELLS) == 28
+    assert len([c for c in checks.GRADED_CELLS.values()
+               if c.notebook in checks.notebooks_of("cnn_layers")]) == 28
     assert checks.max_score("convolution") == 29
     assert checks.max_score("pooling") == 18
     for gid, cell in checks.GRADED_CELLS.items():
