@@ -508,7 +508,7 @@ EXPECTED_FAILS = {
     "fast_backward_loops": {"conv_backward_fast_speed"},
 }
 # what the feedback of each mistake's failing value cells says (the dilated forward mistakes make
-# the sums raise: the learner reads the error, with the case that raised it)
+# the sums raise: the learner reads the error, the case that raised it and the rule to check)
 FEEDBACK = {
     "conv1d_kernel_flipped": "the kernel is flipped",
     "conv1d_dx_not_flipped": "dx uses the kernel as it is",
@@ -516,8 +516,8 @@ FEEDBACK = {
     "conv1d_padding_not_cropped": "the padding is not cropped from dx",
     "conv1d_pad_slice": "dx is empty when pad = 0",
     "conv1d_db_averaged": "db is averaged instead of summed",
-    "dilation_on_input": "raised an error",
-    "dilation_size_rule": "raised an error",
+    "dilation_on_input": "the dilation spaces the filter's taps, not the input",
+    "dilation_size_rule": "check the output size, H' = (H + 2*pad - dilation*(HH - 1) - 1)",
     "dilation_ignored_backward": "the dilation is ignored in dx",
     "dilated_stride_ignored_backward": "the stride is ignored in dx",
     "transpose_w_as_fc": "",

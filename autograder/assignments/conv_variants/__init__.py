@@ -99,6 +99,10 @@ class Layer:
     def out_shape_hint(self, c):
         return None
 
+    def error_hint(self, c):
+        """What to check when the forward pass raises on case c (None: nothing in particular)."""
+        return None
+
     def forward_candidates(self, c, x, w, b):
         zero = np.zeros_like(b)
         nd = len(c.size)
@@ -219,6 +223,13 @@ class Dilated(Layer):
                 return "H and W (or HH and WW) are mixed up"
             return None
         return hint
+
+    def error_hint(self, c):
+        if c.extra > 1:
+            return ("where shapes do not match, check the output size, H' = (H + 2*pad - dilation*(HH - 1) - 1) "
+                    "// stride + 1, and that tap (u, v) of output (i, j) reads x_padded[..., i*stride + "
+                    "u*dilation, j*stride + v*dilation]: the dilation spaces the filter's taps, not the input")
+        return None
 
     def dx_candidates(self, c, dout, x, w, b):
         return super().dx_candidates(c, dout, x, w, b) + [
@@ -576,7 +587,12 @@ def _forward_case(g, layer, c, shapes_only=False):
 
     def run():
         x, w, b = layer.draw(g.rng, c)
-        res = g.invoke(layer.forward, layer.args(c, x, w, b), label, _out_usable)
+        try:
+            res = g.invoke(layer.forward, layer.args(c, x, w, b), label, _out_usable)
+        except CaseFailure as exc:
+            if exc.status == "error" and layer.error_hint(c):
+                exc.lines[-1] += ". Hint: " + layer.error_hint(c)
+            raise
         out = _unpack(res.value, 2, layer.forward, "(out, cache)", label)[0]
         expected = layer.forward_ref(c, x, w, b)
         out = _array(out, "out", expected.shape, label, layer.out_shape_hint(c))
@@ -669,13 +685,13 @@ def _speed_case(g, layer, backward):
             if best <= limit or best > SPEED_HOPELESS * limit:
                 break
         if best > limit:
-            took = "it ran past" if best == math.inf else f"its best of the timings was {best * 1000:.0f} ms,"
+            took = (f"it did not finish within its budget of {timed.budgets.seconds:.1f} s" if best == math.inf
+                    else f"its best time was {best * 1000:.0f} ms")
             raise CaseFailure("failed", (
-                f"{label}: {func} is too slow: {took} over {SPEED_FACTOR:g} x the time of the course's im2col "
-                f"layer measured the same way ({limit / SPEED_FACTOR * 1000:.0f} ms), the limit being "
-                f"{limit * 1000:.0f} ms. "
-                "Hint: no Python loop over the output positions or the batch; copy the windows into a matrix "
-                "(im2col) and do one matrix product, as chapter 9 shows"))
+                f"{label}: {func} is too slow: {took}, over {SPEED_FACTOR:g} x the time of the course's im2col "
+                f"layer measured the same way ({limit / SPEED_FACTOR * 1000:.0f} ms), that is "
+                f"{limit * 1000:.0f} ms. Hint: no Python loop over every output, the batch or the filters; copy "
+                "the windows into a matrix (im2col) and do one matrix product, as chapter 9 shows"))
     return run
 
 
