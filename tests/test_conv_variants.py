@@ -254,3 +254,27 @@ def test_visible_tests_catch_the_mistake(mistake):
     outcome = run_release(CV.NOTEBOOK_OF[fn], {fn: src})
     failed = {g for g, e in outcome.items() if e is not None}
     assert failed and failed <= {g for g in outcome if g.startswith(fn + "_")}, failed
+
+
+# --------------------------------------------------------------------------- the speed cells, hostile
+
+MEMO_LAYER = '''_MEMO = {}
+def conv_forward_fast(x, w, b, stride=1, pad=0):
+    key = (x.shape, w.shape)
+    if key not in _MEMO:                 # slow once, then the remembered answer at once
+        for _ in range(30):
+            _MEMO[key] = _layer(x, w, b, stride, pad)
+    return _MEMO[key]
+'''
+
+
+def test_a_remembered_answer_does_not_buy_the_speed_points():
+    """Every timing gets fresh inputs, and a time counts only with the right values."""
+    from autograder import checks
+    from autograder.sandbox import LearnerProcess, Limits
+    layer = CV.FF_IM2COL.replace("def conv_forward_fast(", "def _layer(", 1)
+    with LearnerProcess(["import numpy as np", layer, MEMO_LAYER], limits=Limits()) as proc:
+        proc.setup()
+        verdict = checks.run_check("conv_forward_fast_speed", proc.call, np.random.default_rng(0))
+    assert verdict.status == "failed" and verdict.score == 0, verdict
+    assert "the time of a wrong answer does not count" in " ".join(verdict.feedback)
