@@ -18,8 +18,9 @@ call that runs past the minimum, as for ``cnn_layers``.  The speed cells time th
 call on one large case (N=16, C=16, H=W=32, F=32, 3x3, stride 1, pad 1) against the course's
 im2col layer measured the same way: in a sandbox of its own (one BLAS thread, CPU time of the
 process tree, inputs and results crossing the same boundary), once per grading run, best of
-several timings for both.  The learner's best must be at most ``SPEED_FACTOR`` times the
-reference's; the learner's code never sees the reference.
+several timings for both (the learner's on fresh inputs each, a time counting only with right
+values).  The learner's best must be at most ``SPEED_FACTOR`` times the reference's; the
+learner's code never sees the reference.
 """
 import math
 import re
