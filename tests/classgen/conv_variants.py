@@ -417,7 +417,11 @@ CORRECT = {
     "conv_backward_fast": {"loops": FB_IM2COL, "taps": FB_WINDOWS, "zeros": FB_IM2COL, "im2col": FB_IM2COL},
 }
 for _fn in ("conv1d_forward", "conv1d_backward"):
-    CORRECT[_fn].update(taps=CORRECT[_fn]["windows"], zeros=CORRECT[_fn]["loops"])
+    CORRECT[_fn].update(taps=CORRECT[_fn]["windows"], zeros=CORRECT[_fn]["scalar"])
+# three learners, each in one style per function: "loops" loops over the output positions (the
+# transposed convolution: over the input pixels; the fast pair: im2col), "taps" over the filter taps
+# or strided windows with einsum / tensordot, "zeros" inserts zeros (a dilated kernel, a spread-out
+# input) before an ordinary convolution, or sums scalar by scalar (1D), or im2col (the fast pair)
 STYLES = ("loops", "taps", "zeros")
 
 
