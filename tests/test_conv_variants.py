@@ -200,6 +200,17 @@ def test_the_gradescope_bundle_holds_the_checks_and_their_references():
             "autograder/assignments/conv_variants/reference.py"} <= set(files)
 
 
+def test_collect_knows_the_assignment(tmp_path):
+    manifest = CV.write_class(tmp_path / "download")
+    proc = subprocess.run([sys.executable, "-m", "autograder", "--assignment", CV.ASSIGNMENT, "collect",
+                           str(tmp_path / "download"), "--lms", "nbgrader", "--to", str(tmp_path / "submitted")],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    placed = sorted(p.relative_to(tmp_path / "submitted").as_posix()
+                    for p in (tmp_path / "submitted").rglob("*.ipynb"))
+    assert placed == sorted(f"{s}/{CV.ASSIGNMENT}/{nb}.ipynb" for s in manifest for nb in CV.NOTEBOOKS)
+
+
 def test_every_graded_cell_has_a_property_and_its_function_in_its_name():
     for nb, cells in CV.points().items():
         for gid in cells:
