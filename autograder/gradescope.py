@@ -120,8 +120,8 @@ class BundleError(Exception):
 
 def _package_files(root, assignment):
     """{path in the bundle: path here} of the package: every module and package-data file,
-    and of ``autograder/assignments/`` only ``__init__.py`` and the modules whose checks grade
-    this assignment."""
+    and of ``autograder/assignments/`` only ``__init__.py`` and the modules (or packages) whose
+    checks grade this assignment."""
     from . import checks
     from .assignment import load_check_modules
     load_check_modules()
@@ -137,7 +137,8 @@ def _package_files(root, assignment):
                 continue
             rel = os.path.normpath(os.path.join(rel_folder, name))
             parts = rel.split(os.sep)
-            if parts[0] == "assignments" and name != "__init__.py" \
+            # an assignment's checks are a module (assignments/NAME.py) or a package (assignments/NAME/)
+            if parts[0] == "assignments" and parts[1:] != ["__init__.py"] \
                     and os.path.splitext(parts[1])[0] not in needed:
                 continue
             files["autograder/" + "/".join(parts)] = os.path.join(folder, name)
