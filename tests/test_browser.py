@@ -4,8 +4,10 @@ shows its images and numbered figures with real alt texts, and has working links
 downloads. At 1280, 1024 and 390 px every display equation fits the box it gets (MathJax
 breaks long ones into lines; a wider one would have a hidden part) and no inline formula
 is clipped or scrolled; at 1280 px no code or output block scrolls sideways; at 390 px no
-page scrolls sideways. Every check also runs on a planted page that has its defect
-(test_reading_checks_catch_planted_defects). Full-page screenshots of each page (as
+page scrolls sideways, every figure's smallest text renders at 9 px or more (each figure
+records its text size when the book is built, see MIN_FIGURE_TEXT_PX) and the animation
+controls fit the column. Every check also runs on a planted page that has its defect
+(test_reading_checks_catch_planted_defects, test_figure_text_check_catches_planted_defects). Full-page screenshots of each page (as
 loaded, and with every dropdown opened at each width) go to ci-artifacts/screenshots/.
 
 What CI needs (all from the project's own files):
