@@ -133,9 +133,91 @@ def animation_html(anim, alt="", **kwargs):
     from IPython.display import HTML
 
     page = _CDN_LINK.sub("", anim.to_jshtml(**kwargs))
-    if alt:
-        page = _FRAME_IMG.sub(f'<img alt="{escape(alt, quote=True)}"', page, count=1)
+    attributes = f' alt="{escape(alt, quote=True)}"' if alt else ""
+    # the size of its smallest text (see FONT_PX_KEY); _fig: the figure it draws on
+    attributes += f' data-font-px="{_font_px_text(anim._fig)}"'
+    page = _FRAME_IMG.sub("<img" + attributes, page, count=1)
     return HTML(page)
+
+
+# ----------------------------------------------------------------------------- text size
+# How large a figure's text is matters on a phone, where an image is scaled down to the
+# column: each figure records the size of its smallest text, in pixels of its own image,
+# so that the book's browser test can check what that text becomes on a small screen.
+# A figure shown in Jupyter is a PNG; the size goes into the PNG as a text entry under
+# FONT_PX_KEY. An animation's frames carry it as the data-font-px attribute of the
+# player's image (animation_html). Nothing else changes in what the reader sees.
+FONT_PX_KEY = "convbook:smallest-font-px"
+
+
+def _drawn_texts(artist):
+    """The Text artists of `artist` that a drawing shows: visible, non-empty, and not
+    under an invisible parent or an axes drawn without its axis."""
+    from matplotlib.axes import Axes
+    from matplotlib.text import Text
+
+    if not artist.get_visible():
+        return
+    if isinstance(artist, Text):
+        if artist.get_text().strip():
+            yield artist
+        return
+    children = artist.get_children()
+    if isinstance(artist, Axes) and not artist.axison:
+        hidden = {artist.xaxis, artist.yaxis, *artist.spines.values()}
+        children = [c for c in children if c not in hidden]
+    for child in children:
+        yield from _drawn_texts(child)
+
+
+def smallest_font_px(fig):
+    """The size of the smallest text that fig draws, in pixels of an image saved at the
+    figure's dpi (None when it draws no text). The figure is drawn first, so that tick
+    labels hold the text they will show; without its draw event, so that an animation
+    drawn on it does not start again."""
+    with fig.canvas.callbacks.blocked(signal="draw_event"):
+        fig.draw_without_rendering()
+    sizes = [t.get_fontsize() for t in _drawn_texts(fig)]
+    return min(sizes) * fig.dpi / 72 if sizes else None
+
+
+def _font_px_text(fig):
+    """smallest_font_px(fig) as it is recorded: "12.500", or "none" for no text."""
+    px = smallest_font_px(fig)
+    return "none" if px is None else f"{px:.3f}"
+
+
+def _png_with_font_size(fig):
+    """The PNG of fig that Jupyter shows (IPython's own, tight bounding box), with the
+    size of its smallest text recorded under FONT_PX_KEY."""
+    from IPython.core.pylabtools import print_figure
+
+    return print_figure(fig, "png", bbox_inches="tight",
+                        metadata={FONT_PX_KEY: _font_px_text(fig)})
+
+
+def _record_font_sizes():
+    """In a Jupyter kernel, show figures as PNGs that record their smallest text size."""
+    import matplotlib
+    from matplotlib.figure import Figure
+
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return
+    shell = get_ipython()
+    if shell is None or not hasattr(shell, "display_formatter"):
+        return
+    # Jupyter's inline backend registers its own PNG formatter when it is loaded, which
+    # is at the first figure: load it now, so that this formatter comes after it.
+    backend = matplotlib.get_backend()
+    if "inline" in backend:
+        plt.switch_backend(backend)
+    shell.display_formatter.formatters["image/png"].for_type(Figure, _png_with_font_size)
+
+
+_record_font_sizes()
+
 
 # ----------------------------------------------------------------------------- checking
 # The gradient check of the course, the same code as the helper cell of the exercise

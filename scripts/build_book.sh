@@ -72,6 +72,19 @@ for nb in exercises/cnn_layers/convolution.ipynb exercises/cnn_layers/pooling.ip
   fi
 done
 
+# The execution cache (_config.yml: execute_notebooks: cache) is keyed on each page's own
+# text, but what a page shows also comes from the code it imports: book/convbook.py (its
+# helpers, and the PNG formatter that records each figure's text size for the browser
+# test) and the course's reference layers. When either is newer than the cache, the cache
+# is dropped, so that every page runs again instead of showing outputs of the old code.
+CACHE_DB=_build/.jupyter_cache/global.db
+if [ -f "$CACHE_DB" ] && { [ book/convbook.py -nt "$CACHE_DB" ] \
+                           || [ autograder/reference.py -nt "$CACHE_DB" ]; }; then
+  echo "build_book: book/convbook.py or autograder/reference.py changed; running every page again"
+  rm -rf _build/.jupyter_cache _build/.doctrees   # the doctrees too: Sphinx re-reads a page
+                                                 # (and so runs it) only when it is outdated
+fi
+
 "$JB" build . -W -n --keep-going
 
 # The build must have published both exercise notebooks and the local MathJax.

@@ -246,6 +246,66 @@ def test_chapter_9_runs_on_a_learners_vectorised_layers(tmp_path):
 # ----------------------------------------------------------------------------- downloads
 # Every page written as a notebook downloads as an .ipynb that Jupyter opens as it is.
 
+# MyST that Jupyter, which reads markdown cells as plain Markdown, would show as literal
+# text: directives, roles, labels, comments, labelled display math, directive options.
+# Fenced code is left out (it shows as code). Each kind has a planted case below.
+MYST_SYNTAX = {
+    "directive": re.compile(r"^[ >]*(`{3,}|:{3,})\s*\{[\w:.-]+\}", re.M),
+    "role": re.compile(r"\{[\w:.-]+\}`"),
+    "label": re.compile(r"^[ >]*\([\w:./-]+\)=[ \t]*$", re.M),
+    "comment": re.compile(r"^[ >]*%", re.M),
+    "equation label": re.compile(r"\$\$[ \t]*\([\w:./-]+\)[ \t]*$", re.M),
+    "directive option": re.compile(r"^[ >]*:(class|name|label|alt|width|align|figwidth|"
+                                   r"dropdown|open|tags):", re.M),
+}
+_CODE_FENCE = re.compile(r"^[ >]*(`{3,})(?![ \t]*\{)[^\n]*\n.*?^[ >]*\1`*[ \t]*$", re.M | re.S)
+
+
+def myst_leftovers(markdown):
+    """[(kind, excerpt)] of the MyST syntax left in a markdown cell."""
+    text = _CODE_FENCE.sub("", markdown)
+    return [(kind, text[max(0, m.start() - 20):m.end() + 30].replace("\n", " "))
+            for kind, rx in MYST_SYNTAX.items() for m in rx.finditer(text)]
+
+
+PLANTED_MYST = """(sec-label)=
+# A page
+% a comment the page does not show
+See {doc}`08_small_cnn`, {ref}`Try it <try-it-with-your-own-layers>` and {eq}`ch2-db`.
+
+```{admonition} Answer
+:class: dropdown
+It is $x$.
+
+$$
+a = b
+$$ (ch2-inner)
+```
+
+```text
+a code block keeps {doc}`this` and % that
+```
+"""
+
+
+def test_myst_check_finds_planted_syntax_and_conversion_removes_it():
+    """The check of the downloads finds each kind of MyST syntax in a planted cell (and
+    in the pages as written), and the download's conversion leaves none of it."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from ipynb_download import plain_markdown
+
+    found = {kind for kind, _ in myst_leftovers(PLANTED_MYST)}
+    assert found == set(MYST_SYNTAX), found
+    # the code block is left out: its role is not counted
+    assert len([k for k, _ in myst_leftovers(PLANTED_MYST) if k == "role"]) == 3
+    converted = plain_markdown(PLANTED_MYST)
+    assert myst_leftovers(converted) == [], converted
+    assert "> **Answer**" in converted and "a code block keeps {doc}`this`" in converted
+    assert "$$\na = b\n$$" in converted.replace("> ", "").replace(">\n", "\n"), converted
+    page = (BOOK / "02_backprop_1d.md").read_text(encoding="utf-8")
+    assert {"directive", "role", "equation label"} <= {k for k, _ in myst_leftovers(page)}
+
+
 def test_every_notebook_page_downloads_as_an_ipynb():
     import jupytext
     import nbformat
@@ -266,6 +326,10 @@ def test_every_notebook_page_downloads_as_an_ipynb():
         page = jupytext.read(ROOT / f"{doc}.md")
         assert [c.source for c in nb.cells if c.cell_type == "code"] == \
             [c.source for c in page.cells if c.cell_type == "code"], f"{doc}: cells differ"
+        leftovers = [(i, kind, excerpt) for i, cell in enumerate(nb.cells)
+                     if cell.cell_type == "markdown"
+                     for kind, excerpt in myst_leftovers(cell.source)]
+        assert not leftovers, f"{doc}.ipynb shows MyST as text: {leftovers[:5]}"
         html = (SITE / f"{doc}.html").read_text(encoding="utf-8")
         assert f"_sources/{doc}.ipynb" in html, \
             f"{doc}.html does not offer the notebook in its download menu"

@@ -4,8 +4,10 @@ shows its images and numbered figures with real alt texts, and has working links
 downloads. At 1280, 1024 and 390 px every display equation fits the box it gets (MathJax
 breaks long ones into lines; a wider one would have a hidden part) and no inline formula
 is clipped or scrolled; at 1280 px no code or output block scrolls sideways; at 390 px no
-page scrolls sideways. Every check also runs on a planted page that has its defect
-(test_reading_checks_catch_planted_defects). Full-page screenshots of each page (as
+page scrolls sideways, every figure's smallest text renders at 9 px or more (each figure
+records its text size when the book is built, see MIN_FIGURE_TEXT_PX) and the animation
+controls fit the column. Every check also runs on a planted page that has its defect
+(test_reading_checks_catch_planted_defects, test_figure_text_check_catches_planted_defects). Full-page screenshots of each page (as
 loaded, and with every dropdown opened at each width) go to ci-artifacts/screenshots/.
 
 What CI needs (all from the project's own files):
@@ -25,8 +27,11 @@ What CI needs (all from the project's own files):
 Without the built book or without Chromium the tests are skipped, except under CI (the
 environment variable ``CI`` set), where either is a failure.
 """
+import base64
 import contextlib
 import functools
+import importlib.util
+import io
 import json
 import os
 import re
@@ -38,7 +43,9 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import unquote, urldefrag, urlsplit
 
+import matplotlib
 import nbformat
+import PIL.Image
 import pytest
 import yaml
 
@@ -643,7 +650,8 @@ def width_failures(page, width):
 def test_page_reads_at_every_width(docname, site, server, browser_context, shots):
     """At 1280, 1024 and 390 px no display equation is wider than the box it gets (MathJax
     breaks long ones into lines) and every inline formula shows whole; at 1280 px no code
-    or output block scrolls sideways; at 390 px the page itself does not scroll sideways.
+    or output block scrolls sideways; at 390 px the page itself does not scroll sideways,
+    every figure's text is at least MIN_FIGURE_TEXT_PX and the animation controls fit.
     One load and one full-page screenshot per width, with every dropdown and folded cell
     opened so that they are measured too."""
     failures = []
@@ -656,11 +664,127 @@ def test_page_reads_at_every_width(docname, site, server, browser_context, shots
             page.evaluate(OPEN_EVERYTHING)
             settle(page)
             failures += width_failures(page, width)
+            if width == PHONE_WIDTH:
+                failures += figure_text_failures(page, browser_context, width)
             page.screenshot(path=str(shots / f"{Path(docname).name}-{width}.png"),
                             full_page=True)
         finally:
             page.close()
     assert not failures, f"{docname}:\n" + "\n".join(failures)
+
+
+# --------------------------------------------------------------------------- figure text
+# On a phone a figure is scaled down to the column, and its text with it. Every figure of
+# the book records the size of its smallest text in pixels of its own image (convbook's
+# FONT_PX_KEY: a text entry of the PNG, or the data-font-px attribute of an animation's
+# frame), so that what a reader sees is that size times the image's shown width over its
+# natural width. At 390 px it must be at least MIN_FIGURE_TEXT_PX CSS pixels: 9 px is
+# the smallest size at which a figure's digits and labels stay legible without zooming on
+# a phone (27 device pixels at the usual 3x density; a face's digits are about 6 CSS px
+# tall there). It is below the text of the page (16 px), as a figure's labels are in
+# print, and above the 5 to 8 px that the book's figures had shrunk to.
+MIN_FIGURE_TEXT_PX = 9.0
+
+
+def load_convbook():
+    """The book's helper module (book/convbook.py), which records the text sizes."""
+    matplotlib.use("Agg")
+    spec = importlib.util.spec_from_file_location("convbook", ROOT / "book" / "convbook.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+CONVBOOK = load_convbook()
+FONT_PX_KEY = CONVBOOK.FONT_PX_KEY
+
+FIGURE_IMAGES = r"""
+() => Array.from((document.querySelector('main') || document.body).querySelectorAll('img'))
+  .map(img => {
+    const r = img.getBoundingClientRect();
+    const section = img.closest('section[id]');
+    return {src: img.currentSrc || img.src, shown: r.width, natural: img.naturalWidth,
+            font_px: img.getAttribute('data-font-px'),
+            where: (section ? '#' + section.id + ' ' : '')
+                   + (img.getAttribute('src') || '').slice(0, 60).replace(/^data:.*/, '(frame)')};
+  }).filter(i => i.shown > 0 && i.natural > 0)
+"""
+
+# The player's buttons and slider of every animation: each lies inside the text column.
+ANIMATION_CONTROLS = r"""
+() => {
+  const bad = [];
+  const main = document.querySelector('main') || document.body;
+  const column = main.querySelector('article') || main;
+  const cr = column.getBoundingClientRect();
+  for (const c of main.querySelectorAll('.animation button, .animation input')) {
+    const r = c.getBoundingClientRect();
+    if (r.width === 0) continue;
+    if (r.right > cr.right + 1 || r.left < cr.left - 1) {
+      const section = c.closest('section[id]');
+      bad.push(`${section ? '#' + section.id + ' ' : ''}${c.tagName.toLowerCase()}`
+               + `.${String(c.className).split(' ')[0]} at ${Math.round(r.left)}..`
+               + `${Math.round(r.right)} px, column ${Math.round(cr.left)}..`
+               + `${Math.round(cr.right)} px`);
+    }
+  }
+  return bad;
+}
+"""
+
+
+def recorded_font_px(context, image):
+    """The smallest text size recorded for an image, in pixels of the image; None for an
+    image that records none, 0.0 for one that draws no text."""
+    value = image["font_px"]
+    if value is None:
+        src = image["src"]
+        if src.startswith("data:"):
+            data = base64.b64decode(src.split(",", 1)[1])
+        else:
+            response = context.request.get(src)
+            if response.status != 200:
+                return None
+            data = response.body()
+        try:
+            with PIL.Image.open(io.BytesIO(data)) as img:
+                value = getattr(img, "text", {}).get(FONT_PX_KEY)
+        except PIL.UnidentifiedImageError:
+            return None
+    if value is None:
+        return None
+    return 0.0 if value == "none" else float(value)
+
+
+def figure_text_sizes(page, context):
+    """[(where, rendered size in CSS px or None when unknown)] of every image shown."""
+    rows = []
+    for image in page.evaluate(FIGURE_IMAGES):
+        px = recorded_font_px(context, image)
+        shown = None if px is None else px * image["shown"] / image["natural"]
+        rows.append((image["where"], shown))
+    return rows
+
+
+def figure_text_failures(page, context, width):
+    failures = []
+    sizes = figure_text_sizes(page, context)
+    unknown = [w for w, px in sizes if px is None]
+    if unknown:
+        failures.append(f"at {width} px, {len(unknown)} images record no text size "
+                        f"({FONT_PX_KEY}; draw them in a page that imports convbook):")
+        failures += [f"  {w}" for w in unknown]
+    small = [(w, px) for w, px in sizes if px is not None and 0 < px < MIN_FIGURE_TEXT_PX]
+    if small:
+        failures.append(f"at {width} px, the text of {len(small)} figures is smaller than "
+                        f"{MIN_FIGURE_TEXT_PX:g} px (fewer panels per row, or larger type):")
+        failures += [f"  {w}: {px:.1f} px" for w, px in small]
+    controls = page.evaluate(ANIMATION_CONTROLS)
+    if controls:
+        failures.append(f"at {width} px, {len(controls)} animation controls lie outside "
+                        "the column:")
+        failures += [f"  {c}" for c in controls]
+    return failures
 
 
 # --------------------------------------------------------------------------- planted pages
@@ -713,6 +837,39 @@ the output."><figcaption><p><span class="caption-number">Fig. 1.1 </span>A windo
 }
 
 
+def planted_figure_text(folder):
+    """Figures drawn like the book's (their PNG records their smallest text through
+    convbook) for a 358 px column at 390 px: an 8-inch figure with 8-point text (about
+    5 px there), a 3.4-inch one with 12-point text (about 17 px), an image that records
+    nothing, and an animation player wider than the column, as the book's once was."""
+    import matplotlib.pyplot as plt
+    from matplotlib.animation import FuncAnimation
+
+    def figure(width_in, fontsize):
+        fig, ax = plt.subplots(figsize=(width_in, 2))
+        ax.plot([0, 1], [0, 1])
+        ax.set_title("a title", fontsize=fontsize)
+        ax.tick_params(labelsize=fontsize)
+        return fig
+
+    for name, width_in, fontsize in (("small", 8, 8), ("large", 3.4, 12)):
+        fig = figure(width_in, fontsize)
+        (folder / f"{name}.png").write_bytes(CONVBOOK._png_with_font_size(fig))
+        plt.close(fig)
+    fig = figure(8, 8)
+    fig.savefig(folder / "plain.png")
+    fig, ax = plt.subplots(figsize=(3.4, 2))
+    ax.set_title("frame", fontsize=14)
+    anim = FuncAnimation(fig, lambda k: ax.set_xlabel(f"step {k}", fontsize=14), frames=2)
+    player = CONVBOOK.animation_html(anim, alt="Animation: two frames").data
+    plt.close("all")
+    return f"""<style>img {{ max-width: 100%; height: auto }}</style>
+<section id="small"><img src="small.png" alt="a figure"></section>
+<section id="large"><img src="large.png" alt="a figure"></section>
+<section id="unrecorded"><img src="plain.png" alt="a figure"></section>
+<section id="player"><div style="width: 600px">{player}</div></section>"""
+
+
 @pytest.fixture(scope="module")
 def planted(site):
     """Serve the planted pages (and the site's _static/) at a free port; yields the base URL."""
@@ -722,6 +879,9 @@ def planted(site):
     for name, (column, body) in PLANTED.items():
         (folder / f"{name}.html").write_text(
             PLANTED_PAGE.format(head=head, column=column, body=body), encoding="utf-8")
+    (folder / "figure-text.html").write_text(
+        PLANTED_PAGE.format(head=head, column=358, body=planted_figure_text(folder)),
+        encoding="utf-8")
     try:
         with serve(folder) as base:
             yield base
@@ -777,6 +937,30 @@ def test_reading_checks_catch_planted_defects(planted, browser_context):
     assert len(bad) == 2, bad
     assert bad[0].startswith("image without a real alt text (alt='../_images/"), bad
     assert bad[1].startswith("figure without a number"), bad
+
+
+def test_figure_text_check_catches_planted_defects(planted, browser_context):
+    """At 390 px the figure-text check reports a figure whose text is too small, an image
+    that records no text size and animation controls outside the column, and passes a
+    figure and an animation frame whose text is large enough."""
+    page, facts, problems = visit(browser_context, planted + "figure-text.html", planted,
+                                  width=PHONE_WIDTH)
+    try:
+        assert not real_problems(problems), problems
+        sizes = dict(figure_text_sizes(page, browser_context))
+        failures = figure_text_failures(page, browser_context, PHONE_WIDTH)
+    finally:
+        page.close()
+    assert sizes["#small small.png"] < 6, sizes
+    assert sizes["#large large.png"] > 15, sizes
+    assert sizes["#unrecorded plain.png"] is None, sizes
+    assert sizes["#player (frame)"] >= MIN_FIGURE_TEXT_PX, sizes
+    assert len(sizes) == 4, sizes
+    text = "\n".join(failures)
+    assert "1 images record no text size" in text and "#unrecorded plain.png" in text, text
+    assert "the text of 1 figures is smaller than 9 px" in text, text
+    assert "#small small.png:" in text and "#large" not in text, text
+    assert "animation controls lie outside the column" in text, text
 
 
 def test_phone_page_width_check_catches_a_wide_block(planted, browser_context):

@@ -288,3 +288,48 @@ def test_ungraded_layers_match_central_differences(convbook):
     loss, dscores = convbook.softmax_loss(z, y)
     assert np.isclose(loss, -np.mean(np.log(np.exp(z[range(4), y]) / np.exp(z).sum(axis=1))))
     assert convbook.rel_error(dscores, convbook.numerical_gradient(lambda v: convbook.softmax_loss(v, y)[0], z.copy())) < 1e-6
+
+
+def test_figures_record_the_size_of_their_smallest_text(convbook):
+    """A figure's PNG records its smallest drawn text in pixels (what the browser test
+    scales to the phone's column): hidden text and the axis of an axes drawn without one
+    do not count."""
+    import io
+
+    from PIL import Image
+
+    fig, (a, b) = plt.subplots(1, 2, figsize=(4, 2), dpi=100)
+    a.set_title("title", fontsize=20)
+    a.tick_params(labelsize=7)
+    a.text(0.5, 0.5, "hidden", fontsize=2, visible=False)
+    b.tick_params(labelsize=4)
+    b.text(0.5, 0.5, "shown", fontsize=12)
+    fig.canvas.draw()                   # b's tick labels get their text ...
+    b.axis("off")                       # ... but are not drawn any more
+    with Image.open(io.BytesIO(convbook._png_with_font_size(fig))) as png:
+        assert png.text[convbook.FONT_PX_KEY] == f"{7 * 100 / 72:.3f}"
+    plt.close(fig)
+    fig, ax = plt.subplots()
+    ax.axis("off")
+    assert convbook.smallest_font_px(fig) is None
+    plt.close(fig)
+
+
+def test_animation_records_its_text_size_without_running_again(convbook):
+    """animation_html adds the frame's text size and leaves the animation's state as
+    matplotlib's player left it (chapter 6 checks the state of its last frame)."""
+    from matplotlib.animation import FuncAnimation
+
+    def run(show):
+        calls = []
+        fig, ax = plt.subplots(figsize=(3, 2), dpi=100)
+        ax.tick_params(labelsize=9)
+        anim = FuncAnimation(fig, lambda k: calls.append(k), frames=3)
+        page = show(anim)
+        plt.close(fig)
+        return calls, page
+
+    plain, _ = run(lambda anim: anim.to_jshtml())
+    recorded, html = run(lambda anim: convbook.animation_html(anim, alt="three frames").data)
+    assert recorded == plain
+    assert f'data-font-px="{9 * 100 / 72:.3f}"' in html and 'alt="three frames"' in html
