@@ -149,7 +149,9 @@ def _invoke_hint(g, func, args, label, hint, usable=None, return_args=False):
     try:
         return g.invoke(func, args, label, usable, return_args)
     except CaseFailure as exc:
-        if exc.status == "error" and hint and "is not defined" not in " ".join(exc.lines):
+        text = " ".join(exc.lines)
+        if (exc.status == "error" and hint and "is not defined" not in text
+                and (hint is not PAD_HINT or any(w in text for w in SHAPE_WORDS))):
             exc.lines.append(f"Hint: {hint}")
         raise
 
@@ -475,11 +477,19 @@ OVERFLOW_HINT = ("np.exp overflows past about 709: subtract each row's maximum f
                  "s - m - log(sum(exp(s - m)))")
 
 
+def _labels(rng, N, K):
+    """N labels in [0, K), not all equal: a mistake in indexing the labels shows."""
+    y = rng.integers(0, K, N)
+    if N > 1 and np.all(y == y[0]):
+        y[1] = (y[0] + 1 + rng.integers(0, K - 1)) % K
+    return y
+
+
 def _softmax_scores(rng, kind):
     """(scores, y) for a case: moderate, or large scores (up to 1e4) with every kind of spread."""
     if kind == "moderate":
         N, K = int(rng.integers(4, 9)), int(rng.integers(3, 11))
-        return rng.normal(0.0, 2.0, (N, K)), rng.integers(0, K, N)
+        return rng.normal(0.0, 2.0, (N, K)), _labels(rng, N, K)
     if kind == "large":
         K = 6
         rows = [
@@ -493,7 +503,7 @@ def _softmax_scores(rng, kind):
         scores = np.array(rows)
         perm = rng.permutation(len(rows))
         scores = scores[perm]
-        y = rng.integers(0, K, len(rows))
+        y = _labels(rng, len(rows), K)
         y[perm.tolist().index(3)] = 1                                   # the -1e4 class of that row
         return scores, y
     raise ValueError(kind)
@@ -601,15 +611,17 @@ class NetCase(NamedTuple):
                   "b1": rng.choice([-1.0, 1.0], self.F) * rng.uniform(0.05, 0.3, self.F),
                   "W2": rng.normal(0.0, 0.3, (D, self.K)), "b2": rng.normal(0.0, 0.1, self.K)}
         x = rng.standard_normal((self.N, self.C, self.H, self.W))
-        y = rng.integers(0, self.K, self.N)
-        return params, x, y
+        return params, x, _labels(rng, self.N, self.K)
 
 
 NET_CASES = [NetCase(4, 1, 8, 8, 3, 3, 10, "digits-like"), NetCase(3, 2, 6, 10, 2, 5, 4, "k = 5, non-square"),
              NetCase(2, 3, 7, 5, 4, 1, 3, "k = 1, odd sizes")]
 NET_NUMERIC = NetCase(2, 1, 4, 6, 2, 3, 3, "tiny")
-PAD_HINT = ("with stride 1 and pad (k - 1) // 2 a k x k filter (k odd) keeps H and W, the pooling halves "
-            "them, and W2 has F * (H // 2) * (W // 2) rows")
+PAD_HINT = ("follow the shapes along the network: with stride 1 and pad (k - 1) // 2 a k x k filter (k odd) "
+            "keeps H and W, the pooling halves them, affine_forward flattens (N, F, H // 2, W // 2) to (N, D), "
+            "W2 has D = F * (H // 2) * (W // 2) rows, and each backward pass returns a gradient shaped like its "
+            "layer's input")
+SHAPE_WORDS = ("shape", "mismatch", "broadcast", "unpack", "dimension", "size")
 
 
 def _net_variant(params, x, y=None, pad=None, relu=True, relu_back=True, pool="max"):
