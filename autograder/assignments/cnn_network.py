@@ -627,6 +627,8 @@ SHAPE_WORDS = ("shape", "mismatch", "broadcast", "unpack", "dimension", "size")
 def _net_variant(params, x, y=None, pad=None, relu=True, relu_back=True, pool="max"):
     """The network with one known mistake (for hints); None where the mistake does not apply."""
     W1, b1, W2, b2 = params["W1"], params["b1"], params["W2"], params["b2"]
+    if pad == (W1.shape[2] - 1) // 2:
+        return None                       # the right padding: no mistake here
     p = (W1.shape[2] - 1) // 2 if pad is None else pad
     a, cc = ref.conv_forward(x, W1, b1, 1, p)
     h = np.maximum(a, 0) if relu else a
@@ -656,6 +658,28 @@ NET_MISTAKES = [
 ]
 
 
+def _draw_net(g, c):
+    """(params, x, y) for a case, redrawn until every known mistake of NET_MISTAKES changes the
+    scores and the gradients (a ReLU matters only where the winner of a pooling window is negative)."""
+    for _ in range(50):
+        params, x, y = c.draw(g.rng)
+        scores = ref.cnn_loss(params, x)
+        _, grads = ref.cnn_loss(params, x, y)
+        distinct = True
+        for kw, _hint in NET_MISTAKES:
+            wrong_scores = _net_variant(params, x, **kw)
+            wrong = _net_variant(params, x, y, **kw)
+            if wrong is None:
+                continue
+            if kw.get("relu_back", True) and rel_error(wrong_scores, scores) < 1e-3:
+                distinct = False
+            if max(rel_error(wrong[1][k], grads[k]) for k in grads) < 1e-3:
+                distinct = False
+        if distinct:
+            return params, x, y
+    return params, x, y
+
+
 def _grads_dict(value, params, label):
     """The learner's grads: a dict with the keys and shapes of params, as float64 arrays."""
     if not isinstance(value, dict):
@@ -682,7 +706,7 @@ def _net_scores_case(g, c):
     label = c.label() + ", y None"
 
     def run():
-        params, x, _ = c.draw(g.rng)
+        params, x, _ = _draw_net(g, c)
         expected = ref.cnn_loss(params, x)
         scores = _array(_net_call(g, c, params, x, None, label), "scores", expected.shape, label,
                         lambda s: "with y = None, cnn_loss returns the scores (N, K) alone" if len(s) == 0 else None)
@@ -695,7 +719,7 @@ def _net_loss_case(g, c):
     label = c.label()
 
     def run():
-        params, x, y = c.draw(g.rng)
+        params, x, y = _draw_net(g, c)
         loss, _ = _net_call(g, c, params, x, y, label)
         loss = _number(loss, "loss", label)
         expected, _ = ref.cnn_loss(params, x, y)
@@ -728,7 +752,7 @@ def _net_grads_case(g, c):
     label = c.label()
 
     def run():
-        params, x, y = c.draw(g.rng)
+        params, x, y = _draw_net(g, c)
         _, grads = _net_call(g, c, params, x, y, label)
         grads = _grads_dict(grads, params, label)
         _, expected = ref.cnn_loss(params, x, y)
@@ -760,7 +784,7 @@ def _net_numeric_case(g, c):
     label = c.label() + ", against central differences"
 
     def run():
-        params, x, y = c.draw(g.rng)
+        params, x, y = _draw_net(g, c)
         _, grads = _net_call(g, c, params, x, y, label)
         grads = _grads_dict(grads, params, label)
         num = _numeric_grads(params, x, y)
