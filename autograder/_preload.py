@@ -18,6 +18,10 @@ from .cli import _import_jsonschema_without_iri_grammars  # noqa: E402
 _import_jsonschema_without_iri_grammars()
 
 from . import checks, grading, sandbox, submission  # noqa: E402,F401
+from .assignment import load_check_modules  # noqa: E402
+
+# the checks of every assignment (autograder/assignments/), as the grading process has them
+load_check_modules()
 
 # whether bubblewrap works here, and the runtime it mounts, found once for all the workers
 sandbox.isolation_mode()

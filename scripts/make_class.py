@@ -3,6 +3,7 @@
     python scripts/make_class.py --out demo/submitted [--students 60] [--hostile]
     python -m autograder grade demo/submitted --out demo/grading
     python scripts/make_class.py --check demo/manifest.json demo/grading
+    python scripts/make_class.py --assignment conv_variants --out demo/conv_variants/submitted
 
 The class starts from the released notebooks (exercises/cnn_layers): students
 with correct solutions in several styles (loops, strided windows with einsum,
@@ -27,18 +28,26 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
 from classgen import build as B  # noqa: E402
+from classgen import conv_variants as CV  # noqa: E402
 from classgen import hostile as H  # noqa: E402
 
+# demo classes of the other assignments: assignment -> write_class(submitted) -> manifest
+OTHER_CLASSES = {CV.ASSIGNMENT: CV.write_class}
 
-def make(out, students=60, hostile=False, manifest=None):
+
+def make(out, students=60, hostile=False, manifest=None, assignment=B.ASSIGNMENT):
     out = Path(out)
     if out.exists() and any(out.iterdir()):
         raise SystemExit(f"{out} exists and is not empty: choose a new folder or remove it first")
-    # every mistake once (the numerical backward pass, slow by design, only with --hostile)
-    cls = B.standard_class(students, skip=("numerical_backward",))
-    if hostile:
-        cls += H.hostile_class()
-    data = B.write_class(cls, out)
+    if assignment in OTHER_CLASSES:
+        # every correct style and every classic mistake of that assignment, once
+        data = OTHER_CLASSES[assignment](out)
+    else:
+        # every mistake once (the numerical backward pass, slow by design, only with --hostile)
+        cls = B.standard_class(students, skip=("numerical_backward",))
+        if hostile:
+            cls += H.hostile_class()
+        data = B.write_class(cls, out)
     manifest = Path(manifest) if manifest else out.parent / "manifest.json"
     B.write_manifest(data, manifest)
     kinds = {}
@@ -74,6 +83,9 @@ def main(argv=None):
                     help="honest students, at least 44 (default 60)")
     ap.add_argument("--hostile", action="store_true", help="add the 25 adversarial submissions")
     ap.add_argument("--manifest", help="where to write the expected scores (default: next to --out)")
+    ap.add_argument("--assignment", default=B.ASSIGNMENT, choices=[B.ASSIGNMENT, *OTHER_CLASSES],
+                    help=f"whose demo class to build (default {B.ASSIGNMENT}; --students and --hostile "
+                         f"are for {B.ASSIGNMENT})")
     ap.add_argument("--check", nargs=2, metavar=("MANIFEST", "GRADING_OUT"),
                     help="compare a grading output folder with a manifest")
     args = ap.parse_args(argv)
@@ -81,7 +93,7 @@ def main(argv=None):
         return 1 if check(*args.check) else 0
     if not args.out:
         ap.error("--out is required (or --check MANIFEST GRADING_OUT)")
-    make(args.out, args.students, args.hostile, args.manifest)
+    make(args.out, args.students, args.hostile, args.manifest, args.assignment)
     return 0
 
 
