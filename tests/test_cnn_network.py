@@ -388,3 +388,36 @@ def test_graded_in_the_sandbox_as_in_this_process(tmp_path):
         assert result["status"] == "graded", (sid, result.get("reason"))
         expected = sum(p for g, p in points.items() if g not in fails)
         assert float(result["score"]) == expected, (sid, result["score"], expected)
+
+
+def _visible_failures(sources, skip=("cnn_loss_training",)):
+    """{grade_id: error} of the release's visible tests with the given solution cells pasted in."""
+    import contextlib
+    import io
+    ns = {"__name__": "__main__"}
+    failed = {}
+    with contextlib.redirect_stdout(io.StringIO()), np.errstate(all="ignore"):
+        for cell in _cells(RELEASE):
+            m = _meta(cell)
+            if cell.cell_type != "code" or not m or m.get("grade_id") in skip:
+                continue
+            src = sources[m["grade_id"][:-len("_solution")]] if m.get("solution") else cell.source
+            try:
+                exec(compile(src, m["grade_id"], "exec"), ns)
+            except Exception as exc:  # noqa: BLE001 - recorded per cell
+                failed[m["grade_id"]] = exc
+    return failed
+
+
+@pytest.mark.parametrize("style", CN.STYLES)
+def test_visible_tests_pass_every_correct_style(style):
+    assert _visible_failures({fn: CN.CORRECT[fn][style] for fn in CN.FUNCTIONS}) == {}
+
+
+@pytest.mark.parametrize("name", sorted(CN.MISTAKES))
+def test_a_visible_test_of_the_function_catches_each_mistake(name):
+    """Before handing in, a learner sees every classic mistake fail a visible test of the
+    function that has it (not only the hidden checks)."""
+    fn, src = CN.MISTAKES[name]
+    failed = _visible_failures({**{f: CN.CORRECT[f]["plain"] for f in CN.FUNCTIONS}, fn: src})
+    assert any(g.startswith(fn + "_") for g in failed), (name, sorted(failed))
