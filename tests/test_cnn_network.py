@@ -8,7 +8,6 @@ agree.
 """
 import copy
 import json
-import os
 import sys
 from pathlib import Path
 from types import SimpleNamespace

@@ -37,7 +37,7 @@ import numpy as np
 from .. import checks
 from .. import reference as ref
 from ..checks import (CaseFailure, NUMERIC_TOL, TOL, _Grader, _array, _compare, _first_hint, _out_usable,
-                      _run_cell, _short, _unpack, make_verdict, register)
+                      _run_cell, _unpack, register)
 from ..gradcheck import rel_error
 
 ASSIGNMENT = "cnn_network"
@@ -560,8 +560,7 @@ def _softmax_case(g, kind, judge):
             loss = _number(value[0], "loss", label)
             err = _softmax_error(loss, loss_ref, scale)
             if err > TOL:
-                hint = _first_hint(np.array(loss), [(lambda f=f: np.array(f()) if f() is not None else None, h)
-                                                    for f, h in _softmax_candidates(scores, y, "loss")])
+                hint = _first_hint(np.array(loss), _softmax_candidates(scores, y, "loss"))
                 _fail(f"{label}: loss is off (error {err:.1e} in units of max(1, max|scores|), limit {TOL:.0e})"
                       + (f". Hint: {hint}" if hint else ""))
         if "dscores" in judge:
