@@ -420,3 +420,25 @@ def test_a_visible_test_of_the_function_catches_each_mistake(name):
     fn, src = CN.MISTAKES[name]
     failed = _visible_failures({**{f: CN.CORRECT[f]["plain"] for f in CN.FUNCTIONS}, fn: src})
     assert any(g.startswith(fn + "_") for g in failed), (name, sorted(failed))
+
+
+@pytest.mark.slow
+def test_the_demo_class_grades_as_its_manifest_and_a_regrade_reproduces_it(tmp_path):
+    """What `make grade-demo` does for this assignment: every style full marks, every mistake
+    exactly the cells it must lose, twice with one course key (the second run regrades all)."""
+    import subprocess
+    from conftest import grades_by_key
+    submitted, out, key = tmp_path / "submitted", tmp_path / "grading", tmp_path / "keys" / "course.key"
+    manifest = CN.write_class(submitted)
+    runs = []
+    for extra in ((), ("--regrade",)):
+        cmd = [sys.executable, "-m", "autograder", "--assignment", "cnn_network", "grade", str(submitted),
+               "--out", str(out), "--jobs", "2", "--no-progress", "--course-key", str(key), *extra]
+        proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
+        assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+        runs.append({k: (row["score"], row["status"]) for k, row in grades_by_key(out).items()})
+    assert runs[0] == runs[1]
+    for student, m in manifest.items():
+        for nb, cells in m["expected"].items():
+            for gid, expected in cells.items():
+                assert float(runs[0][(student, nb, gid)][0]) == expected, (student, gid, runs[0][(student, nb, gid)])
