@@ -442,3 +442,21 @@ def test_the_demo_class_grades_as_its_manifest_and_a_regrade_reproduces_it(tmp_p
         for nb, cells in m["expected"].items():
             for gid, expected in cells.items():
                 assert float(runs[0][(student, nb, gid)][0]) == expected, (student, gid, runs[0][(student, nb, gid)])
+
+
+def test_a_deleted_helper_cell_still_runs_as_released(tmp_path):
+    """Without its locked cell the network would have no convolution: the grader runs it anyway."""
+    nb = nbformat.read(RELEASE, as_version=4)
+    for fn in CN.FUNCTIONS:
+        cell = next(c for c in nb.cells if _meta(c).get("grade_id") == f"{fn}_solution")
+        cell.source = CN.CORRECT[fn]["plain"]
+    nb.cells = [c for c in nb.cells if _meta(c).get("grade_id") != "helpers"]
+    path = tmp_path / "network.ipynb"
+    nbformat.write(nb, path)
+    sub = read_submission(str(path), load_source(str(SOURCE), "network"), "network")
+    assert any("the helper cell was deleted; the released one is used" in n for n in sub.notes)
+    ns = {}
+    for src in sub.cells:
+        exec(src, ns)
+    verdicts = checks.grade_notebook("network", make_call(ns), np.random.default_rng(2), checks.Budgets())
+    assert all(v.status == "passed" for v in verdicts)
