@@ -198,7 +198,8 @@ def _docstring_lines(tree):
 def checks_lines(paths=None):
     """Distinctive code lines of the hidden checks (docstrings and comments left out)."""
     if paths is None:
-        paths = [CHECKS] + sorted(p for p in ASSIGNMENT_CHECKS.glob("*.py") if p.name != "__init__.py")
+        paths = [CHECKS] + sorted(p for p in ASSIGNMENT_CHECKS.rglob("*.py")
+                                  if p != ASSIGNMENT_CHECKS / "__init__.py")
     lines = []
     for path in ([paths] if isinstance(paths, (str, Path)) else paths):
         source = Path(path).read_text(encoding="utf-8")
