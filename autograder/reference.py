@@ -250,3 +250,118 @@ def avgpool_backward(dout, cache):
         for c in range(pool):
             dx[:, :, a:a + stride * Ho:stride, c:c + stride * Wo:stride] += share
     return dx
+
+
+# ----------------------------------------------------------------------------- cnn_network
+# The layers of chapter 8's network, graded in the assignment cnn_network:
+#
+#     relu_forward(x) -> (out, cache)             out = max(x, 0); cache = x
+#     relu_backward(dout, cache) -> dx            dout where x > 0, else 0 (0 at x == 0)
+#     affine_forward(x, w, b) -> (out, cache)     x (N, d1, ..., dk) flattened to (N, D)
+#     affine_backward(dout, cache) -> (dx, dw, db)
+#     avgpool_forward / avgpool_backward          (above)
+#     softmax_loss(scores, y) -> (loss, dscores)  mean cross-entropy, stable up to |s| ~ 1e4
+#     cnn_loss(params, x, y=None)                 conv -> relu -> max pool 2/2 -> affine -> softmax
+#     sgd_momentum(w, dw, config=None) -> (next_w, config)
+
+def relu_forward(x):
+    """max(x, 0) elementwise; cache is x."""
+    return np.maximum(x, 0.0), x
+
+
+def relu_backward(dout, cache):
+    """dout where the input was positive, 0 elsewhere (also where it was exactly 0)."""
+    return np.where(cache > 0, dout, 0.0)
+
+
+def affine_forward(x, w, b):
+    """x (N, d1, ..., dk) flattened to (N, D), times w (D, M), plus b (M,) -> out (N, M)."""
+    out = x.reshape(x.shape[0], -1) @ w + b
+    return out, (x, w, b)
+
+
+def affine_backward(dout, cache):
+    """(dx, dw, db) of the affine layer, shaped like (x, w, b)."""
+    x, w, b = cache
+    dx = (dout @ w.T).reshape(x.shape)
+    dw = x.reshape(x.shape[0], -1).T @ dout
+    return dx, dw, dout.sum(axis=0)
+
+
+def avgpool_forward_loops(x, pool=2, stride=2):
+    """avgpool_forward window by window (sets time budgets)."""
+    N, C, H, W = x.shape
+    Ho, Wo = output_size(H, pool, stride), output_size(W, pool, stride)
+    out = np.zeros((N, C, Ho, Wo))
+    for i in range(Ho):
+        for j in range(Wo):
+            out[:, :, i, j] = x[:, :, i * stride:i * stride + pool, j * stride:j * stride + pool].mean(axis=(2, 3))
+    return out, (x, pool, stride)
+
+
+def avgpool_backward_loops(dout, cache):
+    """avgpool_backward window by window (sets time budgets)."""
+    x, pool, stride = cache
+    dx = np.zeros(x.shape)
+    for i in range(dout.shape[2]):
+        for j in range(dout.shape[3]):
+            dx[:, :, i * stride:i * stride + pool, j * stride:j * stride + pool] += \
+                dout[:, :, i, j][:, :, None, None] / (pool * pool)
+    return dx
+
+
+def softmax_loss(scores, y):
+    """Mean cross-entropy of softmax(scores (N, K)) for integer labels y (N,): (loss, dscores)."""
+    scores = np.asarray(scores, dtype=np.float64)
+    y = np.asarray(y)
+    N = scores.shape[0]
+    shifted = scores - scores.max(axis=1, keepdims=True)
+    logp = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+    loss = -logp[np.arange(N), y].mean()
+    dscores = np.exp(logp)
+    dscores[np.arange(N), y] -= 1.0
+    return float(loss), dscores / N
+
+
+def _cnn(params, x, y, conv_f, conv_b, pool_f, pool_b):
+    W1, b1, W2, b2 = params["W1"], params["b1"], params["W2"], params["b2"]
+    a, conv_cache = conv_f(x, W1, b1, 1, (W1.shape[2] - 1) // 2)
+    h, relu_cache = relu_forward(a)
+    m, pool_cache = pool_f(h, 2, 2)
+    scores, affine_cache = affine_forward(m, W2, b2)
+    if y is None:
+        return scores
+    loss, dscores = softmax_loss(scores, y)
+    dm, dW2, db2 = affine_backward(dscores, affine_cache)
+    dh = pool_b(dm, pool_cache)
+    da = relu_backward(dh, relu_cache)
+    _, dW1, db1 = conv_b(da, conv_cache)
+    return loss, {"W1": dW1, "b1": db1, "W2": dW2, "b2": db2}
+
+
+def cnn_loss(params, x, y=None):
+    """The network of chapter 8: conv (stride 1, pad (k - 1) // 2) -> relu -> max pool 2/2 -> affine
+    -> softmax_loss.  Scores (N, K) when y is None, else (loss, grads), grads keyed as params."""
+    return _cnn(params, x, y, conv_forward, conv_backward, maxpool_forward, maxpool_backward)
+
+
+def cnn_loss_loops(params, x, y=None):
+    """cnn_loss on the loop layers (sets time budgets)."""
+    return _cnn(params, x, y, conv_forward_loops, conv_backward_loops, maxpool_forward_loops,
+                maxpool_backward_loops)
+
+
+def sgd_momentum(w, dw, config=None):
+    """One step of SGD with momentum: v = momentum * v - learning_rate * dw; next_w = w + v.
+
+    Returns (next_w, config) with config["velocity"] = v; w, dw and the config passed in are
+    left unchanged (a fresh config is returned).
+    """
+    config = dict(config or {})
+    config.setdefault("learning_rate", 1e-2)
+    config.setdefault("momentum", 0.9)
+    v = config.get("velocity")
+    v = np.zeros_like(w, dtype=np.float64) if v is None else v
+    v = config["momentum"] * v - config["learning_rate"] * dw
+    config["velocity"] = v
+    return w + v, config

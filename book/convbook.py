@@ -1,13 +1,14 @@
 """Helpers shared by the pages of the book: rotating filters, drawing arrays as tables of
 numbers, animations that work offline, the numerical gradient check, the output-size rule,
-the layers that the exercises do not grade (ReLU, affine, softmax loss, average pooling),
 and `load_layers`, which hands a page the graded layers.
 
 This module needs only NumPy and matplotlib (and IPython, which every Jupyter kernel has,
 for showing an animation), so a reader who downloads a page as a notebook can download
 this file next to it and run the page. It holds no layer of the exercises: the graded
-functions (zero_pad, conv_forward, conv_backward, maxpool_forward, maxpool_backward) are
-yours to write. Put them in a file my_layers.py next to the page, and `load_layers` gives
+functions (zero_pad, conv_forward, conv_backward, maxpool_forward, maxpool_backward of
+cnn_layers; relu_forward, relu_backward, affine_forward, affine_backward, avgpool_forward,
+avgpool_backward, softmax_loss of cnn_network) are yours to write. Put them in a file
+my_layers.py next to the page, and `load_layers` gives
 the page your functions.
 """
 import importlib
@@ -19,10 +20,8 @@ import matplotlib.pyplot as plt
 from matplotlib.patches import Rectangle
 
 __all__ = ["rot180", "dilate", "show_grid", "outline_windows", "animation_html",
-           "FONT", "SMALL", "numerical_gradient", "rel_error", "output_size", "relu_forward",
-           "relu_backward", "affine_forward", "affine_backward", "softmax_loss",
-           "avgpool_forward", "avgpool_backward", "load_layers", "layers_used",
-           "YOURS", "REFERENCE"]
+           "FONT", "SMALL", "numerical_gradient", "rel_error", "output_size", "load_layers",
+           "layers_used", "YOURS", "REFERENCE"]
 
 # Text sizes for figures drawn at about 8 inches wide and shown in a ~700 px column:
 # numbers in cells and titles stay readable at page scale.
@@ -264,71 +263,6 @@ def output_size(size, k, stride=1, pad=0):
     if size + 2 * pad < k:
         raise ValueError(f"a window of {k} does not fit in {size} + 2*{pad}")
     return (size + 2 * pad - k) // stride + 1
-
-
-# ----------------------------------------------------------------------------- layers
-# The layers that are not graded in the exercises: those of chapter 8's network and the
-# average pooling of chapter 7 (the graded ones, conv_forward, conv_backward,
-# maxpool_forward and maxpool_backward, are yours to write). They compute what the
-# course's own layers do, and tests hold them to it. Same interface as the exercises:
-# forward(...) -> (out, cache), backward(dout, cache) -> gradients.
-
-
-def relu_forward(x):
-    """max(x, 0) elementwise; cache is x."""
-    return np.maximum(x, 0), x
-
-
-def relu_backward(dout, cache):
-    """Pass dout where the input was positive."""
-    return dout * (cache > 0)
-
-
-def affine_forward(x, w, b):
-    """x (N, ...) flattened to (N, D) times w (D, M) plus b (M,) -> (N, M)."""
-    out = x.reshape(x.shape[0], -1) @ w + b
-    return out, (x, w, b)
-
-
-def affine_backward(dout, cache):
-    """Gradients (dx, dw, db) of the affine layer, shaped like (x, w, b)."""
-    x, w, b = cache
-    dx = (dout @ w.T).reshape(x.shape)
-    dw = x.reshape(x.shape[0], -1).T @ dout
-    return dx, dw, dout.sum(axis=0)
-
-
-def softmax_loss(scores, y):
-    """Mean cross-entropy of softmax(scores (N, K)) for labels y (N,); returns (loss, dscores)."""
-    shifted = scores - scores.max(axis=1, keepdims=True)
-    logp = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
-    N = scores.shape[0]
-    loss = -logp[np.arange(N), y].mean()
-    dscores = np.exp(logp)
-    dscores[np.arange(N), y] -= 1
-    return loss, dscores / N
-
-
-def avgpool_forward(x, pool=2, stride=2):
-    """Mean over pool x pool windows: x (N, C, H, W) -> out (N, C, H', W'); cache (x, pool, stride)."""
-    rows = output_size(x.shape[2], pool, stride)
-    cols = output_size(x.shape[3], pool, stride)
-    total = np.zeros(x.shape[:2] + (rows, cols))
-    for a in range(pool):            # entry (a, c) of every window at once
-        for c in range(pool):
-            total += x[:, :, a:a + stride * rows:stride, c:c + stride * cols:stride]
-    return total / (pool * pool), (x, pool, stride)
-
-
-def avgpool_backward(dout, cache):
-    """Spread each dout entry evenly over its window: dx like x."""
-    x, pool, stride = cache
-    rows, cols = dout.shape[2:]
-    dx = np.zeros(x.shape)
-    for a in range(pool):            # entry (a, c) of every window gets dout / pool^2
-        for c in range(pool):
-            dx[:, :, a:a + stride * rows:stride, c:c + stride * cols:stride] += dout / (pool * pool)
-    return dx
 
 
 # ----------------------------------------------------------------------------- your layers

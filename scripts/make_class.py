@@ -4,6 +4,7 @@
     python -m autograder grade demo/submitted --out demo/grading
     python scripts/make_class.py --check demo/manifest.json demo/grading
     python scripts/make_class.py --assignment conv_variants --out demo/conv_variants/submitted
+    python scripts/make_class.py --assignment cnn_network --out demo/cnn_network/submitted
 
 The class starts from the released notebooks (exercises/cnn_layers): students
 with correct solutions in several styles (loops, strided windows with einsum,
@@ -28,11 +29,12 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
 from classgen import build as B  # noqa: E402
+from classgen import cnn_network as CN  # noqa: E402
 from classgen import conv_variants as CV  # noqa: E402
 from classgen import hostile as H  # noqa: E402
 
 # demo classes of the other assignments: assignment -> write_class(submitted) -> manifest
-OTHER_CLASSES = {CV.ASSIGNMENT: CV.write_class}
+OTHER_CLASSES = {CN.ASSIGNMENT: CN.write_class, CV.ASSIGNMENT: CV.write_class}
 
 
 def make(out, students=60, hostile=False, manifest=None, assignment=B.ASSIGNMENT):

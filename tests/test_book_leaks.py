@@ -6,10 +6,16 @@ file under ``exercises/``. Forbidden there:
 
 * nbgrader's markers (``BEGIN SOLUTION``, ``END SOLUTION``, ``HIDDEN TESTS``);
 * any non-trivial line of a solution region of ``solutions/**/*.ipynb``;
-* any distinctive line of the hidden checks (``autograder/checks.py``) and of the
-  bodies of the reference ``conv_forward``, ``conv_backward``, ``maxpool_forward`` and
-  ``maxpool_backward`` (the book imports and calls these, it never displays them);
+* any distinctive line of the hidden checks (``autograder/checks.py`` and the modules of
+  ``autograder/assignments/``) and of the bodies of the reference layers that the exercises
+  grade (the book imports and calls these, it never displays them);
 * the checks module itself: a published ``checks.py`` or an import of it.
+
+Which released notebook may show which code: an assignment released after another is due
+may carry that one's layers in a locked helper cell (``MAY_SHOW``: ``exercises/cnn_network``
+holds the ``cnn_layers`` layers, as cs231n's later assignments hold the earlier ones); every
+other solution line is a leak everywhere, and no released notebook shows its own
+assignment's solutions. The book shows none of them.
 
 Lines are compared with all whitespace removed, so re-indentation, line wrapping inside
 a statement or syntax highlighting (one HTML element per token) do not hide a copy.
@@ -52,9 +58,14 @@ SITE = ROOT / "_build" / "html"
 EXERCISES = ROOT / "exercises"
 SOLUTIONS = ROOT / "solutions"
 CHECKS = ROOT / "autograder" / "checks.py"
-CHECK_MODULES = sorted((ROOT / "autograder" / "assignments").glob("*.py"))   # each assignment's checks
 REFERENCE = ROOT / "autograder" / "reference.py"
-SECRET_FUNCTIONS = ("conv_forward", "conv_backward", "maxpool_forward", "maxpool_backward")
+ASSIGNMENT_CHECKS = ROOT / "autograder" / "assignments"
+SECRET_FUNCTIONS = ("conv_forward", "conv_backward", "maxpool_forward", "maxpool_backward",
+                    "relu_forward", "relu_backward", "affine_forward", "affine_backward",
+                    "avgpool_forward", "avgpool_backward", "softmax_loss", "_cnn", "sgd_momentum")
+# assignment -> the assignments whose solutions its released notebooks may show (in a locked
+# helper cell: the course's own layers, handed out once those assignments are due)
+MAY_SHOW = {"cnn_network": ("cnn_layers",)}
 MARKERS = ("BEGIN SOLUTION", "END SOLUTION", "HIDDEN TESTS")
 CHECKS_IMPORTS = ("autograder.checks", "from autograder import checks",
                   "import autograder.checks", "autograder.assignments")
@@ -184,15 +195,31 @@ def _docstring_lines(tree):
     return skip
 
 
-def checks_lines(paths=(CHECKS, *CHECK_MODULES)):
+def checks_lines(paths=None):
     """Distinctive code lines of the hidden checks (docstrings and comments left out)."""
+    if paths is None:
+        paths = [CHECKS] + sorted(p for p in ASSIGNMENT_CHECKS.rglob("*.py")
+                                  if p != ASSIGNMENT_CHECKS / "__init__.py")
     lines = []
-    for path in paths:
+    for path in ([paths] if isinstance(paths, (str, Path)) else paths):
         source = Path(path).read_text(encoding="utf-8")
         skip = _docstring_lines(ast.parse(source))
         lines += [ln for k, ln in enumerate(source.splitlines(), 1)
                   if k not in skip and not ln.lstrip().startswith("#")]
     return distinctive(lines)
+
+
+def assignments():
+    return sorted(p.name for p in SOLUTIONS.iterdir() if p.is_dir())
+
+
+def solution_secrets_for(assignment):
+    """The solution lines the release of assignment must not show: every assignment's, less
+    those of the assignments it may show (MAY_SHOW), which its helper cell holds."""
+    shown = set()
+    for other in MAY_SHOW.get(assignment, ()):
+        shown |= set(solution_lines(SOLUTIONS / other))
+    return {k: v for k, v in solution_lines().items() if k not in shown}
 
 
 def reference_body_lines(path=REFERENCE, names=SECRET_FUNCTIONS):
@@ -439,11 +466,39 @@ def _contract_cases():
         out, cache = R.maxpool_forward(x, k, s)
         dout = rng.normal(size=out.shape)
         pool.append(((x, k, s), out, (dout, cache), {"dx": R.maxpool_backward(dout, cache)}))
+    avg = []
+    for N, C, H, W, k, s in [(2, 3, 6, 7, 2, 2), (2, 2, 7, 5, 3, 2), (1, 3, 8, 8, 2, 3)]:
+        x = rng.normal(size=(N, C, H, W))
+        out, cache = R.avgpool_forward(x, k, s)
+        dout = rng.normal(size=out.shape)
+        avg.append(((x, k, s), out, (dout, cache), {"dx": R.avgpool_backward(dout, cache)}))
+    relu, affine, softmax = [], [], []
+    for shape in [(3, 4, 5), (2, 6)]:
+        x = rng.normal(size=shape)
+        x.reshape(-1)[::5] = 0.0
+        dout = rng.normal(size=shape)
+        relu.append(((x,), R.relu_forward(x)[0], (dout, x), {"dx": R.relu_backward(dout, x)}))
+    for x_shape, M in [((3, 2, 4, 5), 7), ((4, 6), 3)]:
+        x = rng.normal(size=x_shape)
+        w, b = rng.normal(size=(int(np.prod(x_shape[1:])), M)), rng.normal(size=M)
+        dout = rng.normal(size=(x_shape[0], M))
+        dx, dw, _ = R.affine_backward(dout, (x, w, b))
+        affine.append(((x, w, b), R.affine_forward(x, w, b)[0], (dout, (x, w, b)), {"dx": dx, "dw": dw}))
+    for N, K in [(5, 4), (3, 10)]:
+        scores, y = rng.normal(size=(N, K)) * 3, rng.integers(0, K, size=N)
+        softmax.append(((scores, y), {"dscores": R.softmax_loss(scores, y)[1]}))
     return {
         "conv_forward": [(fwd, {"out": out}) for fwd, out, _, _ in conv],
         "conv_backward": [(bwd, grads) for _, _, bwd, grads in conv],
         "maxpool_forward": [(fwd, {"out": out}) for fwd, out, _, _ in pool],
         "maxpool_backward": [(bwd, grads) for _, _, bwd, grads in pool],
+        "avgpool_forward": [(fwd, {"out": out}) for fwd, out, _, _ in avg],
+        "avgpool_backward": [(bwd, grads) for _, _, bwd, grads in avg],
+        "relu_forward": [(fwd, {"out": out}) for fwd, out, _, _ in relu],
+        "relu_backward": [(bwd, grads) for _, _, bwd, grads in relu],
+        "affine_forward": [(fwd, {"out": out}) for fwd, out, _, _ in affine],
+        "affine_backward": [(bwd, grads) for _, _, bwd, grads in affine],
+        "softmax_loss": softmax,
     }
 
 
@@ -548,7 +603,7 @@ def functional_report(findings):
 @pytest.fixture(scope="module")
 def secrets():
     missing = [p for p in (CHECKS, REFERENCE) if not p.is_file()]
-    assert CHECK_MODULES, "no modules of checks in autograder/assignments/"
+    assert any(ASSIGNMENT_CHECKS.rglob("*.py")), "no modules of checks in autograder/assignments/"
     assert not missing, f"missing sources of the secrets: {missing}"
     found = {
         "solution": solution_lines(),
@@ -605,8 +660,26 @@ def test_site_does_not_publish_the_checks(site):
 
 def test_exercises_have_no_leaks(secrets):
     assert EXERCISES.is_dir() and list(EXERCISES.rglob("*.ipynb")), "no released exercises"
-    findings = scan(EXERCISES, secrets)
-    assert not findings, report(findings, "exercises/")
+    released = sorted(p.name for p in EXERCISES.iterdir() if p.is_dir())
+    assert set(released) <= set(assignments()), released
+    for name in released:
+        own = {**secrets, "solution": solution_secrets_for(name)}
+        findings = scan(EXERCISES / name, own)
+        assert not findings, report(findings, f"exercises/{name}/")
+
+
+def test_may_show_is_needed_and_narrow(secrets):
+    """exercises/cnn_network does hold the cnn_layers layers (so the exception is real), and
+    an exception never covers an assignment's own solutions."""
+    held = scan(EXERCISES / "cnn_network", {"solution": solution_lines(SOLUTIONS / "cnn_layers")})
+    assert held, "exercises/cnn_network shows no cnn_layers layer: MAY_SHOW is not needed"
+    for name, shown in MAY_SHOW.items():
+        assert name not in shown
+        shown_lines = set().union(*(solution_lines(SOLUTIONS / o) for o in shown))
+        own = set(solution_lines(SOLUTIONS / name)) - shown_lines
+        assert own and own <= set(solution_secrets_for(name))
+    # the book may show no solution at all: the site scan uses every assignment's lines
+    assert set(solution_lines(SOLUTIONS / "cnn_layers")) <= set(secrets["solution"])
 
 
 # --------------------------------------------------------------------------- self-tests
@@ -775,6 +848,31 @@ def _route(g, img, k, s):
 ```
 ''',
 }
+
+PLANTED_FUNCTIONAL["softmax_loss"] = '''
+```{code-cell} ipython3
+import numpy as np
+
+def xent(z, t):
+    z = z - z.max(axis=1, keepdims=True)
+    q = np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
+    g = q.copy()
+    g[np.arange(len(t)), t] -= 1
+    return -np.log(q[np.arange(len(t)), t]).mean(), g / len(t)
+```
+'''
+PLANTED_FUNCTIONAL["avgpool_backward"] = '''
+```python
+import numpy as np
+def spread(g, memo):
+    img, k, s = memo
+    back = np.zeros(img.shape)
+    for r in range(g.shape[2]):
+        for z in range(g.shape[3]):
+            back[:, :, r*s:r*s + k, z*s:z*s + k] += g[:, :, r:r + 1, z:z + 1] / k ** 2
+    return back
+```
+'''
 
 # What the pages may keep: the same ideas narrowed to one image and one channel, a layer
 # that calls the instructor's reference (imported, or handed over by convbook.load_layers),

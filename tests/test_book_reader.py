@@ -16,10 +16,15 @@ ROOT = Path(__file__).resolve().parents[1]
 BOOK = ROOT / "book"
 PAGE = BOOK / "08_small_cnn.md"
 SOLUTIONS = ROOT / "solutions" / "cnn_layers"
+NETWORK_SOLUTION = ROOT / "solutions" / "cnn_network" / "network.ipynb"
 GRADED = ("conv_forward", "conv_backward", "maxpool_forward", "maxpool_backward")
+# the layers of the cnn_network exercise that the book's pages call
+NETWORK = ("relu_forward", "relu_backward", "affine_forward", "affine_backward", "avgpool_forward",
+           "avgpool_backward", "softmax_loss")
 # What the pages may only get through load_layers: the graded functions (zero_pad too) and
 # the loop versions of the convolution, which compute the same answers.
-YOURS = GRADED + ("zero_pad", "conv_forward_loops", "conv_backward_loops")
+YOURS = GRADED + NETWORK + ("zero_pad", "conv_forward_loops", "conv_backward_loops", "cnn_loss",
+                            "sgd_momentum")
 PAGES = sorted(BOOK.glob("*.md"))
 READER_HAS = {"numpy", "matplotlib", "sklearn", "scipy", "IPython", "time", "convbook",
               "my_layers"}   # scipy comes with scikit-learn
@@ -82,7 +87,8 @@ def test_chapter_8_imports_only_what_a_reader_has():
     outside = {m for m, fallback in found if not fallback} - READER_HAS
     assert not outside, f"chapter 8 needs {sorted(outside)}, which a reader does not have"
     loaded, _, _ = loaded_and_used(PAGE.read_text(encoding="utf-8"))
-    assert set(GRADED) <= loaded, "chapter 8 does not take the graded layers from load_layers"
+    needed = set(GRADED) | {"relu_forward", "relu_backward", "affine_forward", "affine_backward", "softmax_loss"}
+    assert needed <= loaded, f"chapter 8 does not take {sorted(needed - loaded)} from load_layers"
 
 
 @pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
@@ -123,16 +129,20 @@ def test_import_scan_can_fail():
 
 
 def _learner_layers():
-    """The four graded functions and zero_pad, which they use, as a learner writes them (the
-    source notebooks' solutions)."""
+    """The graded layers of both exercises and zero_pad, which they use, as a learner writes
+    them (the source notebooks' solutions)."""
     parts = ["import numpy as np\n"]
-    for name in ("convolution", "pooling"):
-        nb = json.loads((SOLUTIONS / f"{name}.ipynb").read_text(encoding="utf-8"))
+    paths = [SOLUTIONS / f"{name}.ipynb" for name in ("convolution", "pooling")] + [NETWORK_SOLUTION]
+    for path in paths:
+        nb = json.loads(path.read_text(encoding="utf-8"))
         for cell in nb["cells"]:
             src = "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
-            if cell["cell_type"] == "code" and re.match(r"def (zero_pad|%s)\(" % "|".join(GRADED), src):
+            solution = cell.get("metadata", {}).get("nbgrader", {}).get("solution")
+            if (cell["cell_type"] == "code" and solution
+                    and re.match(r"def (zero_pad|%s)\(" % "|".join(GRADED + NETWORK), src)):
                 parts.append(re.sub(r"^\s*### (BEGIN|END) SOLUTION\s*$", "", src, flags=re.M))
-    assert len(parts) == 6, "the source notebooks no longer define zero_pad and the four graded functions"
+    assert len(parts) == 1 + 5 + len(NETWORK), \
+        "the source notebooks no longer define zero_pad and the graded layers"
     return "\n\n".join(parts)
 
 
