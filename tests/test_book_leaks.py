@@ -203,23 +203,51 @@ def checks_lines(paths=None):
     lines = []
     for path in ([paths] if isinstance(paths, (str, Path)) else paths):
         source = Path(path).read_text(encoding="utf-8")
-        skip = _docstring_lines(ast.parse(source))
+        tree = ast.parse(source)
+        skip = _docstring_lines(tree) | _signature_lines(tree)
         lines += [ln for k, ln in enumerate(source.splitlines(), 1)
                   if k not in skip and not ln.lstrip().startswith("#")]
     return distinctive(lines)
+
+
+def _signature_lines(tree):
+    """The ``def`` lines of the functions: a reference layer's signature is its public
+    contract, which every notebook states."""
+    skip = set()
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            skip.update(range(node.lineno, node.body[0].lineno))
+    return skip
 
 
 def assignments():
     return sorted(p.name for p in SOLUTIONS.iterdir() if p.is_dir())
 
 
-def solution_secrets_for(assignment):
-    """The solution lines the release of assignment must not show: every assignment's, less
-    those of the assignments it may show (MAY_SHOW), which its helper cell holds."""
+def shown_by(assignment):
+    """The solution lines the release of assignment may show: those of the assignments in
+    MAY_SHOW, which its helper cell holds."""
     shown = set()
     for other in MAY_SHOW.get(assignment, ()):
         shown |= set(solution_lines(SOLUTIONS / other))
+    return shown
+
+
+def solution_secrets_for(assignment):
+    """The solution lines the release of assignment must not show: every assignment's, less
+    those it may show (``shown_by``)."""
+    shown = shown_by(assignment)
     return {k: v for k, v in solution_lines().items() if k not in shown}
+
+
+def secrets_for(assignment, secrets):
+    """Every kind of secret the release of assignment must not show.  A line it may show (a
+    line of a solution its helper cell holds) is public there, whichever other secret also
+    holds it: a hidden check that computes a bias gradient the same way, for instance."""
+    shown = shown_by(assignment)
+    own = {kind: {k: v for k, v in lines.items() if k not in shown} for kind, lines in secrets.items()}
+    own["solution"] = solution_secrets_for(assignment)
+    return own
 
 
 def reference_body_lines(path=REFERENCE, names=SECRET_FUNCTIONS):
@@ -487,7 +515,48 @@ def _contract_cases():
     for N, K in [(5, 4), (3, 10)]:
         scores, y = rng.normal(size=(N, K)) * 3, rng.integers(0, K, size=N)
         softmax.append(((scores, y), {"dscores": R.softmax_loss(scores, y)[1]}))
+    from autograder.assignments.conv_variants import reference as V
+    conv1d = []
+    for N, C, L, F, K, s, p in [(2, 3, 9, 4, 3, 2, 1), (3, 2, 7, 2, 2, 1, 0), (1, 2, 11, 3, 4, 3, 2)]:
+        x, w, b = rng.normal(size=(N, C, L)), rng.normal(size=(F, C, K)), rng.normal(size=F)
+        out, cache = V.conv1d_forward(x, w, b, s, p)
+        dout = rng.normal(size=out.shape)
+        dx, dw, _ = V.conv1d_backward(dout, cache)
+        conv1d.append(((x, w, b, s, p), out, (dout, cache), {"dx": dx, "dw": dw}))
+    dilated = []
+    for N, C, H, W, F, HH, WW, s, p, d in [(2, 2, 9, 8, 3, 3, 2, 1, 1, 2), (1, 3, 11, 10, 2, 2, 3, 2, 2, 3)]:
+        x, w, b = rng.normal(size=(N, C, H, W)), rng.normal(size=(F, C, HH, WW)), rng.normal(size=F)
+        out, cache = V.dilated_conv_forward(x, w, b, s, p, d)
+        dout = rng.normal(size=out.shape)
+        dx, dw, _ = V.dilated_conv_backward(dout, cache)
+        dilated.append(((x, w, b, s, p, d), out, (dout, cache), {"dx": dx, "dw": dw}))
+    transposed = []
+    for N, C, H, W, F, HH, WW, s, p, op in [(2, 3, 4, 5, 2, 3, 3, 2, 1, 1), (1, 2, 3, 4, 3, 2, 3, 3, 0, 2)]:
+        x, w, b = rng.normal(size=(N, C, H, W)), rng.normal(size=(C, F, HH, WW)), rng.normal(size=F)
+        out, cache = V.conv_transpose_forward(x, w, b, s, p, op)
+        dout = rng.normal(size=out.shape)
+        dx, dw, _ = V.conv_transpose_backward(dout, cache)
+        transposed.append(((x, w, b, s, p, op), out, (dout, cache), {"dx": dx, "dw": dw}))
+    network = []
+    for F, k, H, W, N in [(3, 3, 8, 8, 4), (2, 5, 6, 4, 3)]:
+        params = {"W1": rng.normal(size=(F, 1, k, k)), "b1": rng.normal(size=F),
+                  "W2": rng.normal(size=(F * (H // 2) * (W // 2), 10)), "b2": rng.normal(size=10)}
+        x = rng.normal(size=(N, 1, H, W))
+        network.append(((params, x), {"scores": R.cnn_loss(params, x)}))
+    sgd = []
+    for shape in [(3, 4), (2, 3, 2, 2)]:
+        w, dw, v = rng.normal(size=shape), rng.normal(size=shape), rng.normal(size=shape)
+        config = {"learning_rate": 0.03, "momentum": 0.8, "velocity": v}
+        sgd.append(((w, dw, config), {"next_w": R.sgd_momentum(w, dw, dict(config))[0]}))
     return {
+        "conv1d_forward": [(fwd, {"out": out}) for fwd, out, _, _ in conv1d],
+        "conv1d_backward": [(bwd, grads) for _, _, bwd, grads in conv1d],
+        "dilated_conv_forward": [(fwd, {"out": out}) for fwd, out, _, _ in dilated],
+        "dilated_conv_backward": [(bwd, grads) for _, _, bwd, grads in dilated],
+        "conv_transpose_forward": [(fwd, {"out": out}) for fwd, out, _, _ in transposed],
+        "conv_transpose_backward": [(bwd, grads) for _, _, bwd, grads in transposed],
+        "cnn_loss": network,
+        "sgd_momentum": sgd,
         "conv_forward": [(fwd, {"out": out}) for fwd, out, _, _ in conv],
         "conv_backward": [(bwd, grads) for _, _, bwd, grads in conv],
         "maxpool_forward": [(fwd, {"out": out}) for fwd, out, _, _ in pool],
@@ -503,9 +572,15 @@ def _contract_cases():
 
 
 def _copy_args(args):
-    """Fresh copies of the arrays (also inside a cache tuple), so no call sees another's edits."""
-    return tuple(_copy_args(a) if isinstance(a, tuple) else
-                 (a.copy() if isinstance(a, np.ndarray) else a) for a in args)
+    """Fresh copies of the arrays (also inside a cache tuple or a dict of parameters), so no
+    call sees another's edits."""
+    def fresh(a):
+        if isinstance(a, tuple):
+            return _copy_args(a)
+        if isinstance(a, dict):
+            return {k: fresh(v) for k, v in a.items()}
+        return a.copy() if isinstance(a, np.ndarray) else a
+    return tuple(fresh(a) for a in args)
 
 
 def _arrays_in(result, depth=0):
@@ -663,8 +738,7 @@ def test_exercises_have_no_leaks(secrets):
     released = sorted(p.name for p in EXERCISES.iterdir() if p.is_dir())
     assert set(released) <= set(assignments()), released
     for name in released:
-        own = {**secrets, "solution": solution_secrets_for(name)}
-        findings = scan(EXERCISES / name, own)
+        findings = scan(EXERCISES / name, secrets_for(name, secrets))
         assert not findings, report(findings, f"exercises/{name}/")
 
 
@@ -908,6 +982,36 @@ def im2col(xp, HH, WW, stride):
         for v in range(WW):
             cols[:, u, v] = xp[:, u:u + stride * Ho:stride, v:v + stride * Wo:stride]
     return cols.reshape(C * HH * WW, Ho * Wo)
+```
+'''
+
+
+PLANTED_FUNCTIONAL["conv1d_forward"] = '''
+```{code-cell} ipython3
+import numpy as np
+
+def along(a, k, c, s=1, q=0):
+    t = np.pad(a, ((0, 0), (0, 0), (q, q)))
+    n = (t.shape[2] - k.shape[2]) // s + 1
+    taps = np.stack([t[:, :, i * s:i * s + k.shape[2]] for i in range(n)], axis=2)
+    return np.einsum("bcnk,fck->bfn", taps, k) + c[None, :, None], None
+```
+'''
+
+PLANTED_FUNCTIONAL["cnn_loss"] = '''
+```{code-cell} ipython3
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view as swv
+
+def whole(theta, batch):
+    k = theta["W1"].shape[2]
+    q = (k - 1) // 2
+    t = np.pad(batch, ((0, 0), (0, 0), (q, q), (q, q)))
+    h = np.einsum("bchwuv,fcuv->bfhw", swv(t, (k, k), axis=(2, 3)), theta["W1"])
+    h = np.maximum(h + theta["b1"][None, :, None, None], 0)
+    B, F, H, W = h.shape
+    m = h[:, :, :H // 2 * 2, :W // 2 * 2].reshape(B, F, H // 2, 2, W // 2, 2).max(axis=(3, 5))
+    return m.reshape(B, -1) @ theta["W2"] + theta["b2"]
 ```
 '''
 
