@@ -20,7 +20,7 @@ NETWORK_SOLUTION = ROOT / "solutions" / "cnn_network" / "network.ipynb"
 GRADED = ("conv_forward", "conv_backward", "maxpool_forward", "maxpool_backward")
 # the layers of the cnn_network exercise that the book's pages call
 NETWORK = ("relu_forward", "relu_backward", "affine_forward", "affine_backward", "avgpool_forward",
-           "avgpool_backward", "softmax_loss")
+           "avgpool_backward", "softmax_loss", "cnn_loss")
 # What the pages may only get through load_layers: the graded functions (zero_pad too) and
 # the loop versions of the convolution, which compute the same answers.
 YOURS = GRADED + NETWORK + ("zero_pad", "conv_forward_loops", "conv_backward_loops", "cnn_loss",
@@ -87,7 +87,8 @@ def test_chapter_8_imports_only_what_a_reader_has():
     outside = {m for m, fallback in found if not fallback} - READER_HAS
     assert not outside, f"chapter 8 needs {sorted(outside)}, which a reader does not have"
     loaded, _, _ = loaded_and_used(PAGE.read_text(encoding="utf-8"))
-    needed = set(GRADED) | {"relu_forward", "relu_backward", "affine_forward", "affine_backward", "softmax_loss"}
+    needed = set(GRADED) | {"relu_forward", "relu_backward", "affine_forward", "affine_backward", "softmax_loss",
+                            "cnn_loss"}
     assert needed <= loaded, f"chapter 8 does not take {sorted(needed - loaded)} from load_layers"
 
 
