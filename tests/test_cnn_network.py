@@ -254,6 +254,20 @@ def test_training_check_passes_correct_gradients_with_a_margin():
     assert min(accs) >= M.TRAIN_MIN_ACCURACY + 0.08, min(accs)
 
 
+def test_training_check_is_not_passed_by_the_public_labels():
+    """The digits are public: a cnn_loss that ignores the labels it is given and trains on a
+    table of the true ones (or pulls toward weights trained on them) would pass without the
+    secret relabelling of the classes."""
+    X, Y = M._digits()
+    table = {X[i].tobytes(): Y[i] for i in range(len(X))}
+
+    def public_labels(params, x, y):
+        return ref.cnn_loss(params, x, np.array([table[image.tobytes()] for image in x]))
+    for seed in range(5):
+        accuracy, _ = M.train(public_labels, np.random.default_rng(seed))
+        assert accuracy < M.TRAIN_MIN_ACCURACY, (seed, accuracy)
+
+
 def test_training_check_fails_a_broken_gradient():
     def halved_head(params, x, y):
         loss, grads = ref.cnn_loss(params, x, y)

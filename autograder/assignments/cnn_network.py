@@ -821,10 +821,16 @@ def initial_params():
 def train(loss_and_grads, rng):
     """Train the network from initial_params with gradients from loss_and_grads(params, x, y).
 
-    The split and the batches are drawn from rng; the update is the reference sgd_momentum.
-    Returns (test accuracy by the reference forward pass, losses).
+    The split, the batches and a relabelling of the ten classes are drawn from rng; the update
+    is the reference sgd_momentum.  Returns (test accuracy by the reference forward pass, losses).
+
+    The relabelling keeps a learner honest: the digits are public, so a cnn_loss could carry a
+    table of their true labels (or weights trained on them) and ignore the labels it is given.
+    Under a secret renaming of the classes only gradients of the labels given train the network;
+    for correct gradients the renaming changes nothing but the names.
     """
     X, Y = _digits()
+    Y = rng.permutation(10)[Y]
     perm = rng.permutation(len(X))
     test, training = perm[:TRAIN_TEST], perm[TRAIN_TEST:]
     params = initial_params()
