@@ -351,18 +351,21 @@ def bench_assignment(scratch, name, students):
     check_full_marks(out, manifest)
     # the run's fixed cost (starting the grader, the sandbox, the gradebook): from the same grading
     # of the first student alone, in a course of its own; T(n) = fixed + n * per notebook
-    first = sorted(manifest)[0]
-    one = Path(scratch) / f"{name}-one"
-    shutil.copytree(submitted / first, one / "submitted" / first)
-    r1 = grade(one / "submitted", one / "grading", 1, assignment=name)
-    n1 = r1["summary"]["graded_this_run"]
-    check_full_marks(one / "grading", {first: manifest[first]})
-    marginal = (r["cpu_s"] - r1["cpu_s"]) / (n - n1) if n > n1 else None
-    marginal_wall = (r["wall_s"] - r1["wall_s"]) / (n - n1) if n > n1 else None
-    return {"students": len(manifest), "notebooks": n, "full_marks_checked": True,
-            "one_student": {"notebooks": n1, "wall_s": r1["wall_s"], "cpu_s": r1["cpu_s"]},
-            "cpu_s_per_further_notebook": marginal, "wall_s_per_further_notebook": marginal_wall,
-            "fixed_cpu_s": None if marginal is None else r1["cpu_s"] - n1 * marginal,
+    split = {"one_student": None, "cpu_s_per_further_notebook": None, "wall_s_per_further_notebook": None,
+             "fixed_cpu_s": None}
+    if len(manifest) > 1:
+        first = sorted(manifest)[0]
+        one = Path(scratch) / f"{name}-one"
+        shutil.copytree(submitted / first, one / "submitted" / first)
+        r1 = grade(one / "submitted", one / "grading", 1, assignment=name)
+        n1 = r1["summary"]["graded_this_run"]
+        check_full_marks(one / "grading", {first: manifest[first]})
+        marginal = (r["cpu_s"] - r1["cpu_s"]) / (n - n1)
+        split = {"one_student": {"notebooks": n1, "wall_s": r1["wall_s"], "cpu_s": r1["cpu_s"]},
+                 "cpu_s_per_further_notebook": marginal,
+                 "wall_s_per_further_notebook": (r["wall_s"] - r1["wall_s"]) / (n - n1),
+                 "fixed_cpu_s": r1["cpu_s"] - n1 * marginal}
+    return {"students": len(manifest), "notebooks": n, "full_marks_checked": True, **split,
             "wall_s": r["wall_s"], "cpu_s": r["cpu_s"], "grader_cpu_s": r["grader_cpu_s"],
             "learner_cpu_s": r["learner_cpu_s"], "learner_cpu_measured": r["learner_cpu_measured"],
             "wall_s_per_notebook": r["wall_s"] / n, "cpu_s_per_notebook": r["cpu_s"] / n,
