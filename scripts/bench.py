@@ -3,6 +3,8 @@
     python scripts/bench.py                      # what `make bench` runs
     python scripts/bench.py --students 15 --no-book --no-layer
     python scripts/bench.py --layer-only         # the convolution layer against PyTorch
+    python scripts/bench.py --assignments-only [--assignment cnn_network ...]
+                                                 # the grading cost per notebook of each assignment
 
 One class of correct students (solutions in the class generator's rotating
 styles: loops, strided windows with einsum, im2col) is written once, then
@@ -31,6 +33,16 @@ average before and after, since a loaded machine slows the two unevenly).  Both 
 runs must have graded every notebook (and the
 autograder must give every correct student full marks), otherwise the
 benchmark exits 1.
+
+Then, for each assignment whose checks are registered (or each ``--assignment``), a
+class of correct students only (``--assignment-students``, default 3: for cnn_layers
+the class above, for the others the correct styles of their demo class,
+``tests/classgen/<name>.py``) is graded with ``--jobs 1`` and checked for full marks;
+the report gives per notebook its wall and CPU seconds (grader and learner), the
+same with the run's fixed cost excluded (from grading the first student alone),
+the CPU budget where the course sets one (``CPU_BUDGET_S``: a ``cnn_network``
+notebook, training check included, at most 3 s) and the load average before and
+after each run.
 
 The figures go to the terminal and, as JSON and Markdown, to ``--report``
 (default ``_build/bench/``).
