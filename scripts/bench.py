@@ -3,6 +3,8 @@
     python scripts/bench.py                      # what `make bench` runs
     python scripts/bench.py --students 15 --no-book --no-layer
     python scripts/bench.py --layer-only         # the convolution layer against PyTorch
+    python scripts/bench.py --assignments-only [--assignment cnn_network ...]
+                                                 # the grading cost per notebook of each assignment
 
 One class of correct students (solutions in the class generator's rotating
 styles: loops, strided windows with einsum, im2col) is written once, then
@@ -32,11 +34,22 @@ runs must have graded every notebook (and the
 autograder must give every correct student full marks), otherwise the
 benchmark exits 1.
 
+Then, for each assignment whose checks are registered (or each ``--assignment``), a
+class of correct students only (``--assignment-students``, default 3: for cnn_layers
+the class above, for the others the correct styles of their demo class,
+``tests/classgen/<name>.py``) is graded with ``--jobs 1`` and checked for full marks;
+the report gives per notebook its wall and CPU seconds (grader and learner), the
+same with the run's fixed cost excluded (from grading the first student alone),
+the CPU budget where the course sets one (``CPU_BUDGET_S``: a ``cnn_network``
+notebook, training check included, at most 3 s) and the load average before and
+after each run.
+
 The figures go to the terminal and, as JSON and Markdown, to ``--report``
 (default ``_build/bench/``).
 """
 import argparse
 import csv
+import importlib
 import json
 import os
 import platform
@@ -189,33 +202,46 @@ def bench_nbgrader(scratch, submitted, n_notebooks, name="nbgrader-course"):
 
 # ----------------------------------------------------------------------------- autograder
 
-def grade(submitted, out, jobs, extra=()):
-    cmd = [sys.executable, "-m", "autograder", "grade", str(submitted), "--out", str(out),
-           "--jobs", str(jobs), "--no-progress", *extra]
+def grade(submitted, out, jobs, extra=(), assignment=None):
+    cmd = [sys.executable, "-m", "autograder", *(("--assignment", assignment) if assignment else ()),
+           "grade", str(submitted), "--out", str(out), "--jobs", str(jobs), "--no-progress", *extra]
     _, wall, cpu, peak, child = run_measured(cmd, REPO, "_child.py")
     summary = json.loads((Path(out) / "run.json").read_text())
     # The learner processes run in a sandbox whose processes are reaped inside its own PID
     # namespace, so getrusage never sees their CPU time: each result carries it, measured by
     # the learner's control group.
     learner, measured = 0.0, True
-    for path in Path(out).glob("results/*/*/*.json"):
-        value = json.loads(path.read_text()).get("learner_cpu_s")
+    by_notebook = {}
+    for path in sorted(Path(out).glob("results/*/*/*.json")):
+        record = json.loads(path.read_text())
+        value = record.get("learner_cpu_s")
+        nb = by_notebook.setdefault(record.get("notebook", path.stem),
+                                    {"notebooks": 0, "seconds": 0.0, "learner_cpu_s": 0.0})
+        nb["notebooks"] += 1
+        nb["seconds"] += record.get("seconds") or 0.0
         if value is None:
             measured = False
         else:
             learner += value
+            nb["learner_cpu_s"] += value
     return {"wall_s": wall, "cpu_s": cpu + learner, "grader_cpu_s": cpu, "learner_cpu_s": learner,
-            "learner_cpu_measured": measured, "summary": summary,
+            "learner_cpu_measured": measured, "summary": summary, "by_notebook": by_notebook,
             "grader_peak_mib": mib(peak), "child_peak_mib": mib(child)}
 
 
 def check_full_marks(out, manifest):
-    """Every notebook graded this run, no grader error, every student's total as expected."""
+    """Every student's total as expected and, for a student of kind 'correct' (all of the
+    benchmark's), the assignment's maximum; exits 1 otherwise."""
     with open(Path(out) / "totals.csv", newline="", encoding="utf-8") as fh:
-        totals = {r["student_id"]: float(r["score"]) for r in csv.DictReader(fh)}
+        rows = {r["student_id"]: r for r in csv.DictReader(fh)}
+    totals = {s: float(r["score"]) for s, r in rows.items()}
     wrong = {s: totals.get(s) for s, m in manifest.items() if totals.get(s) != m["total"]}
     if wrong:
         raise SystemExit(f"bench: the autograder's totals differ from the expected ones: {wrong}")
+    short = {s: f"{rows[s]['score']} of {rows[s]['max_score']}" for s, m in manifest.items()
+             if m.get("kind", "correct") == "correct" and float(rows[s]["score"]) != float(rows[s]["max_score"])}
+    if short:
+        raise SystemExit(f"bench: correct students without full marks: {short}")
 
 
 def bench_autograder(scratch, submitted, manifest, n_notebooks, jobs):
@@ -279,6 +305,97 @@ def bench_nbgrader_fixed_cost(scratch, class_run, n_notebooks):
 def steady(run, fixed_s, n_notebooks):
     """Seconds per notebook once the run's fixed cost is paid: what a class of thousands sees."""
     return max(run["wall_s"] - fixed_s, 1e-9) / n_notebooks
+
+
+# ----------------------------------------------------------------------------- per assignment
+
+ASSIGNMENT_STUDENTS = 3   # correct students per assignment in the per-notebook cost section
+# CPU seconds one notebook may cost, training check included, on a 2-core machine
+CPU_BUDGET_S = {"cnn_network": 3.0}
+
+
+def assignments():
+    """The assignments the grader knows: those whose hidden checks are registered."""
+    from autograder.assignment import registered
+    return registered()
+
+
+def correct_class(name, submitted, students):
+    """Write up to ``students`` correct students of assignment ``name``; return (manifest, notebooks).
+
+    cnn_layers: the benchmark's own class (styles rotating per function).  Any other
+    assignment: the correct students of its demo class, ``tests/classgen/<name>.py``
+    (``write_class(submitted)``; one student per correct style), its mistakes left out.
+    """
+    submitted = Path(submitted)
+    if name == ASSIGNMENT:
+        return write_class(submitted, students), students * len(NOTEBOOKS)
+    try:
+        module = importlib.import_module(f"classgen.{name}")
+    except ModuleNotFoundError as exc:
+        if exc.name != f"classgen.{name}":
+            raise
+        raise SystemExit(f"bench: '{name}' has no demo class (tests/classgen/{name}.py with write_class)")
+    staging = submitted.with_name(submitted.name + "-demo")
+    demo = module.write_class(staging)
+    chosen = [sid for sid, m in sorted(demo.items()) if m["kind"] == "correct"][:students]
+    if not chosen:
+        raise SystemExit(f"bench: the demo class of '{name}' has no correct student")
+    submitted.mkdir(parents=True, exist_ok=True)
+    for sid in chosen:
+        shutil.move(str(staging / sid), str(submitted / sid))
+    shutil.rmtree(staging)
+    return {sid: demo[sid] for sid in chosen}, len(chosen) * len(module.NOTEBOOKS)
+
+
+def bench_assignment(scratch, name, students):
+    """Grade a class of correct students of one assignment with --jobs 1: the cost per notebook."""
+    submitted = Path(scratch) / f"{name}-submitted"
+    out = Path(scratch) / f"{name}-grading"
+    manifest, n = correct_class(name, submitted, students)
+    load_before = list(os.getloadavg())
+    r = grade(submitted, out, 1, assignment=name)
+    load_after = list(os.getloadavg())
+    s = r["summary"]
+    if s["graded_this_run"] != n or s["grader_errors"]:
+        raise SystemExit(f"bench: {name}: graded {s['graded_this_run']} of {n} notebooks; "
+                         f"grader errors: {s['grader_errors'][:3]}")
+    check_full_marks(out, manifest)
+    # the run's fixed cost (starting the grader, the sandbox, the gradebook): from the same grading
+    # of the first student alone, in a course of its own; T(n) = fixed + n * per notebook
+    split = {"one_student": None, "cpu_s_per_further_notebook": None, "wall_s_per_further_notebook": None,
+             "fixed_cpu_s": None}
+    if len(manifest) > 1:
+        first = sorted(manifest)[0]
+        one = Path(scratch) / f"{name}-one"
+        shutil.copytree(submitted / first, one / "submitted" / first)
+        r1 = grade(one / "submitted", one / "grading", 1, assignment=name)
+        n1 = r1["summary"]["graded_this_run"]
+        check_full_marks(one / "grading", {first: manifest[first]})
+        marginal = (r["cpu_s"] - r1["cpu_s"]) / (n - n1)
+        split = {"one_student": {"notebooks": n1, "wall_s": r1["wall_s"], "cpu_s": r1["cpu_s"]},
+                 "cpu_s_per_further_notebook": marginal,
+                 "wall_s_per_further_notebook": (r["wall_s"] - r1["wall_s"]) / (n - n1),
+                 "fixed_cpu_s": r1["cpu_s"] - n1 * marginal}
+    return {"students": len(manifest), "notebooks": n, "full_marks_checked": True, **split,
+            "wall_s": r["wall_s"], "cpu_s": r["cpu_s"], "grader_cpu_s": r["grader_cpu_s"],
+            "learner_cpu_s": r["learner_cpu_s"], "learner_cpu_measured": r["learner_cpu_measured"],
+            "wall_s_per_notebook": r["wall_s"] / n, "cpu_s_per_notebook": r["cpu_s"] / n,
+            "grader_cpu_s_per_notebook": r["grader_cpu_s"] / n,
+            "learner_cpu_s_per_notebook": r["learner_cpu_s"] / n,
+            "by_notebook": {nb: {"notebooks": v["notebooks"], "seconds": v["seconds"] / v["notebooks"],
+                                 "learner_cpu_s": v["learner_cpu_s"] / v["notebooks"]}
+                            for nb, v in sorted(r["by_notebook"].items())},
+            "cpu_budget_s": CPU_BUDGET_S.get(name), "grader_peak_mib": r["grader_peak_mib"],
+            "child_peak_mib": r["child_peak_mib"], "load_before": load_before, "load_after": load_after}
+
+
+def bench_assignments(scratch, names, students):
+    out = {}
+    for name in names:
+        print(f"bench: {name}, grading cost per notebook (--jobs 1) ...", flush=True)
+        out[name] = bench_assignment(scratch, name, students)
+    return out
 
 
 # ----------------------------------------------------------------------------- the book
@@ -438,10 +555,53 @@ def grading_lines(res):
     return L
 
 
+def assignment_lines(res):
+    """The per-assignment part of the report: the cost of one notebook of each assignment."""
+    per = res["assignments"]
+    L = [f"# Grading cost per notebook, per assignment (autograder grade --jobs 1, correct students "
+         f"only, every one checked for full marks; {res.get('cores', '?')} cores)", ""]
+    L.append("| assignment | students | notebooks | wall s/notebook | CPU s/notebook | grader CPU s/notebook | "
+             "learner CPU s/notebook | CPU s/notebook, fixed cost excluded | run's fixed CPU s | "
+             "CPU budget s/notebook | load average (1 min) before, after |")
+    L.append("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+
+    def fmt(value):
+        return "-" if value is None else f"{value:.2f}"
+    for name, a in per.items():
+        budget = a.get("cpu_budget_s")
+        cost = a.get("cpu_s_per_further_notebook")
+        cost = a["cpu_s_per_notebook"] if cost is None else cost
+        budget_text = "-" if budget is None else f"{budget:.1f} ({'within' if cost <= budget else 'OVER'})"
+        L.append(f"| {name} | {a['students']} | {a['notebooks']} | {a['wall_s_per_notebook']:.2f} | "
+                 f"{a['cpu_s_per_notebook']:.2f} | {a['grader_cpu_s_per_notebook']:.2f} | "
+                 f"{a['learner_cpu_s_per_notebook']:.2f} | {fmt(a.get('cpu_s_per_further_notebook'))} | "
+                 f"{fmt(a.get('fixed_cpu_s'))} | {budget_text} | "
+                 f"{a['load_before'][0]:.2f}, {a['load_after'][0]:.2f} |")
+    L.append("")
+    L.append("CPU s/notebook: the grading process and its children (getrusage) plus the learner processes "
+             "(their control groups), divided by the notebooks, the run's fixed cost (starting the grader, "
+             "the sandbox, the gradebook) included. 'Fixed cost excluded': (the class's CPU - the CPU of "
+             "grading its first student alone) / the further notebooks, what each notebook of a large class "
+             "costs; the budget applies to it (to the run's figure when the class has one student).")
+    if any(not a.get("learner_cpu_measured", True) for a in per.values()):
+        L.append("Learner CPU time could not be measured (no control groups): the CPU figures leave it out.")
+    L.append("")
+    L.append("| assignment | notebook | wall s (grading one) | learner CPU s (one) |")
+    L.append("| --- | --- | --- | --- |")
+    for name, a in per.items():
+        for nb, v in a["by_notebook"].items():
+            L.append(f"| {name} | {nb} | {v['seconds']:.2f} | {v['learner_cpu_s']:.2f} |")
+    return L
+
+
 def report_lines(res):
     L = []
     if res.get("autograder"):
         L += grading_lines(res)
+    if res.get("assignments"):
+        if L:
+            L.append("")
+        L += assignment_lines(res)
     ly = res.get("layer")
     if ly:
         L.append("")
@@ -474,12 +634,43 @@ def main(argv=None):
     ap.add_argument("--no-layer", action="store_true", help="skip the layer against PyTorch")
     ap.add_argument("--layer-only", action="store_true",
                     help="only the convolution layer against PyTorch (no class, no book)")
+    ap.add_argument("--assignments-only", action="store_true",
+                    help="only the grading cost per notebook of each assignment (no nbgrader, no book, no layer)")
+    ap.add_argument("--assignment", action="append", default=None, metavar="NAME",
+                    help="an assignment for the per-assignment section (repeatable; default: every "
+                         "assignment whose checks are registered)")
+    ap.add_argument("--assignment-students", type=int, default=ASSIGNMENT_STUDENTS, metavar="N",
+                    help=f"correct students per assignment in that section (default {ASSIGNMENT_STUDENTS}; "
+                         "at most the correct styles of a demo class)")
+    ap.add_argument("--no-assignments", action="store_true", help="skip the per-assignment section")
     ap.add_argument("--keep", action="store_true", help="keep the scratch folder and print where it is")
     args = ap.parse_args(argv)
-    if args.students < 1 or args.jobs < 1:
-        ap.error("--students and --jobs must be at least 1")
+    if args.students < 1 or args.jobs < 1 or args.assignment_students < 1:
+        ap.error("--students, --jobs and --assignment-students must be at least 1")
     if args.layer_only and args.no_layer:
         ap.error("--layer-only and --no-layer contradict each other")
+    if args.assignments_only and (args.layer_only or args.no_assignments):
+        ap.error("--assignments-only contradicts --layer-only and --no-assignments")
+    names = []
+    if not args.layer_only and not args.no_assignments:
+        known = assignments()
+        names = list(dict.fromkeys(args.assignment)) if args.assignment else known
+        unknown = [a for a in names if a not in known]
+        if unknown:
+            ap.error(f"unknown assignment {', '.join(unknown)}: the registered ones are {', '.join(known)}")
+    if args.assignments_only:
+        scratch = tempfile.mkdtemp(prefix="bench-")
+        try:
+            res = {"cores": os.cpu_count(), "python": platform.python_version(),
+                   "machine": platform.machine(),
+                   "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                   "assignments": bench_assignments(scratch, names, args.assignment_students)}
+        finally:
+            if args.keep:
+                print(f"bench: scratch folder kept: {scratch}")
+            else:
+                shutil.rmtree(scratch, ignore_errors=True)
+        return write_report(res, Path(args.report))
     if args.layer_only:
         print("bench: convolution layer against PyTorch ...", flush=True)
         res = {"cores": os.cpu_count(), "python": platform.python_version(),
@@ -524,6 +715,8 @@ def main(argv=None):
             res["cpu_ratio_vs_nbgrader"] = {j: base_cpu / (r["cpu_s"] / n) for j, r in res["autograder"].items()}
             res["steady_ratio_vs_nbgrader"] = {j: res["nbgrader"]["steady_s"] / r["steady_s"]
                                                for j, r in res["autograder"].items()}
+        if names:
+            res["assignments"] = bench_assignments(scratch, names, args.assignment_students)
         if not args.no_layer:
             print("bench: convolution layer against PyTorch ...", flush=True)
             res["layer"] = bench_layer()

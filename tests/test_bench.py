@@ -1,5 +1,6 @@
 """The benchmark's arithmetic: the fixed cost of a run, and the seconds per notebook once it is paid."""
 import importlib.util
+import json
 import os
 
 import pytest
@@ -59,3 +60,84 @@ def test_the_layer_report_names_the_layer_timed(bench, monkeypatch):
     result = bench.bench_layer()
     assert result["layer"] == "the layer under test"
     assert len(result["shapes"]) == 1 and result["shapes"][0]["ours_s"] > 0
+
+
+def test_full_marks_check_fails_when_a_correct_student_lost_a_point(bench, tmp_path):
+    """The per-assignment section exits 1 unless every correct student got the maximum."""
+    def totals(score, max_score):
+        (tmp_path / "totals.csv").write_text(
+            f"student_id,assignment,score,max_score\ns1,cnn_network,{score},{max_score}\n", encoding="utf-8")
+    totals(10.0, 10.0)
+    bench.check_full_marks(tmp_path, {"s1": {"kind": "correct", "total": 10.0}})
+    totals(9.0, 10.0)
+    with pytest.raises(SystemExit, match="differ from the expected"):
+        bench.check_full_marks(tmp_path, {"s1": {"kind": "correct", "total": 10.0}})
+    # a manifest that expects less than the maximum for a correct student does not excuse it
+    with pytest.raises(SystemExit, match="without full marks"):
+        bench.check_full_marks(tmp_path, {"s1": {"kind": "correct", "total": 9.0}})
+
+
+def test_the_assignments_come_from_the_registry(bench):
+    from autograder.assignment import registered
+    names = bench.assignments()
+    assert names == registered()
+    assert {"cnn_layers", "cnn_network", "conv_variants"} <= set(names)
+    with pytest.raises(SystemExit):
+        bench.main(["--assignments-only", "--assignment", "no_such_assignment"])
+    with pytest.raises(SystemExit):
+        bench.main(["--assignments-only", "--layer-only"])
+
+
+def test_the_budget_is_judged_on_the_cost_of_a_further_notebook(bench):
+    base = {"students": 3, "notebooks": 3, "wall_s_per_notebook": 2.0, "cpu_s_per_notebook": 3.5,
+            "grader_cpu_s_per_notebook": 2.0, "learner_cpu_s_per_notebook": 1.5, "fixed_cpu_s": 2.0,
+            "cpu_budget_s": 3.0, "load_before": [1.0, 1.0, 1.0], "load_after": [1.5, 1.0, 1.0],
+            "by_notebook": {"network": {"notebooks": 3, "seconds": 1.9, "learner_cpu_s": 1.3}}}
+    within = "\n".join(bench.assignment_lines(
+        {"cores": 2, "assignments": {"cnn_network": {**base, "cpu_s_per_further_notebook": 2.9}}}))
+    assert "| cnn_network | 3 | 3 | 2.00 | 3.50 | 2.00 | 1.50 | 2.90 | 2.00 | 3.0 (within) | 1.00, 1.50 |" in within
+    assert "| cnn_network | network | 1.90 | 1.30 |" in within
+    over = "\n".join(bench.assignment_lines(
+        {"cores": 2, "assignments": {"cnn_network": {**base, "cpu_s_per_further_notebook": 3.1}}}))
+    assert "3.0 (OVER)" in over
+    # one student: no split, the run's own figure is judged
+    alone = "\n".join(bench.assignment_lines(
+        {"cores": 2, "assignments": {"cnn_network": {**base, "cpu_s_per_further_notebook": None,
+                                                     "fixed_cpu_s": None}}}))
+    assert "| 1.50 | - | - | 3.0 (OVER) |" in alone
+
+
+def test_assignments_only_grades_a_class_and_checks_full_marks(bench, tmp_path, monkeypatch):
+    """--assignments-only --assignment cnn_network: one correct student graded for real (the
+    training check included), full marks checked, nothing else run; the timing is not asserted
+    (the machines are noisy): `make bench` reports it."""
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("--assignments-only ran another section")
+    for name in ("bench_nbgrader", "bench_book", "bench_layer", "bench_fixed_cost", "write_class"):
+        monkeypatch.setattr(bench, name, must_not_run)
+    checked = []
+    real_check = bench.check_full_marks
+
+    def spy(out, manifest):
+        real_check(out, manifest)
+        checked.append((out, manifest))
+    monkeypatch.setattr(bench, "check_full_marks", spy)
+    report = tmp_path / "report"
+    assert bench.main(["--assignments-only", "--assignment", "cnn_network", "--assignment-students", "1",
+                       "--report", str(report)]) == 0
+    assert len(checked) == 1
+    (student, expected), = checked[0][1].items()
+    assert expected["kind"] == "correct" and expected["total"] > 0
+    data = json.loads((report / "bench.json").read_text(encoding="utf-8"))
+    assert "autograder" not in data and "layer" not in data and "book" not in data
+    assert list(data["assignments"]) == ["cnn_network"]
+    a = data["assignments"]["cnn_network"]
+    assert a["students"] == 1 and a["notebooks"] == 1 and a["full_marks_checked"] is True
+    assert a["cpu_budget_s"] == 3.0 and a["cpu_s_per_further_notebook"] is None
+    assert a["cpu_s_per_notebook"] == pytest.approx(a["grader_cpu_s_per_notebook"] + a["learner_cpu_s_per_notebook"])
+    assert a["cpu_s_per_notebook"] > 0 and a["wall_s_per_notebook"] > 0
+    assert list(a["by_notebook"]) == ["network"] and a["by_notebook"]["network"]["notebooks"] == 1
+    assert len(a["load_before"]) == 3 and len(a["load_after"]) == 3
+    md = (report / "bench.md").read_text(encoding="utf-8")
+    assert "# Grading cost per notebook, per assignment" in md
+    assert "| cnn_network | 1 | 1 | " in md and "| cnn_network | network | " in md
