@@ -23,11 +23,12 @@ Two comparisons differ from the other layers':
 * ``cnn_loss_training`` trains the learner's ``cnn_loss`` in the parent: the gradients come
   from the learner's process, the update is the reference ``sgd_momentum`` (so a wrong
   ``sgd_momentum``, graded in its own cells, does not sink this one), the initial weights are
-  fixed, the split of scikit-learn's digits and the mini-batches are drawn from the cell's
-  ``rng``, and the test accuracy is computed by the reference forward pass on the trained
-  weights.  With correct gradients the accuracy after ``TRAIN_STEPS`` steps was at least
-  0.858 on each of 1000 draws of split and batches (mean 0.934, 1st percentile 0.882); the cell asks for
-  ``TRAIN_MIN_ACCURACY``.
+  fixed, the split of scikit-learn's digits, the mini-batches and a secret renaming of the
+  ten classes are drawn from the cell's ``rng``, and the test accuracy is computed by the
+  reference forward pass on the trained weights.  With correct gradients the accuracy after
+  ``TRAIN_STEPS`` steps was at least 0.845 on each of 1000 draws (mean 0.924, 1st percentile
+  0.870); the cell asks for ``TRAIN_MIN_ACCURACY``.  Training on the digits' true labels
+  instead of the ones given reached 0.10 on average (0.30 at most over 20 draws).
 """
 import math
 from typing import NamedTuple
@@ -866,7 +867,7 @@ def _training_case(g):
         accuracy, losses = train(step, g.rng)
         if accuracy < TRAIN_MIN_ACCURACY:
             _fail(f"{label}: the test accuracy after training on your gradients is {accuracy:.3f}, below "
-                  f"{TRAIN_MIN_ACCURACY:g} (correct gradients reach 0.85 or more on every draw); the loss went "
+                  f"{TRAIN_MIN_ACCURACY:g} (correct gradients reach 0.84 or more on every draw); the loss went "
                   f"from {losses[0]:.3f} to {losses[-1]:.3f}")
     return run
 
