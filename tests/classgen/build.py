@@ -437,3 +437,73 @@ def standard_class(n: int = 50, prefix: str = "s", skip=("numerical_backward",))
         k = len(students)
         students.append(all_correct(sid(f"mixed{k}"), _rotating_styles(k)))
     return students
+
+
+class AssignmentClass:
+    """The demo class of an assignment graded function by function (cnn_network, conv_variants):
+    one learner per correct style, and one per classic mistake, written into that assignment's
+    released notebooks.
+
+    notebook_of maps each graded function to its notebook; correct[function][style] and
+    mistakes[name] = (function, source) are learner code; expected_fails[name] is the set of
+    grade_ids the mistake loses; there is one correct learner per style of ``styles``, and a
+    mistake learner has the ``base_style`` solution elsewhere.
+    """
+
+    def __init__(self, assignment, notebooks, notebook_of, correct, mistakes, expected_fails, styles,
+                 base_style):
+        self.assignment, self.notebook_names, self.notebook_of = assignment, tuple(notebooks), dict(notebook_of)
+        self.correct, self.mistakes, self.expected_fails = correct, mistakes, expected_fails
+        self.base_style = base_style
+        self.release_dir = REPO / "exercises" / assignment
+        self.styles = tuple(styles)
+
+    def _release(self, nb):
+        return json.loads((self.release_dir / f"{nb}.ipynb").read_text(encoding="utf-8"))
+
+    def points(self):
+        """grade_id -> points, per notebook, read from the released notebooks."""
+        out = {}
+        for nb in self.notebook_names:
+            out[nb] = {c["metadata"]["nbgrader"]["grade_id"]: float(c["metadata"]["nbgrader"]["points"])
+                       for c in self._release(nb)["cells"]
+                       if c.get("metadata", {}).get("nbgrader", {}).get("grade")}
+        return out
+
+    def notebooks(self, sources):
+        """{notebook: notebook dict} of the release with each function's solution cell set to
+        sources[function]."""
+        out = {}
+        for nb in self.notebook_names:
+            data = self._release(nb)
+            for fn, where in self.notebook_of.items():
+                if where == nb:
+                    set_function(data, fn, sources[fn])
+            out[nb] = data
+        return out
+
+    def students(self):
+        """[(student_id, kind, {function: source}, failing grade_ids)]: each style, each mistake."""
+        functions = tuple(self.notebook_of)
+        out = [(f"correct_{style}", "correct", {fn: self.correct[fn][style] for fn in functions}, set())
+               for style in self.styles]
+        base = {fn: self.correct[fn][self.base_style] for fn in functions}
+        for name, (fn, src) in self.mistakes.items():
+            out.append((f"mistake_{name}", "mistake", {**base, fn: src}, self.expected_fails[name]))
+        return out
+
+    def write_class(self, submitted) -> dict:
+        """Write every student's notebooks under submitted/<student>/<assignment>/; return the
+        manifest (student -> kind, expected score per notebook and grade_id, total)."""
+        table = self.points()
+        manifest = {}
+        for sid, kind, sources, fails in self.students():
+            folder = Path(submitted) / sid / self.assignment
+            folder.mkdir(parents=True, exist_ok=True)
+            for nb, data in self.notebooks(sources).items():
+                (folder / f"{nb}.ipynb").write_text(dump_notebook(data), encoding="utf-8")
+            expected = {nb: {gid: (0.0 if gid in fails else pts) for gid, pts in cells.items()}
+                        for nb, cells in table.items()}
+            manifest[sid] = {"kind": kind, "expected": expected,
+                             "total": sum(sum(c.values()) for c in expected.values())}
+        return manifest

@@ -17,8 +17,6 @@ inputs_unchanged case of the transposed convolution has C == F == 2.
 """
 from __future__ import annotations
 
-import json
-from pathlib import Path
 
 from . import build as B
 
@@ -540,50 +538,5 @@ for _name, (_fn, _src) in MISTAKES.items():
 
 # ---------------------------------------------------------------------------- the class
 
-def points():
-    """grade_id -> points, per notebook, read from the released notebooks."""
-    out = {}
-    for nb in NOTEBOOKS:
-        data = json.loads((RELEASE_DIR / f"{nb}.ipynb").read_text(encoding="utf-8"))
-        out[nb] = {c["metadata"]["nbgrader"]["grade_id"]: float(c["metadata"]["nbgrader"]["points"])
-                   for c in data["cells"] if c.get("metadata", {}).get("nbgrader", {}).get("grade")}
-    return out
-
-
-def notebooks(sources):
-    """{notebook: notebook dict} of the release with each function's solution cell set to sources[function]."""
-    out = {}
-    for nb in NOTEBOOKS:
-        data = json.loads((RELEASE_DIR / f"{nb}.ipynb").read_text(encoding="utf-8"))
-        for fn in FUNCTIONS:
-            if NOTEBOOK_OF[fn] == nb:
-                B.set_function(data, fn, sources[fn])
-        out[nb] = data
-    return out
-
-
-def students():
-    """[(student_id, kind, {function: source}, failing grade_ids)]: each style, each mistake."""
-    out = []
-    for style in STYLES:
-        out.append((f"correct_{style}", "correct", {fn: CORRECT[fn][style] for fn in FUNCTIONS}, set()))
-    base = {fn: CORRECT[fn]["loops"] for fn in FUNCTIONS}
-    for name, (fn, src) in MISTAKES.items():
-        out.append((f"mistake_{name}", "mistake", {**base, fn: src}, EXPECTED_FAILS[name]))
-    return out
-
-
-def write_class(submitted: Path) -> dict:
-    """Write every student's notebooks under submitted/<student>/conv_variants/; return the manifest."""
-    table = points()
-    manifest = {}
-    for sid, kind, sources, fails in students():
-        folder = Path(submitted) / sid / ASSIGNMENT
-        folder.mkdir(parents=True, exist_ok=True)
-        for nb, data in notebooks(sources).items():
-            (folder / f"{nb}.ipynb").write_text(B.dump_notebook(data), encoding="utf-8")
-        expected = {nb: {gid: (0.0 if gid in fails else pts) for gid, pts in cells.items()}
-                    for nb, cells in table.items()}
-        manifest[sid] = {"kind": kind, "expected": expected,
-                         "total": sum(sum(c.values()) for c in expected.values())}
-    return manifest
+CLASS = B.AssignmentClass(ASSIGNMENT, NOTEBOOKS, NOTEBOOK_OF, CORRECT, MISTAKES, EXPECTED_FAILS, STYLES, "loops")
+points, notebooks, students, write_class = CLASS.points, CLASS.notebooks, CLASS.students, CLASS.write_class

@@ -25,7 +25,6 @@ learner's code never sees the reference.
 import math
 import re
 import threading
-import time
 import weakref
 from typing import NamedTuple
 
@@ -482,6 +481,8 @@ LOOP_REFERENCES = {
     "conv_transpose_backward": vref.conv_transpose_backward_loops,
     "conv_forward_fast": ref.conv_forward_loops, "conv_backward_fast": ref.conv_backward_loops,
 }
+for _function, _loop in LOOP_REFERENCES.items():
+    checks.register_loop_reference(_function, _loop)     # the yardstick of each call's time budget
 
 
 class Budgets(checks.Budgets):
@@ -492,17 +493,6 @@ class Budgets(checks.Budgets):
     def __init__(self, run):
         super().__init__(getattr(run, "factor", checks.BUDGET_FACTOR), getattr(run, "minimum", checks.MIN_BUDGET_S))
         self._speed = {}
-
-    def __call__(self, func, args):
-        key = (func, _shapes(args))
-        with self._lock:
-            if key in self._cache:
-                return self._cache[key]
-        start = time.thread_time()
-        LOOP_REFERENCES[func](*args)
-        budget = max(self.minimum, self.factor * (time.thread_time() - start))
-        with self._lock:
-            return self._cache.setdefault(key, budget)
 
     def speed_reference(self, func, args):
         """Best time of the course's im2col layer on args, measured as the learner's calls are: in a
@@ -542,15 +532,6 @@ def _time_reference(forward_args=None, backward_args=None):
                 best = min(best, _learner_time(res))
             times[func] = best
     return times
-
-
-def _shapes(args):
-    """What a call's time depends on: the shapes of its arrays and its other arguments."""
-    if isinstance(args, np.ndarray):
-        return ("array",) + args.shape
-    if isinstance(args, (tuple, list)):
-        return tuple(_shapes(a) for a in args)
-    return args
 
 
 _PER_RUN = weakref.WeakKeyDictionary()
