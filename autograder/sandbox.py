@@ -1193,6 +1193,7 @@ class LearnerProcess(_Sandbox):
         except _Dead:
             pass  # noticed by the next receive
         current, cell_start, cell_oom = None, 0.0, None
+        last_done, last_start = None, 0.0     # the cell that reported back last, and its start
         while True:
             deadline = setup_deadline if current is None else min(
                 setup_deadline, cell_start + lim.cell_timeout)
@@ -1207,6 +1208,14 @@ class LearnerProcess(_Sandbox):
                         runs[current] = CellReport(current, "timeout", f"the cell was stopped: "
                                                    f"{self._deadline_text()}", (), time.monotonic() - cell_start)
                     return runs, ([], [])
+                if current is None and last_done is not None and dead.status != "timeout":
+                    # what the last cell did (ending the template, say) took effect only after the
+                    # cell reported back: that cell ended the process, and is skipped from now on
+                    runs.pop(last_done, None)
+                    self._fatal_cells[last_done] = CellReport(
+                        last_done, dead.status, f"{dead.message}, right after this cell ran (this cell "
+                        "was skipped afterwards)", (), time.monotonic() - last_start)
+                    return runs, None
                 if current is None:
                     if dead.status == "timeout":
                         raise SandboxError("the learner process did not finish its setup")
@@ -1245,7 +1254,7 @@ class LearnerProcess(_Sandbox):
                     status, message = "out-of-memory", oomed
                 defined = tuple(_str_list(msg.get("defined"), 200))
                 runs[index] = CellReport(index, status, message, defined, time.monotonic() - cell_start)
-                current = None
+                current, last_done, last_start = None, index, cell_start
                 # what the cell started dies with it; then the child may run the next cell
                 self._kill_strays()
                 try:
