@@ -690,7 +690,20 @@ def current_hash(path):
 
 
 def _peak_rss_mib():
-    """The grading process's own peak resident memory (learner processes not included)."""
+    """The grading process's own peak resident memory (learner processes not included).
+
+    The kernel's high-water mark of this process's memory (``VmHWM``).  getrusage's maxrss is
+    only the fallback: Linux carries it across exec, so it also holds what the process that
+    started the grader held (a test runner that had loaded PyTorch showed 704 MiB for a run
+    whose own peak was 148 MiB).
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii", errors="replace") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return round(int(line.split()[1]) / 1024, 1)
+    except (OSError, ValueError, IndexError):
+        pass
     import resource
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 

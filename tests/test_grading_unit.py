@@ -431,3 +431,22 @@ def test_the_next_learners_sandbox_starts_ahead_only_behind_bubblewrap():
             assert spare is not None and spare.cells == [] and spare._starting is not None
         finally:
             spare.close()
+
+
+def test_the_graders_peak_memory_is_its_own():
+    """run.json's grader_peak_rss_mib is the grading process's own peak: getrusage's maxrss
+    carries over exec what the starting process held (a test runner with PyTorch loaded made a
+    148 MiB run read 704 MiB)."""
+    import subprocess
+    import sys
+    import numpy as np
+    held = np.ones(300 << 17)      # 300 MiB in this process when it starts the next one
+    held[::512] = 2.0               # touched, so resident
+    code = ("import resource, autograder.grading as g; "
+            "print(g._peak_rss_mib(), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=ROOT).stdout.split()
+    own, inherited = float(out[0]), float(out[1])
+    assert inherited > 300, "this kernel does not carry maxrss over exec: the test shows nothing here"
+    assert own < 250, own
+    del held
