@@ -49,6 +49,29 @@ def test_layer_only_measures_the_layer_and_nothing_else(bench, tmp_path, monkeyp
         bench.main(["--layer-only", "--no-layer"])
 
 
+def test_each_layer_is_timed_after_the_other_librarys_threads_are_quiet(bench, monkeypatch):
+    """NumPy's BLAS keeps a thread spinning for about 0.1 s after a product: timed straight
+    after it, PyTorch shared a core with it. Every run of timed calls starts after a pause."""
+    import numpy as np
+    events = []
+    monkeypatch.setattr(bench, "LAYER_SHAPES", [(1, 1, 4, 4, 1, 3)])
+    monkeypatch.setattr(bench, "LAYER_ROUNDS", 3)
+    monkeypatch.setattr(bench.time, "sleep", lambda s: events.append(("pause", s)))
+    monkeypatch.setattr(bench, "fast_layer", lambda: (
+        "layer", lambda x, w, b, s, p: (events.append(("ours", 0)), (np.zeros((1, 1, 4, 4)), None))[1],
+        lambda dout, cache: None))
+    result = bench.bench_layer()
+    calls = [i for i, (what, _) in enumerate(events) if what == "ours"]
+    assert len(calls) > 3 * 3      # the first call makes dout; then 3 rounds of warm-up + 3 timed
+    starts = [i for i in calls[1:] if events[i - 1][0] != "ours"]
+    assert len(starts) == bench.LAYER_ROUNDS
+    for i in starts:
+        assert events[i - 1] == ("pause", bench.QUIET_S)
+    assert bench.QUIET_S >= 0.15
+    report = "\n".join(bench.report_lines({"layer": result}))
+    assert f"timed after a {bench.QUIET_S:g} s pause" in report
+
+
 def test_the_layer_report_names_the_layer_timed(bench, monkeypatch):
     """The layer's name survives the timing loop (it once came out as 'torch')."""
     import numpy as np
