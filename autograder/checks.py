@@ -591,3 +591,22 @@ def register(assignment, notebook, grade_id, function, points, check, descriptio
 def notebooks_of(assignment):
     """The notebooks of a registered assignment (KeyError when it is not registered)."""
     return ASSIGNMENTS[assignment]
+
+
+class PoolCase(NamedTuple):
+    """A pooling case of the hidden checks: x (N, C, H, W), a pool x pool window, the stride;
+    shared by the assignments that grade a pooling layer."""
+    N: int
+    C: int
+    H: int
+    W: int
+    pool: int
+    stride: int
+    name: str = ""
+
+    @property
+    def out_hw(self):
+        return ((self.H - self.pool) // self.stride + 1, (self.W - self.pool) // self.stride + 1)
+
+    def label(self):
+        return f"case {self.name}: x ({self.N}, {self.C}, {self.H}, {self.W}), pool {self.pool}, stride {self.stride}"

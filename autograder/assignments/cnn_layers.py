@@ -21,7 +21,7 @@ from .. import reference as ref
 from .. import checks
 from ..checks import (NUMERIC_TOL, CaseFailure, _array, _cell, _compare, _inputs_case,
                       _out_usable, _unpack, numerical_gradient_stacked, register, register_arg_names,
-                      register_loop_reference, register_probe)
+                      register_loop_reference, register_probe, PoolCase)
 from ..gradcheck import rel_error
 
 ASSIGNMENT = "cnn_layers"
@@ -373,23 +373,6 @@ def _conv_backward_case(g, c, numeric=False, shapes_only=False):
 
 
 # --------------------------------------------------------------------------- pooling
-
-class PoolCase(NamedTuple):
-    N: int
-    C: int
-    H: int
-    W: int
-    pool: int
-    stride: int
-    name: str = ""
-
-    @property
-    def out_hw(self):
-        return ref.output_size(self.H, self.pool, self.stride), ref.output_size(self.W, self.pool, self.stride)
-
-    def label(self):
-        return f"case {self.name}: x ({self.N}, {self.C}, {self.H}, {self.W}), pool {self.pool}, stride {self.stride}"
-
 
 POOL_CASES = {
     "basic": [PoolCase(2, 1, 4, 4, 2, 2, "basic 1"), PoolCase(2, 1, 6, 6, 2, 2, "basic 2")],

@@ -38,7 +38,7 @@ import numpy as np
 from .. import checks
 from .. import reference as ref
 from ..checks import (CaseFailure, NUMERIC_TOL, TOL, _array, _cell, _compare, _first_hint, _out_usable,
-                      _unpack, register)
+                      PoolCase, _unpack, register)
 from ..gradcheck import rel_error
 
 ASSIGNMENT = "cnn_network"
@@ -351,23 +351,6 @@ def _affine_inputs_cases(g, backward):
 
 
 # --------------------------------------------------------------------------- average pooling
-
-class PoolCase(NamedTuple):
-    N: int
-    C: int
-    H: int
-    W: int
-    pool: int
-    stride: int
-    name: str = ""
-
-    @property
-    def out_hw(self):
-        return ((self.H - self.pool) // self.stride + 1, (self.W - self.pool) // self.stride + 1)
-
-    def label(self):
-        return f"case {self.name}: x ({self.N}, {self.C}, {self.H}, {self.W}), pool {self.pool}, stride {self.stride}"
-
 
 POOL_CASES = {
     "basic": [PoolCase(2, 3, 4, 4, 2, 2, "basic 1"), PoolCase(2, 3, 6, 8, 2, 2, "basic 2")],
