@@ -55,6 +55,10 @@ def _run(cmd, cwd, timeout=600, env=None):
 @pytest.fixture
 def exchange(tmp_path):
     """A course folder (nbgrader_config.py naming a fresh exchange) with cnn_layers released to it."""
+    return _exchange(tmp_path, "cnn_layers")
+
+
+def _exchange(tmp_path, assignment):
     if shutil.which("bwrap") is None:
         pytest.skip("bubblewrap is needed to give each learner the account jovyan")
     course, root = tmp_path / "course", tmp_path / "exchange"
@@ -69,7 +73,7 @@ def exchange(tmp_path):
         "c = get_config()\n"
         "c.merge(make_config(os.path.dirname(os.path.abspath(__file__))))\n"
         f"c.Exchange.root = {str(root)!r}\n")
-    proc = _run([PY, "-m", "nbgrader", "release_assignment", "cnn_layers"], course)
+    proc = _run([PY, "-m", "nbgrader", "release_assignment", assignment], course)
     assert proc.returncode == 0, proc.stderr[-2000:]
     (tmp_path / "passwd").write_text(f"jovyan:x:{os.getuid()}:{os.getgid()}::/home/jovyan:/bin/sh\n")
     return course, root
@@ -78,8 +82,8 @@ def exchange(tmp_path):
 class Learner:
     """One learner's account: a HOME, USER=jovyan, JUPYTERHUB_USER=name, and their nbgrader config."""
 
-    def __init__(self, base, name, root):
-        self.name = name
+    def __init__(self, base, name, root, assignment="cnn_layers"):
+        self.name, self.assignment = name, assignment
         self.home = base / "home" / name
         self.home.mkdir(parents=True)
         self.passwd = base / "passwd"
@@ -104,9 +108,11 @@ class Learner:
         return proc
 
     def hand_in(self, convolution, pooling):
-        folder = self.home / "cnn_layers"
-        (folder / "convolution.ipynb").write_bytes(convolution)
-        (folder / "pooling.ipynb").write_bytes(pooling)
+        self.hand_in_notebooks({"convolution": convolution, "pooling": pooling})
+
+    def hand_in_notebooks(self, notebooks):
+        for name, data in notebooks.items():
+            (self.home / self.assignment / f"{name}.ipynb").write_bytes(data)
 
     def cache(self):
         return self.home / ".local" / "share" / "jupyter" / "nbgrader_cache" / COURSE_ID
@@ -114,14 +120,14 @@ class Learner:
     def submissions(self):
         """{timestamp: (secret, [notebook ids])} of the learner's own copies of their submissions."""
         out = {}
-        for folder in self.cache().glob("*+cnn_layers+*") if self.cache().is_dir() else ():
+        for folder in self.cache().glob(f"*+{self.assignment}+*") if self.cache().is_dir() else ():
             stamp = folder.name.split("+")[2]
             out[stamp] = ((folder / "submission_secret.txt").read_text(),
                           sorted(p.stem for p in folder.glob("*.ipynb")))
         return out
 
     def fetched(self, stamp, notebook):
-        return (self.home / "cnn_layers" / "feedback" / stamp / f"{notebook}.html").read_text()
+        return (self.home / self.assignment / "feedback" / stamp / f"{notebook}.html").read_text()
 
 
 def released(root, secret, notebooks):
@@ -145,12 +151,30 @@ def submit_and_wait(learner, root, watch):
     return stamp
 
 
+def notebook_score(page):
+    """The notebook's score on a page of nbgrader's generate_feedback: 'name (Score: 55.0 / 55.0)'."""
+    return float(re.search(r"\(Score: ([0-9.]+) / [0-9.]+\)", page).group(1))
+
+
 def total_of(page):
     head = page.split("Total: <strong>", 1)[1]
     return float(head.split(" / ", 1)[0])
 
 
 # --------------------------------------------------------------------------- nbgrader's own release path
+
+def _grade_and_release(course, assignment, *collect_args):
+    """The instructor's manual path: nbgrader collect, our grade, nbgrader generate_feedback and
+    release_feedback (no --force)."""
+    proc = _run([PY, "-m", "nbgrader", "collect", assignment, *collect_args], course)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    proc = _run([PY, "-m", "autograder", "--assignment", assignment, "grade", str(course / "submitted"),
+                 "--out", str(course / "grading"), "--no-progress"], REPO)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    for args in (["generate_feedback", assignment], ["release_feedback", assignment]):
+        proc = _run([PY, "-m", "nbgrader", *args], course)
+        assert proc.returncode == 0, f"nbgrader {args[0]}: {proc.stderr[-2000:]}"
+
 
 @pytest.mark.slow
 def test_release_feedback_after_grade(exchange, tmp_path):
@@ -162,14 +186,7 @@ def test_release_feedback_after_grade(exchange, tmp_path):
         learner.run("submit", "cnn_layers")
 
     def grade_and_release(*collect_args):
-        proc = _run([PY, "-m", "nbgrader", "collect", "cnn_layers", *collect_args], course)
-        assert proc.returncode == 0, proc.stderr[-2000:]
-        proc = _run([PY, "-m", "autograder", "grade", str(course / "submitted"), "--out", str(course / "grading"),
-                     "--no-progress"], REPO)
-        assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
-        for args in (["generate_feedback", "cnn_layers"], ["release_feedback", "cnn_layers"]):   # no --force
-            proc = _run([PY, "-m", "nbgrader", *args], course)
-            assert proc.returncode == 0, f"nbgrader {args[0]}: {proc.stderr[-2000:]}"
+        _grade_and_release(course, "cnn_layers", *collect_args)
 
     grade_and_release()
     for name in ("amy", "bo"):
@@ -191,6 +208,32 @@ def test_release_feedback_after_grade(exchange, tmp_path):
     assert "Hidden checks: ERROR" not in amy.fetched(second, "convolution")
     assert "Hidden checks: passed" in amy.fetched(second, "convolution")
     assert "Hidden checks: ERROR" in amy.fetched(first, "convolution")      # the first one's is kept
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("assignment, full", [("cnn_network", 55.0), ("conv_variants", 110.0)])
+def test_the_later_assignments_go_through_nbgraders_exchange(tmp_path, assignment, full):
+    """cnn_network and conv_variants travel nbgrader's exchange as cnn_layers does: released,
+    fetched and submitted by learners with homes of their own, collected, graded, and returned
+    with nbgrader's commands. The solutions get full marks and the untouched release none, and
+    each learner fetches feedback for their own notebooks only."""
+    course, root = _exchange(tmp_path, assignment)
+    notebooks = sorted(p.stem for p in (REPO / "solutions" / assignment).glob("*.ipynb"))
+    amy, bo = Learner(tmp_path, "amy", root, assignment), Learner(tmp_path, "bo", root, assignment)
+    for learner, folder in ((amy, "solutions"), (bo, "exercises")):
+        learner.run("fetch_assignment", assignment)
+        assert sorted(p.stem for p in (learner.home / assignment).glob("*.ipynb")) == notebooks
+        learner.hand_in_notebooks({nb: (REPO / folder / assignment / f"{nb}.ipynb").read_bytes()
+                                   for nb in notebooks})
+        learner.run("submit", assignment)
+    _grade_and_release(course, assignment)
+    for learner, expected in ((amy, full), (bo, 0.0)):
+        learner.run("fetch_feedback", assignment)
+        (stamp,) = learner.submissions()
+        pages = {nb: learner.fetched(stamp, nb) for nb in notebooks}
+        assert sum(notebook_score(page) for page in pages.values()) == expected, learner.name
+        for page in pages.values():
+            assert ("Hidden checks: ERROR" in page) == (learner is bo)
 
 
 # --------------------------------------------------------------------------- the watcher
