@@ -29,9 +29,9 @@ def connect(address, jobs):
     """A distributed.Client for ADDRESS, or for a new local cluster of ``jobs`` workers when 'local'."""
     try:
         from distributed import Client, LocalCluster
-    except ImportError:
-        raise ClusterError("--dask needs the 'distributed' package (pinned in requirements.txt): "
-                           "pip install -r requirements.txt") from None
+    except ImportError as exc:
+        raise ClusterError(f"--dask needs the 'distributed' package (pinned in requirements.txt), which "
+                           f"did not import ({exc}): pip install -r requirements.txt") from None
     try:
         if address == "local":
             # one single-threaded worker process per job: grading is CPU-bound and each task
@@ -39,11 +39,35 @@ def connect(address, jobs):
             cluster = LocalCluster(n_workers=jobs, threads_per_worker=1, processes=True,
                                    dashboard_address=None)
             return Client(cluster)
+        _refused_at_once(address)
         return Client(address, timeout="30s")
     except (OSError, TimeoutError) as exc:
         raise ClusterError(f"cannot reach the Dask scheduler at {address}: {exc}. Start one with "
                            "'dask scheduler' and workers with 'dask worker ADDRESS', or use --dask local") \
             from None
+
+
+def _refused_at_once(address):
+    """Raise OSError when a tcp:// scheduler address refuses the connection or names no host, so that
+    a mistyped port is reported at once instead of after the client's 30 s of retries; a scheduler
+    that is slow to answer (still starting, behind a firewall) is left to the client's timeout."""
+    import socket
+    from urllib.parse import urlsplit
+    if not address.startswith("tcp://"):
+        return
+    try:
+        parts = urlsplit(address)
+        host, port = parts.hostname, parts.port
+    except ValueError as exc:
+        raise OSError(f"not a scheduler address ({exc})") from None
+    if not host or port is None:
+        raise OSError("the address needs a host and a port, as in tcp://10.0.0.5:8786")
+    try:
+        socket.create_connection((host, port), timeout=5).close()
+    except (ConnectionRefusedError, socket.gaierror) as exc:
+        raise OSError(f"{exc.strerror or exc}") from None
+    except OSError:      # no answer yet: the client waits
+        pass
 
 
 def close(client):

@@ -162,8 +162,13 @@ def test_dask_local_cluster(tmp_path):
 
 
 def test_unreachable_scheduler_is_a_clear_error(tmp_path):
+    """A port where nothing listens is reported at once (not after the client's 30 s of retries),
+    and so is a host that does not resolve; nothing is graded."""
     B.write_class([B.Student("x", kind="empty")], tmp_path / "submitted")
-    proc = run_grade(tmp_path / "submitted", tmp_path / "out", "--dask", f"tcp://127.0.0.1:{free_port()}")
-    assert proc.returncode == 2
-    assert "cannot reach the Dask scheduler" in proc.stderr
-    assert not (tmp_path / "out" / "results").exists()
+    for address in (f"tcp://127.0.0.1:{free_port()}", "tcp://no-such-host.invalid:8786", "tcp://127.0.0.1"):
+        started = time.monotonic()
+        proc = run_grade(tmp_path / "submitted", tmp_path / "out", "--dask", address)
+        assert proc.returncode == 2, address
+        assert f"cannot reach the Dask scheduler at {address}" in proc.stderr
+        assert time.monotonic() - started < 25, f"{address}: the error took the client's whole timeout"
+        assert not (tmp_path / "out" / "results").exists()
