@@ -185,10 +185,7 @@ def test_release_feedback_after_grade(exchange, tmp_path):
         learner.hand_in(*WORK[score])
         learner.run("submit", "cnn_layers")
 
-    def grade_and_release(*collect_args):
-        _grade_and_release(course, "cnn_layers", *collect_args)
-
-    grade_and_release()
+    _grade_and_release(course, "cnn_layers")
     for name in ("amy", "bo"):
         for side in ("timestamp.txt", "submission_secret.txt"):
             carried = course / "autograded" / name / "cnn_layers" / side
@@ -202,7 +199,7 @@ def test_release_feedback_after_grade(exchange, tmp_path):
     amy.hand_in(*WORK[47.0])
     time.sleep(1.1)
     amy.run("submit", "cnn_layers")
-    grade_and_release("--update")
+    _grade_and_release(course, "cnn_layers", "--update")
     amy.run("fetch_feedback", "cnn_layers")
     (second,) = set(amy.submissions()) - {first}
     assert "Hidden checks: ERROR" not in amy.fetched(second, "convolution")
