@@ -491,6 +491,22 @@ RAW_TEX = r"""
 }
 """
 
+# Display equations that MathJax broke into lines for a column narrower than theirs. To
+# find the width it may fill, MathJax puts a test box of width 100% into the equation's
+# parent; when that parent is a row of flex items (the theme's, with the equation number
+# and the TeX source still unrendered), the box is squeezed, and at 1024 and 1280 px the
+# book's equations were broken for a column of 180-350 px instead of 630.
+NARROW_LINEBREAKS = r"""
+() => Array.from(MathJax.startup.document.math).filter(m => m.display && m.typesetRoot
+    && m.metrics).map(m => {
+  const box = m.typesetRoot.closest('div.math') || m.typesetRoot.parentElement;
+  const eqno = box.querySelector('span.eqno');
+  return {id: box.id || '', label: eqno ? eqno.textContent.replace('#', '').trim() : '',
+          measured: Math.round(m.metrics.containerWidth), column: box.clientWidth,
+          source: m.math.trim().replace(/\s+/g, ' ').slice(0, 60)};
+}).filter(r => r.column > 0 && r.measured < 0.8 * r.column)
+"""
+
 # Code and output blocks wider than the column: they scroll sideways, so a reader sees
 # the start of their long lines only.
 WIDE_CODE = r"""
@@ -616,7 +632,8 @@ def settle(page):
 
 def width_failures(page, width):
     """What does not read at this window width: display equations wider than their box
-    (every width), inline formulas clipped or scrolled (every width), code and output
+    or broken into lines for a narrower column than theirs (every width), inline formulas
+    clipped or scrolled (every width), code and output
     blocks wider than the column (1280 px), and at the phone width a page that scrolls
     sideways."""
     failures = []
@@ -627,6 +644,14 @@ def width_failures(page, width):
             "them into aligned lines, shorten names, or move conditions into the text):")
         failures += [f"  {r['label'] or r['id'] or '(unnumbered)'}: {r['width']} px"
                      f" > {r['available']} px  {r['source']}" for r in bad]
+    narrow = page.evaluate(NARROW_LINEBREAKS)
+    if narrow:
+        failures.append(
+            f"at {width} px, {len(narrow)} display equations were broken into lines for a "
+            "column narrower than theirs (MathJax measured its test box in a squeezed "
+            "flex row; see book.css):")
+        failures += [f"  {r['label'] or r['id'] or '(unnumbered)'}: {r['measured']} px"
+                     f" of {r['column']} px  {r['source']}" for r in narrow]
     clipped = page.evaluate(INLINE_CLIPPED)
     if clipped:
         failures.append(f"at {width} px, {len(clipped)} inline formulas do not show whole:")
@@ -832,6 +857,14 @@ alt="../_images/093292b0c6ab32a6cc4e38bc32079ba0e44d647030bcca40a6f085ebebf9d9fd
 <figure><img src="_static/plot.png" alt="Three tables of numbers: the input, the filter and
 the output."><figcaption><p><span class="caption-number">Fig. 1.1 </span>A window.</p>
 </figcaption></figure>"""),
+    # the theme's layout of a display equation: a flex row with its number, in which
+    # MathJax's test box is squeezed, beside the book's block layout
+    "squeezed": (684, f"""
+<div class="math" id="equation-squeezed" style="display: flex; flex-direction: row-reverse;
+gap: 0.5em"><span class="eqno">(1.1)</span>\\[ {LONG_SUM} \\]</div>
+<div class="math" id="equation-block" style="display: block; position: relative;
+padding-right: 3.5em"><span class="eqno" style="position: absolute; right: 0">(1.2)</span>
+\\[ {LONG_SUM} \\]</div>"""),
     "wide-code": (684, '<section id="cell"><div class="cell_input"><pre>'
                   + "x = " + " + ".join(f"a{i}" for i in range(45)) + "</pre></div></section>"),
 }
@@ -892,8 +925,9 @@ def planted(site):
 def test_reading_checks_catch_planted_defects(planted, browser_context):
     """Each check of the book's pages reports its defect on a planted page, and passes
     what is fine on the same page: a display equation too wide for a phone, an inline
-    formula clipped by its box, raw TeX, a JavaScript error, a code block wider than the
-    column at 1280 px, and a figure without a number whose alt text is its file path."""
+    formula clipped by its box, raw TeX, a JavaScript error, a display equation broken
+    for a column narrower than its own, a code block wider than the column at 1280 px,
+    and a figure without a number whose alt text is its file path."""
     page, facts, problems = visit(browser_context, planted + "equations.html", planted,
                                   width=PHONE_WIDTH)
     try:
@@ -930,6 +964,16 @@ def test_reading_checks_catch_planted_defects(planted, browser_context):
         page.close()
     assert len(wide) == 1 and wide[0].startswith("#cell"), wide
     assert any("code or output blocks are wider" in f for f in failures), failures
+
+    page, facts, problems = visit(browser_context, planted + "squeezed.html", planted,
+                                  width=max(DESKTOP_WIDTHS))
+    try:
+        narrow = page.evaluate(NARROW_LINEBREAKS)
+        failures = width_failures(page, max(DESKTOP_WIDTHS))
+    finally:
+        page.close()
+    assert [r["id"] for r in narrow] == ["equation-squeezed"], narrow
+    assert any("broken into lines for a column narrower" in f for f in failures), failures
 
     page, facts, problems = visit(browser_context, planted + "figure.html", planted)
     page.close()
