@@ -1,10 +1,12 @@
 """Helpers shared by the pages of the book: rotating filters, drawing arrays as tables of
 numbers, animations that work offline, the numerical gradient check, the output-size rule,
-and `load_layers`, which hands a page the graded layers.
+`load_layers`, which hands a page the graded layers, and `batch_threads`, which runs a
+layer on every core.
 
 This module needs only NumPy and matplotlib (and IPython, which every Jupyter kernel has,
-for showing an animation), so a reader who downloads a page as a notebook can download
-this file next to it and run the page. It holds no layer of the exercises: the graded
+for showing an animation; threadpoolctl, where it is installed, for `batch_threads`), so a
+reader who downloads a page as a notebook can download this file next to it and run the
+page. It holds no layer of the exercises: the graded
 functions (zero_pad, conv_forward, conv_backward, maxpool_forward, maxpool_backward of
 cnn_layers; relu_forward, relu_backward, affine_forward, affine_backward, avgpool_forward,
 avgpool_backward, softmax_loss of cnn_network) are yours to write. Put them in a file
@@ -12,8 +14,11 @@ my_layers.py next to the page, and `load_layers` gives
 the page your functions.
 """
 import importlib
+import os
 import re
 import sys
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 
 import numpy as np
 import matplotlib.pyplot as plt
@@ -21,7 +26,7 @@ from matplotlib.patches import Rectangle
 
 __all__ = ["rot180", "dilate", "show_grid", "outline_windows", "animation_html",
            "FONT", "SMALL", "numerical_gradient", "rel_error", "output_size", "load_layers",
-           "layers_used", "YOURS", "REFERENCE"]
+           "layers_used", "YOURS", "REFERENCE", "batch_threads"]
 
 # Text sizes for figures drawn at about 8 inches wide and shown in a ~700 px column:
 # numbers in cells and titles stay readable at page scale.
@@ -324,3 +329,64 @@ def layers_used():
     """Where the last `load_layers` call took the layers from: "yours, from my_layers.py"
     or "the course's reference layers" (None before any call)."""
     return _used
+
+
+# ---------------------------------------------------------------------- on every core
+
+def batch_threads(forward, backward, workers=None):
+    """The layer (forward, backward) on every core, the batch in shares.
+
+    Image n of a batch meets no other image: out[n] and dx[n] come from
+    image n alone, and dw and db are sums over the images, so the shares'
+    dw and db add up to the batch's. Each share runs in a thread of its
+    own, `workers` of them (default: one per core this process may use).
+    NumPy lets go of Python's lock inside its copies and matrix products,
+    so the threads run at the same time; a layer of Python loops holds the
+    lock and gains nothing. While the shares run, NumPy's BLAS gets one
+    thread: the shares are the parallelism. (threadpoolctl sets that
+    limit; without threadpoolctl, BLAS is left as it is.)
+
+    Returns (forward, backward) with the signatures of the layer it wraps;
+    the cache holds x's shape, the shares and the wrapped layer's caches.
+    Both functions carry the number of threads as `.workers`.
+    """
+    try:
+        from threadpoolctl import ThreadpoolController
+        blas = ThreadpoolController().select(user_api="blas")
+    except ImportError:
+        blas = None
+    if workers is None and hasattr(os, "sched_getaffinity"):
+        workers = len(os.sched_getaffinity(0))   # the cores it may use
+    workers = workers or os.cpu_count() or 1
+    pool = ThreadPoolExecutor(workers)
+
+    def on_threads(job, shares):
+        with blas.limit(limits=1) if blas else nullcontext():
+            return list(pool.map(job, shares))
+
+    def threaded_forward(x, w, b, stride=1, pad=0):
+        N, _, H, W = x.shape
+        F, _, HH, WW = w.shape
+        Ho = output_size(H, HH, stride, pad)
+        Wo = output_size(W, WW, stride, pad)
+        out = np.empty((N, F, Ho, Wo))
+        cuts = np.linspace(0, N, min(workers, N) + 1).round().astype(int)
+
+        def share(n):                      # n: a slice of the batch
+            out[n], cache = forward(x[n], w, b, stride=stride, pad=pad)
+            return n, cache
+        shares = on_threads(share, map(slice, cuts[:-1], cuts[1:]))
+        return out, (x.shape, shares)
+
+    def threaded_backward(dout, cache):
+        x_shape, shares = cache
+        dx = np.empty(x_shape)
+
+        def share(n_cache):
+            n, cache = n_cache
+            dx[n], dw, db = backward(dout[n], cache)
+            return dw, db
+        grads = on_threads(share, shares)
+        return dx, sum(g[0] for g in grads), sum(g[1] for g in grads)
+    threaded_forward.workers = threaded_backward.workers = workers
+    return threaded_forward, threaded_backward

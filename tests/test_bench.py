@@ -2,6 +2,7 @@
 import importlib.util
 import json
 import os
+import time
 
 import pytest
 
@@ -27,9 +28,9 @@ def test_fixed_cost_comes_from_the_fastest_one_notebook_run(bench):
 
 
 LAYER = {"layer": "reference", "torch": "2.x", "threads": 2, "matmul_gflops": 100.0,
-         "load_before": [0.5, 0.4, 0.3], "load_after": [0.6, 0.4, 0.3],
+         "layer_threads": 2, "load_before": [0.5, 0.4, 0.3], "load_after": [0.6, 0.4, 0.3],
          "shapes": [{"shape": [32, 3, 32, 32, 16, 3], "ours_s": 0.0045, "ours_gflops": 6.0,
-                     "torch_s": 0.003, "ratio": 1.5}]}
+                     "threads_s": 0.0036, "torch_s": 0.003, "ratio": 1.5, "threads_ratio": 1.2}]}
 
 
 def test_layer_only_measures_the_layer_and_nothing_else(bench, tmp_path, monkeypatch):
@@ -43,7 +44,8 @@ def test_layer_only_measures_the_layer_and_nothing_else(bench, tmp_path, monkeyp
     assert bench.main(["--layer-only", "--report", str(tmp_path)]) == 0
     report = (tmp_path / "bench.md").read_text(encoding="utf-8")
     assert "Grading benchmark" not in report
-    assert "| (32, 3, 32, 32, 16, 3) | 4.5 | 6.0 | 3.0 | 1.50 |" in report
+    assert "| (32, 3, 32, 32, 16, 3) | 4.5 | 6.0 | 3.6 | 3.0 | 1.50 | 1.20 |" in report
+    assert "the batch cut in 2 shares" in report
     assert "Load average (1, 5, 15 min) before: 0.50, 0.40, 0.30; after: 0.60, 0.40, 0.30" in report
     with pytest.raises(SystemExit):
         bench.main(["--layer-only", "--no-layer"])
@@ -58,18 +60,26 @@ def test_each_layer_is_timed_after_the_other_librarys_threads_are_quiet(bench, m
     monkeypatch.setattr(bench, "LAYER_ROUNDS", 3)
     monkeypatch.setattr(bench.time, "sleep", lambda s: events.append(("pause", s)))
     monkeypatch.setattr(bench, "fast_layer", lambda: (
-        "layer", lambda x, w, b, s, p: (events.append(("ours", 0)), (np.zeros((1, 1, 4, 4)), None))[1],
-        lambda dout, cache: None))
+        "layer", lambda x, w, b, stride=1, pad=0: (events.append(("ours", time.perf_counter())),
+                                                   (np.zeros((1, 1, 4, 4)), None))[1],
+        lambda dout, cache: (np.zeros((1, 1, 4, 4)), 0.0, 0.0)))
     result = bench.bench_layer()
     calls = [i for i, (what, _) in enumerate(events) if what == "ours"]
     assert len(calls) > 3 * 3      # the first call makes dout; then 3 rounds of warm-up + 3 timed
     starts = [i for i in calls[1:] if events[i - 1][0] != "ours"]
-    assert len(starts) == bench.LAYER_ROUNDS
+    # in each round the layer on one thread, then on threads (one image: one share)
+    assert len(starts) == 2 * bench.LAYER_ROUNDS
     for i in starts:
         assert events[i - 1] == ("pause", bench.QUIET_S)
     assert bench.QUIET_S >= 0.15
+    # after the pause, warm-up calls for WARM_S, then the timed ones: every run lasts it
+    ends = [i for i in calls if i + 1 == len(events) or events[i + 1][0] != "ours"]
+    for start, end in zip(starts, ends[1:]):
+        assert events[end][1] - events[start][1] >= bench.WARM_S
+    assert bench.WARM_S >= 0.05
     report = "\n".join(bench.report_lines({"layer": result}))
     assert f"timed after a {bench.QUIET_S:g} s pause" in report
+    assert f"after {bench.WARM_S:g} s of warm-up calls" in report
 
 
 def test_the_layer_report_names_the_layer_timed(bench, monkeypatch):
@@ -78,11 +88,12 @@ def test_the_layer_report_names_the_layer_timed(bench, monkeypatch):
     monkeypatch.setattr(bench, "LAYER_SHAPES", [(1, 1, 4, 4, 1, 3)])
     monkeypatch.setattr(bench, "LAYER_ROUNDS", 1)
     monkeypatch.setattr(bench, "fast_layer", lambda: (
-        "the layer under test", lambda x, w, b, s, p: (np.zeros((1, 1, 4, 4)), None),
-        lambda dout, cache: None))
+        "the layer under test", lambda x, w, b, stride=1, pad=0: (np.zeros((1, 1, 4, 4)), None),
+        lambda dout, cache: (np.zeros((1, 1, 4, 4)), 0.0, 0.0)))
     result = bench.bench_layer()
     assert result["layer"] == "the layer under test"
     assert len(result["shapes"]) == 1 and result["shapes"][0]["ours_s"] > 0
+    assert result["shapes"][0]["threads_s"] > 0
 
 
 def test_full_marks_check_fails_when_a_correct_student_lost_a_point(bench, tmp_path):

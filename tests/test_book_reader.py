@@ -192,7 +192,7 @@ def test_the_notation_checks_run_on_a_learners_layers(tmp_path):
 # chapter 8 needs, and says so; it runs on a my_layers.py with loop layers only, and on one
 # with vectorised layers and the loop versions beside them.
 CH9 = BOOK / "09_fast.md"
-CH9_NEEDS = {"torch", "threadpoolctl", "tracemalloc", "re"}
+CH9_NEEDS = {"torch", "threadpoolctl", "tracemalloc", "re", "inspect"}
 
 
 def _conv_layers(style, loops_too=False):
@@ -236,6 +236,7 @@ def test_chapter_9_runs_on_a_learners_loop_layers(tmp_path):
     assert "loop versions: none" in said
     assert "no loop versions, so there is no speed-up to show" in said
     assert "so each shape uses one image and one run of each layer" in said
+    assert "there is one share only" in said        # nothing to split on one image
     assert "The forward pass of your layer allocated" in said
     assert seconds < 600, f"chapter 9 took {seconds:.0f} s on loop layers"
 
@@ -252,6 +253,8 @@ def test_chapter_9_runs_on_a_learners_vectorised_layers(tmp_path):
     assert "On this build the forward speed-up was" in said
     assert "times PyTorch's time in float64" in said
     assert "so each shape uses one image" not in said
+    assert "the threads made the layer between" in said
+    assert "the threaded layer took between" in said
 
 
 # ----------------------------------------------------------------------------- downloads

@@ -16,7 +16,9 @@ import pytest  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 CONVBOOK = ROOT / "book" / "convbook.py"
 # What a reader's Jupyter environment has; IPython only for showing an animation.
-ALLOWED_TOP_LEVEL = {"numpy", "matplotlib", "sklearn", "re", "IPython", "importlib", "sys", "html"}
+ALLOWED_TOP_LEVEL = {"numpy", "matplotlib", "sklearn", "re", "IPython", "importlib", "sys", "html",
+                     "os", "concurrent", "contextlib",
+                     "threadpoolctl"}   # comes with scikit-learn; batch_threads does without it
 # The modules load_layers looks up by name: the reader's file, then the course's layers.
 LOOKED_UP = ["my_layers", "autograder.reference"]
 
@@ -294,3 +296,71 @@ def test_animation_records_its_text_size_without_running_again(convbook):
     recorded, html = run(lambda anim: convbook.animation_html(anim, alt="three frames").data)
     assert recorded == plain
     assert f'data-font-px="{9 * 100 / 72:.3f}"' in html and 'alt="three frames"' in html
+
+
+# ----------------------------------------------------------------------------- batch_threads
+# Chapter 9 runs a layer with the batch cut in shares on threads; `make bench` times the
+# course's layer that way. The wrapped layer must give the layer's own numbers.
+
+def _blas_threads():
+    from threadpoolctl import threadpool_info
+    return [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+
+
+@pytest.mark.parametrize("N, workers, stride, pad", [
+    (1, 2, 1, 1), (2, 2, 1, 0), (5, 2, 2, 1), (7, 3, 1, 2), (3, 8, 2, 0)])
+def test_batch_threads_gives_the_layers_own_numbers(convbook, N, workers, stride, pad):
+    """Every share's out and dx are its own images' rows, dw and db the sum of the shares';
+    more threads than images leaves some idle."""
+    from autograder import reference as R
+    rng = np.random.default_rng(N)
+    x, w, b = rng.normal(size=(N, 3, 7, 6)), rng.normal(size=(4, 3, 3, 2)), rng.normal(size=4)
+    forward, backward = convbook.batch_threads(R.conv_forward, R.conv_backward, workers)
+    out, cache = forward(x, w, b, stride=stride, pad=pad)
+    expected, ref_cache = R.conv_forward(x, w, b, stride=stride, pad=pad)
+    np.testing.assert_allclose(out, expected, rtol=1e-12, atol=1e-12)
+    assert len(cache[1]) == min(N, workers)
+    dout = rng.normal(size=out.shape)
+    for got, want in zip(backward(dout, cache), R.conv_backward(dout, ref_cache)):
+        assert got.shape == want.shape
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+
+
+def test_batch_threads_runs_the_shares_at_once_with_one_blas_thread(convbook):
+    """The two shares meet at a barrier inside the layer, which only works if they run at
+    the same time; BLAS has one thread while they run and gets its own count back after."""
+    import threading
+    from autograder import reference as R
+    before = _blas_threads()
+    meet = threading.Barrier(2, timeout=10)
+    seen = []
+
+    def forward(x, w, b, stride=1, pad=0):
+        seen.append(_blas_threads())
+        meet.wait()
+        return R.conv_forward(x, w, b, stride=stride, pad=pad)
+
+    threaded_forward, _ = convbook.batch_threads(forward, R.conv_backward, workers=2)
+    rng = np.random.default_rng(0)
+    threaded_forward(rng.normal(size=(4, 2, 5, 5)), rng.normal(size=(3, 2, 3, 3)), np.zeros(3))
+    assert seen == [[1] * len(before)] * 2
+    assert _blas_threads() == before
+
+
+def test_batch_threads_passes_a_shares_error_on(convbook):
+    """A layer that fails on one share fails the call, with its own error, and BLAS gets
+    its thread count back."""
+    from autograder import reference as R
+    before = _blas_threads()
+
+    def forward(x, w, b, stride=1, pad=0):
+        if x[0, 0, 0, 0] > 100:
+            raise ValueError("this share's images are too bright")
+        return R.conv_forward(x, w, b, stride=stride, pad=pad)
+
+    threaded_forward, _ = convbook.batch_threads(forward, R.conv_backward, workers=2)
+    x = np.zeros((4, 1, 4, 4))
+    x[2, 0, 0, 0] = 1000                 # the first image of the second share
+    with pytest.raises(ValueError, match="too bright"):
+        threaded_forward(x, np.ones((1, 1, 2, 2)), np.zeros(1))
+    assert _blas_threads() == before
