@@ -367,9 +367,8 @@ def batch_threads(forward, backward, workers=None):
     def threaded_forward(x, w, b, stride=1, pad=0):
         N, _, H, W = x.shape
         F, _, HH, WW = w.shape
-        Ho = output_size(H, HH, stride, pad)
-        Wo = output_size(W, WW, stride, pad)
-        out = np.empty((N, F, Ho, Wo))
+        out = np.empty((N, F, output_size(H, HH, stride, pad),
+                        output_size(W, WW, stride, pad)))
         cuts = np.linspace(0, N, min(workers, N) + 1).round().astype(int)
 
         def share(n):                      # n: a slice of the batch
