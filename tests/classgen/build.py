@@ -447,13 +447,17 @@ class AssignmentClass:
     notebook_of maps each graded function to its notebook; correct[function][style] and
     mistakes[name] = (function, source) are learner code; expected_fails[name] is the set of
     grade_ids the mistake loses; there is one correct learner per style of ``styles``, and a
-    mistake learner has the ``base_style`` solution elsewhere.
+    mistake learner has the ``base_style`` solution elsewhere. draw_dependent[name] is the set
+    of grade_ids whose verdict for that mistake depends on the course's draw (the course key
+    decides it, and a regrade keeps it): the manifest lists them, and a score of 0 or the
+    cell's points is right for them (see ``allowed_scores``).
     """
 
     def __init__(self, assignment, notebooks, notebook_of, correct, mistakes, expected_fails, styles,
-                 base_style):
+                 base_style, draw_dependent=None):
         self.assignment, self.notebook_names, self.notebook_of = assignment, tuple(notebooks), dict(notebook_of)
         self.correct, self.mistakes, self.expected_fails = correct, mistakes, expected_fails
+        self.draw_dependent = dict(draw_dependent or {})
         self.base_style = base_style
         self.release_dir = REPO / "exercises" / assignment
         self.styles = tuple(styles)
@@ -506,4 +510,15 @@ class AssignmentClass:
                         for nb, cells in table.items()}
             manifest[sid] = {"kind": kind, "expected": expected,
                              "total": sum(sum(c.values()) for c in expected.values())}
+            either = self.draw_dependent.get(sid.removeprefix("mistake_"), set()) if kind == "mistake" else set()
+            if either:
+                manifest[sid]["draw_dependent"] = {nb: {gid: [0.0, pts] for gid, pts in cells.items()
+                                                        if gid in either}
+                                                   for nb, cells in table.items()}
         return manifest
+
+
+def allowed_scores(m, nb, gid):
+    """The scores a manifest entry m accepts for cell gid of notebook nb: the expected one, or
+    either outcome of a cell whose verdict depends on the course's draw."""
+    return set(m.get("draw_dependent", {}).get(nb, {}).get(gid, ())) | {m["expected"][nb][gid]}

@@ -386,7 +386,7 @@ EXPECTED_FAILS = {
     # (0.90 or more on each of 40 draws)
     "affine_db_not_summed": _cells("affine_backward", "db") | _cells("cnn_loss", "grads", "numeric"),
     # dw is judged in affine_backward_dw and _nd; W2's gradient is N times too small: the network
-    # barely learns in 100 steps (accuracy 0.40 to 0.52)
+    # barely learns in 100 steps (accuracy 0.53 on average; see DRAW_DEPENDENT)
     "affine_dw_averaged": _cells("affine_backward", "dw", "nd") | _cells("cnn_loss", "grads", "numeric", "training"),
     # only the overlap cases have stride < pool
     "avgpool_backward_overwrites": _cells("avgpool_backward", "overlap"),
@@ -408,8 +408,8 @@ EXPECTED_FAILS = {
     # k = 5 case raises in scores, loss and grads (and the k = 1 case in scores)
     "cnn_pad_one": _cells("cnn_loss", "scores", "loss", "grads"),
     "cnn_no_padding": _CNN_ALL,
-    # a network without ReLU computes other scores, loss and gradients, and still trains (0.81 or more on
-    # each of 200 draws, the cell asks for 0.75)
+    # a network without ReLU computes other scores, loss and gradients, and still trains on most
+    # draws (0.83 on average, the cell asks for 0.75; see DRAW_DEPENDENT)
     "cnn_relu_missing": _cells("cnn_loss", "scores", "loss", "grads", "numeric"),
     "cnn_grads_keys": _cells("cnn_loss", "grads_keys", "grads", "numeric", "training"),
     "cnn_relu_backward_skipped": _cells("cnn_loss", "grads", "numeric"),
@@ -427,5 +427,19 @@ for _fn, _styles in CORRECT.items():
 
 # ---------------------------------------------------------------------------- the class
 
-CLASS = B.AssignmentClass(ASSIGNMENT, NOTEBOOKS, NOTEBOOK_OF, CORRECT, MISTAKES, EXPECTED_FAILS, STYLES, "plain")
+# Mistakes whose training verdict depends on the draw of the split, the batches and the
+# renaming of the classes (the course key decides it; a regrade keeps it). Measured over 300
+# draws of the training check: a network without ReLU reached 0.61 to 0.94 (mean 0.83), below
+# the cell's 0.75 on 15 draws, so it keeps the cell on most draws but not all; with W2's
+# gradient N times too small the network reached 0.21 to 0.81 (mean 0.53), at 0.75 or more on
+# 3 draws. Every other mistake of the class stays on one side on every draw (the smallest
+# accuracy of those that keep the cell was 0.853).
+DRAW_DEPENDENT = {
+    "cnn_relu_missing": _cells("cnn_loss", "training"),
+    "affine_dw_averaged": _cells("cnn_loss", "training"),
+}
+assert set(DRAW_DEPENDENT) <= set(MISTAKES)
+
+CLASS = B.AssignmentClass(ASSIGNMENT, NOTEBOOKS, NOTEBOOK_OF, CORRECT, MISTAKES, EXPECTED_FAILS, STYLES, "plain",
+                          DRAW_DEPENDENT)
 points, notebooks, students, write_class = CLASS.points, CLASS.notebooks, CLASS.students, CLASS.write_class
