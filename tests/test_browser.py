@@ -922,6 +922,16 @@ def planted(site):
         shutil.rmtree(folder, ignore_errors=True)
 
 
+def desktop_check(browser_context, planted, name, check):
+    """What one check finds on a planted page at the widest desktop width, and every failure
+    width_failures reports there."""
+    page, _, _ = visit(browser_context, planted + name, planted, width=max(DESKTOP_WIDTHS))
+    try:
+        return page.evaluate(check), width_failures(page, max(DESKTOP_WIDTHS))
+    finally:
+        page.close()
+
+
 def test_reading_checks_catch_planted_defects(planted, browser_context):
     """Each check of the book's pages reports its defect on a planted page, and passes
     what is fine on the same page: a display equation too wide for a phone, an inline
@@ -955,23 +965,11 @@ def test_reading_checks_catch_planted_defects(planted, browser_context):
     assert [p for p in real_problems(problems)
             if "Identifier 'THEBE_JS_URL' has already been declared" in p], problems
 
-    page, facts, problems = visit(browser_context, planted + "wide-code.html", planted,
-                                  width=max(DESKTOP_WIDTHS))
-    try:
-        wide = page.evaluate(WIDE_CODE)
-        failures = width_failures(page, max(DESKTOP_WIDTHS))
-    finally:
-        page.close()
+    wide, failures = desktop_check(browser_context, planted, "wide-code.html", WIDE_CODE)
     assert len(wide) == 1 and wide[0].startswith("#cell"), wide
     assert any("code or output blocks are wider" in f for f in failures), failures
 
-    page, facts, problems = visit(browser_context, planted + "squeezed.html", planted,
-                                  width=max(DESKTOP_WIDTHS))
-    try:
-        narrow = page.evaluate(NARROW_LINEBREAKS)
-        failures = width_failures(page, max(DESKTOP_WIDTHS))
-    finally:
-        page.close()
+    narrow, failures = desktop_check(browser_context, planted, "squeezed.html", NARROW_LINEBREAKS)
     assert [r["id"] for r in narrow] == ["equation-squeezed"], narrow
     assert any("broken into lines for a column narrower" in f for f in failures), failures
 
