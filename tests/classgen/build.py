@@ -487,13 +487,15 @@ class AssignmentClass:
         return out
 
     def students(self):
-        """[(student_id, kind, {function: source}, failing grade_ids)]: each style, each mistake."""
+        """[(student_id, kind, {function: source}, failing grade_ids, draw-dependent grade_ids)]:
+        each style, each mistake."""
         functions = tuple(self.notebook_of)
-        out = [(f"correct_{style}", "correct", {fn: self.correct[fn][style] for fn in functions}, set())
+        out = [(f"correct_{style}", "correct", {fn: self.correct[fn][style] for fn in functions}, set(), set())
                for style in self.styles]
         base = {fn: self.correct[fn][self.base_style] for fn in functions}
         for name, (fn, src) in self.mistakes.items():
-            out.append((f"mistake_{name}", "mistake", {**base, fn: src}, self.expected_fails[name]))
+            out.append((f"mistake_{name}", "mistake", {**base, fn: src}, self.expected_fails[name],
+                        self.draw_dependent.get(name, set())))
         return out
 
     def write_class(self, submitted) -> dict:
@@ -501,7 +503,7 @@ class AssignmentClass:
         manifest (student -> kind, expected score per notebook and grade_id, total)."""
         table = self.points()
         manifest = {}
-        for sid, kind, sources, fails in self.students():
+        for sid, kind, sources, fails, either in self.students():
             folder = Path(submitted) / sid / self.assignment
             folder.mkdir(parents=True, exist_ok=True)
             for nb, data in self.notebooks(sources).items():
@@ -510,7 +512,6 @@ class AssignmentClass:
                         for nb, cells in table.items()}
             manifest[sid] = {"kind": kind, "expected": expected,
                              "total": sum(sum(c.values()) for c in expected.values())}
-            either = self.draw_dependent.get(sid.removeprefix("mistake_"), set()) if kind == "mistake" else set()
             if either:
                 manifest[sid]["draw_dependent"] = {nb: {gid: [0.0, pts] for gid, pts in cells.items()
                                                         if gid in either}
